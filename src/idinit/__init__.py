@@ -1,0 +1,14 @@
+"""idinit: IDInit (Pan et al., ICLR 2025), identity-based initialisation for PyTorch models.
+
+Tensor level, in the style of :mod:`torch.nn.init` (in place, returns the tensor)::
+
+    idinit.identity_(linear.weight)          # IDI / IDIC (patch-maintain for conv kernels)
+    idinit.zero_preserving_(last.weight)     # IDIZ / IDIZC for the last layer of a residual branch
+    idinit.channel_identity_(conv.weight)    # channel-maintain conv (the paper's ablation)
+    idinit.hadamard_(linear.weight)          # ZerO's partial identity / scaled Hadamard
+"""
+from idinit.init import channel_identity_, hadamard_, identity_, zero_preserving_
+
+__version__ = "0.1.0"
+
+__all__ = ["identity_", "channel_identity_", "zero_preserving_", "hadamard_"]
