@@ -1,0 +1,76 @@
+"""Build a lab model by name and initialise it: the one place that maps an initialisation name to
+the architecture variant it needs (SPEC section 5).
+
+=============  ====================================  =========================================
+init           architecture                           initialisation
+=============  ====================================  =========================================
+idinit         CifarResNet (BN)                       ``idinit.init_(model, "idinit", **opts)``
+kaiming        CifarResNet (BN)                       ``idinit.init_(model, "kaiming")``
+zero_gamma     CifarResNet (BN)                       ``idinit.init_(model, "zero_gamma")``
+zero (ZerO)    CifarResNet (BN)                       ``idinit.init_(model, "zero")``
+xavier, orthogonal, default   CifarResNet (BN)        ``idinit.init_(model, init)``
+fixup          FixupResNet (no BN, scalar biases)     :func:`fixup_init_`
+rezero         CifarResNet (BN) + gate alpha = 0      Kaiming, then alpha = 0
+skipinit       CifarResNet (no BN) + gate alpha = 0   Kaiming, then alpha = 0
+=============  ====================================  =========================================
+
+ReZero keeps BN (the ReZero paper's ResNet experiments add the gate to a normalised ResNet;
+SPEC only adds the gate); SkipInit removes it (De & Smith 2020 replace BN by the gate).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import idinit
+
+from .cifar_resnet import DEPTHS, BasicBlock, CifarResNet
+from .fixup_resnet import FixupResNet, fixup_init_, fixup_parameter_groups
+
+LIBRARY_SCHEMES = ("idinit", "kaiming", "zero_gamma", "zero", "xavier", "orthogonal", "default")
+INITS = LIBRARY_SCHEMES + ("fixup", "rezero", "skipinit")
+ARCHS = tuple(f"resnet{d}" for d in DEPTHS)
+
+
+def parse_arch(arch: str) -> int:
+    """``"resnet56"`` -> 56 (any 6n+2 depth is accepted)."""
+    if not arch.startswith("resnet") or not arch[6:].isdigit():
+        raise ValueError(f"unknown architecture {arch!r}; expected 'resnet<depth>', e.g. one of {ARCHS}")
+    return int(arch[6:])
+
+
+def build_model(arch: str = "resnet56", init: str = "idinit", shortcut: str = "A", num_classes: int = 10,
+                in_channels: int = 3, init_options: dict | None = None, example_inputs=None) -> nn.Module:
+    """Build ``arch`` in the variant ``init`` needs and initialise it (table in the module docstring).
+
+    ``init_options`` go to ``idinit.init_`` (e.g. ``loose``, ``conv``, ``branch_end`` for the
+    ablation); they are an error for the lab-only inits. Seed with ``torch.manual_seed`` first.
+    """
+    depth = parse_arch(arch)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
+    init_options = dict(init_options or {})
+    if init_options and init not in LIBRARY_SCHEMES:
+        raise ValueError(f"init {init!r} takes no options, got {sorted(init_options)}")
+    if example_inputs is None:
+        example_inputs = (torch.zeros(2, in_channels, 32, 32),)
+    if init == "fixup":
+        model = FixupResNet(depth, num_classes, shortcut, in_channels=in_channels)
+        return fixup_init_(model)
+    gate = init in ("rezero", "skipinit")
+    model = CifarResNet(depth, num_classes, shortcut, norm=init != "skipinit", gate=gate, in_channels=in_channels)
+    scheme = "kaiming" if gate else init
+    idinit.init_(model, scheme=scheme, example_inputs=example_inputs, **init_options)
+    if gate:
+        with torch.no_grad():
+            for block in model.modules():
+                if isinstance(block, BasicBlock):
+                    block.alpha.zero_()
+    return model
+
+
+def parameter_groups(model: nn.Module, init: str, lr: float) -> list[dict]:
+    """Optimiser parameter groups: Fixup's scalars at lr/10 (Fixup reference code), else one group."""
+    if init == "fixup":
+        return fixup_parameter_groups(model, lr)
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
