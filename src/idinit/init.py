@@ -264,14 +264,16 @@ def zero_preserving_(tensor: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
 def _sylvester_hadamard_block(n_rows: int, n_cols: int, device: torch.device) -> Tensor:
     """``H_p[:n_rows, :n_cols]`` of the Sylvester Hadamard matrix, entries ``(-1)^popcount(i & j)``.
 
-    Built from the bits of ``i & j`` (``log2 p`` vectorised passes), never from the full ``p x p``.
+    ``popcount(i & j) = sum_b bit_b(i) * bit_b(j)`` is the product of the ``(n_rows, B)`` and
+    ``(B, n_cols)`` bit matrices (B = bits of the largest index, exact in float32), so only the
+    requested block is built, never the full ``p x p`` matrix.
     """
-    both = torch.arange(n_rows, device=device)[:, None] & torch.arange(n_cols, device=device)[None, :]
-    parity = torch.zeros_like(both)
-    while bool(both.any()):
-        parity ^= both & 1
-        both = both >> 1
-    return 1.0 - 2.0 * parity.to(torch.float64)
+    n_bits = max(1, (max(n_rows, n_cols) - 1).bit_length())
+    shifts = torch.arange(n_bits, device=device)
+    row_bits = ((torch.arange(n_rows, device=device)[:, None] >> shifts) & 1).to(torch.float32)
+    col_bits = ((torch.arange(n_cols, device=device)[:, None] >> shifts) & 1).to(torch.float32)
+    popcount = row_bits @ col_bits.T
+    return 1.0 - 2.0 * torch.remainder(popcount, 2.0)
 
 
 def hadamard_(tensor: Tensor) -> Tensor:
@@ -300,6 +302,7 @@ def hadamard_(tensor: Tensor) -> Tensor:
             target[rows, rows] = 1.0
         else:
             p = 1 << (m - 1).bit_length()
-            block = _sylvester_hadamard_block(m, n, tensor.device) / math.sqrt(p)
-            target.copy_(block.to(tensor.dtype))
+            # +-1 is exact in every dtype, so scaling after the cast rounds 1/sqrt(p) once
+            block = _sylvester_hadamard_block(m, n, tensor.device).to(tensor.dtype)
+            target.copy_(block.mul_(1.0 / math.sqrt(p)))
     return tensor
