@@ -21,6 +21,14 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 _GATHER_CHUNK = 8192  # images per gather, to bound the index temporaries
 
 
+def _as_tensor(array) -> torch.Tensor:
+    if torch.is_tensor(array):
+        return array
+    array = np.asarray(array)
+    # Read-only arrays (np.frombuffer) are copied: torch does not support non-writable tensors.
+    return torch.from_numpy(array) if array.flags.writeable else torch.tensor(array)
+
+
 class DeviceLoader:
     """Batches ``(x, y)`` from uint8 images held on ``device``.
 
@@ -36,8 +44,7 @@ class DeviceLoader:
                  pad: int = 4, flip: bool = True, seed: int = 0,
                  mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD,
                  channels_last: bool = False, dtype: torch.dtype = torch.float32):
-        images = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
-        labels = torch.as_tensor(np.asarray(labels) if not torch.is_tensor(labels) else labels)
+        images, labels = _as_tensor(images), _as_tensor(labels)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images must be uint8 (N, H, W, C), got {images.dtype} {tuple(images.shape)}")
         if labels.ndim != 1 or labels.shape[0] != images.shape[0]:

@@ -1,0 +1,25 @@
+"""Named, versioned experiments: each paper table as a grid of run configurations x seeds."""
+from __future__ import annotations
+
+from .grid import Experiment
+from .smoke import smoke
+from .table1 import table1
+from .table5 import table5
+
+EXPERIMENTS = {
+    "table1": lambda: table1(56),
+    "table1-resnet110": lambda: table1(110),
+    "table5": lambda: table5(0),
+    "table5-warmup5": lambda: table5(5),
+    "smoke": smoke,
+}
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name``; ``ValueError`` listing the known names otherwise."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known: {sorted(EXPERIMENTS)}")
+    return EXPERIMENTS[name]()
+
+
+__all__ = ["EXPERIMENTS", "Experiment", "get_experiment"]

@@ -1,0 +1,109 @@
+"""Run a list of configurations into ``<out>/<run_id>/`` folders, in this process or in several
+worker processes sharing one device, resuming whatever was left unfinished.
+
+Workers pull runs from a queue, so a grid of unequal runs stays balanced. The CIFAR-10 arrays are
+loaded once per process and shared by its runs. A ``deadline`` (seconds from the start) makes
+every worker stop at an epoch boundary with a checkpoint in time for the results to be packed:
+a later call with the same command resumes.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pathlib
+import platform
+import queue
+import socket
+import time
+
+import torch
+
+from ..train import RunConfig, load_run_data
+from ..train import records as rec
+from ..train.loop import cut_data, train_run
+
+
+def machine_description(device: str) -> str:
+    dev = torch.device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()}-core CPU"
+    return f"{name}, torch {torch.__version__}, python {platform.python_version()}, host {socket.gethostname()}"
+
+
+def write_experiment_file(out_dir: pathlib.Path, experiment, runs: list[RunConfig], device: str, command: str | None):
+    """``experiment.json``: what ran, with which command, on which machine (merged with earlier calls)."""
+    path = out_dir / "experiment.json"
+    previous = rec.read_json(path) if path.is_file() else {}
+    calls = previous.get("calls", [])
+    calls.append({"command": command, "machine": machine_description(device), "device": device,
+                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": [r.run_id for r in runs]})
+    rec.atomic_write_json(path, {"experiment": experiment.name, "version": experiment.version,
+                                 "description": experiment.description, "notes": experiment.notes,
+                                 "paper": experiment.paper, "calls": calls})
+
+
+class _DataCache:
+    def __init__(self, data_dir):
+        self.data_dir, self.loaded = data_dir, {}
+
+    def get(self, config: RunConfig):
+        key = (config.protocol, json.dumps(config.train_chunks))
+        if key not in self.loaded:
+            self.loaded[key] = load_run_data(config.replace(train_limit=None, eval_limit=None), self.data_dir)
+        return cut_data(self.loaded[key], config)
+
+
+def _run_one(config, out_dir, device, cache, runtime, deadline, log) -> bool:
+    """Train one run; on an error write ``error.json`` beside it and return False (the grid goes on)."""
+    (out_dir / config.run_id / "error.json").unlink(missing_ok=True)  # from an earlier attempt
+    try:
+        train_run(config, out_dir / config.run_id, device=device, data=cache.get(config), deadline=deadline,
+                  log=log, **runtime)
+        return True
+    except Exception as err:
+        log(f"{config.run_id}: FAILED {type(err).__name__}: {err}")
+        rec.atomic_write_json(out_dir / config.run_id / "error.json", {"error": f"{type(err).__name__}: {err}"})
+        return False
+
+
+def _worker(task_queue, out_dir, device, data_dir, runtime, deadline):
+    cache = _DataCache(data_dir)
+    while deadline is None or time.time() < deadline:
+        try:
+            config = RunConfig.from_dict(task_queue.get(timeout=5))
+        except queue.Empty:
+            return
+        _run_one(config, out_dir, device, cache, runtime, deadline, lambda m: print(m, flush=True))
+
+
+def run_configs(runs: list[RunConfig], out_dir, *, device="cpu", data_dir=None, workers: int = 1,
+                compile: bool | None = None, checkpoint_every: int = 1, deadline_s: float | None = None,
+                log=print) -> None:
+    """Train every run (resuming unfinished ones); ``workers > 1`` uses that many processes."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runtime = {"compile": compile, "checkpoint_every": checkpoint_every}
+    deadline = None if deadline_s is None else time.time() + deadline_s
+    if workers <= 1:
+        cache = _DataCache(data_dir)
+        for run in runs:
+            if deadline is not None and time.time() > deadline:
+                break
+            _run_one(run, out_dir, device, cache, runtime, deadline, log)
+    else:
+        ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+        task_queue = ctx.Queue()
+        for run in runs:
+            task_queue.put(run.to_dict())
+        processes = [ctx.Process(target=_worker, args=(task_queue, out_dir, device, data_dir, runtime, deadline))
+                     for _ in range(min(workers, len(runs)))]
+        for p in processes:
+            p.start()
+        for p in processes:
+            p.join()
+        crashed = [p.exitcode for p in processes if p.exitcode != 0]
+        if crashed:
+            log(f"{len(crashed)} worker process(es) exited with codes {crashed}")
+    failed = [r.run_id for r in runs if (out_dir / r.run_id / "error.json").is_file()]
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed (see error.json in each): {failed}")

@@ -1,0 +1,245 @@
+"""One training run, start to finish, in one file: data on the device, the model built and
+initialised by name, SGD or Adam with warm-up + cosine, optional mixup and label smoothing, bf16
+autocast and channels_last on CUDA, ``torch.compile(mode="reduce-overhead")`` on CUDA with a
+fallback to eager, per-epoch JSONL records and an atomic checkpoint, and resume.
+
+The whole step is :func:`_make_step`; the loop is :func:`train_run`.
+"""
+from __future__ import annotations
+
+import math
+import pathlib
+import platform
+import time
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data import DeviceLoader, load_cifar10
+from ..models import build_model, parameter_groups
+from . import records as rec
+from .config import RunConfig
+from .metrics import summarise
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up from ``1/warmup_steps`` to 1 over ``warmup_steps``, then cosine from 1 to 0
+    over the remaining steps (Loshchilov & Hutter 2017, without restarts)."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def load_run_data(config: RunConfig, data_dir=None):
+    """The arrays a run trains and evaluates on, cut to ``train_limit`` / ``eval_limit``."""
+    data = load_cifar10(data_dir, protocol=config.protocol,
+                        train_chunks=None if config.protocol == "official" else config.train_chunks)
+    return cut_data(data, config)
+
+
+def cut_data(data, config: RunConfig):
+    tl, el = config.train_limit, config.eval_limit
+    return data._replace(x_train=data.x_train[:tl], y_train=data.y_train[:tl],
+                         x_eval=data.x_eval[:el], y_eval=data.y_eval[:el])
+
+
+def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.init, config.lr)
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    # The fused CUDA kernels update all parameters in a few launches (the loop is launch-bound).
+    extra = {"fused": True} if device.type == "cuda" else {}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
+                               weight_decay=config.weight_decay, **extra)
+    return torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2),
+                            weight_decay=config.weight_decay, **extra)
+
+
+def _make_step(model, config: RunConfig, amp: bool, device_type: str):
+    """The training step's differentiable part: mixup (Zhang et al. 2018), forward under bf16
+    autocast, cross-entropy (with label smoothing). Returns (loss, number of correct predictions,
+    weighted as the mixed labels are)."""
+    mixup, smoothing = config.mixup_alpha > 0, config.label_smoothing
+
+    def forward_loss(x, y, perm, lam):
+        if mixup:
+            x = lam * x + (1 - lam) * x[perm]
+        with torch.autocast(device_type, torch.bfloat16, enabled=amp):
+            logits = model(x)
+        logits = logits.float()
+        loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        correct = (logits.argmax(1) == y).sum().float()
+        if mixup:
+            y_b = y[perm]
+            loss = lam * loss + (1 - lam) * F.cross_entropy(logits, y_b, label_smoothing=smoothing)
+            correct = lam * correct + (1 - lam) * (logits.argmax(1) == y_b).sum().float()
+        return loss, correct
+
+    return forward_loss
+
+
+@torch.no_grad()
+def evaluate(model, loader: DeviceLoader, amp: bool) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) over one pass of ``loader``."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=loader.device)
+    for x, y in loader.epoch():
+        with torch.autocast(loader.device.type, torch.bfloat16, enabled=amp):
+            correct += (model(x).argmax(1) == y).sum()
+    model.train(was_training)
+    return correct.item() / loader.num_images
+
+
+def _epoch_mixing(config: RunConfig, epoch: int, steps: int, batch: int, device):
+    """Per-step mixup coefficients and partner permutations for one epoch, seeded by (seed, epoch)."""
+    if config.mixup_alpha <= 0:
+        return None, None
+    rng = np.random.default_rng([config.seed, epoch, 7])
+    lams = torch.tensor(rng.beta(config.mixup_alpha, config.mixup_alpha, steps), dtype=torch.float32)
+    perms = torch.from_numpy(np.stack([rng.permutation(batch) for _ in range(steps)]))
+    return lams.to(device), perms.to(device)
+
+
+def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=None, compile: bool | None = None,
+              amp: bool | None = None, channels_last: bool | None = None, checkpoint_every: int = 1,
+              stop_after_epoch: int | None = None, deadline: float | None = None, log=print) -> dict:
+    """Train ``config`` in ``run_dir`` (resuming from its checkpoint if there is one); return the summary.
+
+    ``compile`` / ``amp`` (bf16 autocast) / ``channels_last`` default to on for CUDA, off elsewhere.
+    ``data``: preloaded :class:`~idinit.lab.data.CIFAR10` arrays (already cut), else loaded from
+    ``data_dir``. ``stop_after_epoch`` and ``deadline`` (a ``time.time()`` value) end the call early
+    after a checkpoint; the returned summary then has ``finished: False`` and a later call resumes.
+    """
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    compile = cuda if compile is None else compile
+    amp = cuda if amp is None else amp
+    channels_last = cuda if channels_last is None else channels_last
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path, records_path = run_dir / rec.CONFIG, run_dir / rec.RECORDS
+    checkpoint_path, summary_path = run_dir / rec.CHECKPOINT, run_dir / rec.SUMMARY
+    if config_path.is_file():
+        stored = rec.read_json(config_path)
+        if stored != config.to_dict():
+            diff = sorted(k for k in set(stored) | set(config.to_dict()) if stored.get(k) != config.to_dict().get(k))
+            raise ValueError(f"{run_dir} holds a run of a different configuration (differs in {diff}); "
+                             "use another output folder")
+    else:
+        rec.atomic_write_json(config_path, config.to_dict())
+    if summary_path.is_file():
+        summary = rec.read_json(summary_path)
+        if summary.get("finished"):
+            return summary
+
+    if data is None:
+        data = load_run_data(config, data_dir)
+    torch.manual_seed(config.seed)
+    model = build_model(config.arch, config.init, config.shortcut, init_options=config.init_options)
+    memory_format = torch.channels_last if channels_last else torch.preserve_format
+    model = model.to(device=device, memory_format=memory_format)
+    optimizer = make_optimizer(model, config, device)
+
+    records: list[dict] = []
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        records = state["records"]
+        log(f"{config.run_id}: resuming after epoch {len(records)}")
+    rec.write_records(records_path, records)  # the checkpoint is the truth (see records.py)
+
+    x_dtype = torch.bfloat16 if amp else torch.float32
+    train_loader = DeviceLoader(data.x_train, data.y_train, config.batch_size, device=device, train=True,
+                                seed=config.seed, channels_last=channels_last, dtype=x_dtype)
+    eval_loaders = {"eval_acc": DeviceLoader(data.x_eval, data.y_eval, config.eval_batch_size, device=device,
+                                             train=False, channels_last=channels_last, dtype=x_dtype)}
+    if data.x_test1k is not None:
+        eval_loaders["test1k_acc"] = DeviceLoader(data.x_test1k, data.y_test1k, config.eval_batch_size,
+                                                  device=device, train=False, channels_last=channels_last,
+                                                  dtype=x_dtype)
+    steps_per_epoch = len(train_loader)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = steps_per_epoch * config.warmup_epochs
+
+    eager_step = _make_step(model, config, amp, device.type)
+    step_fn = torch.compile(eager_step, mode="reduce-overhead", dynamic=False) if compile else eager_step
+    compiled = compile
+    model.train()
+    finished, stopped_early = True, False
+    for epoch in range(len(records), config.epochs):
+        t0 = time.perf_counter()
+        lams, perms = _epoch_mixing(config, epoch, steps_per_epoch, config.batch_size, device)
+        loss_sum = torch.zeros((), device=device)
+        correct_sum = torch.zeros((), device=device)
+        lr_start = None
+        for i, (x, y) in enumerate(train_loader.epoch(epoch)):
+            factor = lr_factor(epoch * steps_per_epoch + i, total_steps, warmup_steps)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+            lr_start = config.lr * factor if lr_start is None else lr_start
+            lam = lams[i] if lams is not None else None
+            perm = perms[i] if perms is not None else None
+            if compiled:
+                torch.compiler.cudagraph_mark_step_begin()
+                try:
+                    loss, correct = step_fn(x, y, perm, lam)
+                    loss.backward()
+                except Exception as err:  # compile is an optimisation: fall back, say so, go on
+                    if epoch != len(records) or i != 0:
+                        raise
+                    log(f"{config.run_id}: torch.compile failed ({type(err).__name__}: {err}); training eagerly")
+                    optimizer.zero_grad(set_to_none=True)
+                    step_fn, compiled = eager_step, False
+                    loss, correct = step_fn(x, y, perm, lam)
+                    loss.backward()
+            else:
+                loss, correct = step_fn(x, y, perm, lam)
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            correct_sum += correct.detach()
+        train_loss = loss_sum.item() / steps_per_epoch  # the epoch's one host sync
+        seconds = time.perf_counter() - t0
+        record = {"epoch": epoch + 1, "train_loss": train_loss if math.isfinite(train_loss) else None,
+                  "train_acc": correct_sum.item() / train_loader.num_images, "lr": lr_start,
+                  "seconds": seconds, "images_per_s": train_loader.num_images / seconds}
+        last = epoch + 1 == config.epochs
+        diverged = not math.isfinite(train_loss)
+        if (epoch + 1) % config.eval_every == 0 or last or diverged:
+            t1 = time.perf_counter()
+            for key, loader in eval_loaders.items():
+                record[key] = evaluate(model, loader, amp)
+            record["eval_seconds"] = time.perf_counter() - t1
+        records.append(record)
+        rec.append_record(records_path, record)
+        if diverged or last or (epoch + 1) % checkpoint_every == 0 or (stop_after_epoch == epoch + 1) or (
+                deadline is not None and time.time() + 2 * seconds > deadline):
+            rec.atomic_torch_save(checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                    "records": records, "config": config.to_dict()})
+        if diverged:
+            log(f"{config.run_id}: training loss is not finite after epoch {epoch + 1}; stopping the run")
+            break
+        if not last and (stop_after_epoch == epoch + 1 or (deadline is not None and time.time() + 2 * seconds > deadline)):
+            finished, stopped_early = False, True
+            break
+
+    summary = {**summarise(records, config.target_accuracy), "finished": finished, "run_id": config.run_id,
+               "name": config.name, "seed": config.seed, "compiled": compiled, "amp": amp,
+               "channels_last": channels_last, "device": _device_name(device), "torch": torch.__version__,
+               "python": platform.python_version()}
+    if not stopped_early:
+        rec.atomic_write_json(summary_path, summary)
+    return summary
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()})"
