@@ -1,0 +1,110 @@
+"""Packed training: N runs in one grouped network give the runs train_run gives, one by one."""
+import copy
+
+import pytest
+import torch
+
+from idinit.lab.models import CifarResNet, build_model
+from idinit.lab.models.packed_resnet import PackedCifarResNet
+from idinit.lab.train import RunConfig, read_records, train_run
+from idinit.lab.train.packed import pack_key, train_packed
+from test_lab_train import fake_data
+
+TINY = dict(arch="resnet8", batch_size=64, epochs=2, eval_batch_size=128)
+QUIET = dict(log=lambda m: None)
+
+
+@pytest.mark.parametrize("variant", [dict(shortcut="A"), dict(shortcut="B"), dict(shortcut="A", gate=True),
+                                     dict(shortcut="B", norm=False, gate=True)])
+def test_packed_forward_equals_each_member_alone(variant):
+    torch.manual_seed(0)
+    members = [CifarResNet(8, **variant).double() for _ in range(3)]
+    for m in members:
+        for p in m.parameters():
+            p.data.normal_(0, 0.3)  # gates and heads non-zero, so every path shows in the output
+    alone = [copy.deepcopy(m) for m in members]
+    packed = PackedCifarResNet(members)
+    xs = [torch.randn(5, 3, 16, 16, dtype=torch.float64) for _ in members]
+    for mode in ("train", "eval"):
+        getattr(packed, mode)()
+        out = packed(torch.cat(xs, 1))
+        assert out.shape == (5, 3, 10)
+        for i, m in enumerate(alone):
+            getattr(m, mode)()
+            torch.testing.assert_close(out[:, i], m(xs[i]), rtol=1e-12, atol=1e-12)
+        if mode == "train":  # BN running statistics reach the members
+            packed.sync_members(steps_taken=1)
+            for mine, ref in zip(members, alone):
+                for (name, b), (_, b_ref) in zip(mine.named_buffers(), ref.named_buffers()):
+                    torch.testing.assert_close(b, b_ref, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_packed_gradients_reach_each_member_as_if_alone():
+    torch.manual_seed(1)
+    members = [CifarResNet(8, shortcut="A").double() for _ in range(2)]
+    alone = [copy.deepcopy(m) for m in members]
+    xs = [torch.randn(4, 3, 8, 8, dtype=torch.float64) for _ in members]
+    PackedCifarResNet(members)(torch.cat(xs, 1)).square().sum().backward()
+    for mine, ref, x in zip(members, alone, xs):
+        ref(x).square().sum().backward()
+        for (name, p), (_, p_ref) in zip(mine.named_parameters(), ref.named_parameters()):
+            torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_a_pack_trains_every_member_as_train_run_would(tmp_path):
+    data = fake_data()
+    configs = [
+        RunConfig(name="kaiming-sgd", init="kaiming", optimizer="sgd", lr=0.05, seed=0, mixup_alpha=1.0,
+                  warmup_epochs=1, **TINY),
+        RunConfig(name="idinit-adam", init="idinit", optimizer="adam", lr=1e-3, seed=1, **TINY),
+        RunConfig(name="zero-sgd", init="zero_gamma", optimizer="sgd", lr=0.1, seed=2, label_smoothing=0.1, **TINY),
+    ]
+    packed = train_packed(configs, [tmp_path / "pack" / c.name for c in configs], data=data, **QUIET)
+    for config, summary in zip(configs, packed):
+        single = train_run(config, tmp_path / "single" / config.name, data=data, **QUIET)
+        assert summary["finished"] and summary["packed"] == 3 and summary["epochs"] == 2
+        got = read_records(tmp_path / "pack" / config.name / "records.jsonl")
+        ref = read_records(tmp_path / "single" / config.name / "records.jsonl")
+        assert [r["epoch"] for r in got] == [1, 2]
+        for a, b in zip(got, ref):
+            assert a["lr"] == pytest.approx(b["lr"], rel=1e-12)
+            assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+            assert a["eval_acc"] == pytest.approx(b["eval_acc"], abs=2 / 96)  # at most two of 96 flip
+        w_pack = torch.load(tmp_path / "pack" / config.name / "checkpoint.pt", weights_only=False)["model"]
+        w_single = torch.load(tmp_path / "single" / config.name / "checkpoint.pt", weights_only=False)["model"]
+        assert w_pack.keys() == w_single.keys()
+        for key in w_pack:
+            torch.testing.assert_close(w_pack[key].float(), w_single[key].float(), rtol=1e-3, atol=1e-4, msg=key)
+
+
+def test_a_stopped_pack_resumes_to_the_same_end(tmp_path):
+    data = fake_data()
+    configs = [RunConfig(name=f"m{s}", init="kaiming", lr=0.05, seed=s, mixup_alpha=1.0, **TINY) for s in (0, 1)]
+    dirs = [tmp_path / "stopped" / c.name for c in configs]
+    first = train_packed(configs, dirs, data=data, stop_after_epoch=1, **QUIET)
+    assert not any(s["finished"] for s in first)
+    assert all(len(read_records(d / "records.jsonl")) == 1 for d in dirs)
+    resumed = train_packed(configs, dirs, data=data, **QUIET)
+    straight = train_packed(configs, [tmp_path / "straight" / c.name for c in configs], data=data, **QUIET)
+    for a, b in zip(resumed, straight):
+        assert a["finished"] and a["final_eval_acc"] == b["final_eval_acc"]
+    for config in configs:
+        got = read_records(tmp_path / "stopped" / config.name / "records.jsonl")
+        ref = read_records(tmp_path / "straight" / config.name / "records.jsonl")
+        assert [r["epoch"] for r in got] == [1, 2]
+        assert [r["train_loss"] for r in got] == pytest.approx([r["train_loss"] for r in ref], rel=1e-6)
+
+
+def test_packs_refuse_members_that_cannot_share_a_network(tmp_path):
+    base = RunConfig(name="a", init="kaiming", **TINY)
+    assert pack_key(base) == pack_key(base.replace(init="idinit", optimizer="adam", seed=3, warmup_epochs=1))
+    assert pack_key(base) != pack_key(base.replace(init="skipinit"))  # no BN: another architecture
+    assert pack_key(base) != pack_key(base.replace(batch_size=32))
+    with pytest.raises(ValueError, match="cannot share a pack"):
+        train_packed([base, base.replace(name="b", init="skipinit")], [tmp_path / "a", tmp_path / "b"], **QUIET)
+    with pytest.raises(ValueError, match="cannot share a pack"):
+        train_packed([base.replace(init="fixup")], [tmp_path / "f"], **QUIET)
+    with pytest.raises(TypeError, match="only CifarResNet"):
+        PackedCifarResNet([build_model("resnet8", "fixup")])
+    with pytest.raises(ValueError, match="differs in architecture"):
+        PackedCifarResNet([CifarResNet(8), CifarResNet(8, shortcut="B")])
