@@ -8,7 +8,11 @@ Tensor level, in the style of :mod:`torch.nn.init` (in place, returns the tensor
     idinit.hadamard_(linear.weight)          # ZerO's partial identity / scaled Hadamard
 """
 from idinit.init import channel_identity_, hadamard_, identity_, zero_preserving_
+from idinit.plan import Plan, PlanEntry, init_, plan
+from idinit.roles import ROLES, tag
+from idinit.schemes import SCHEMES
 
 __version__ = "0.1.0"
 
 __all__ = ["identity_", "channel_identity_", "zero_preserving_", "hadamard_"]
+__all__ += ["plan", "init_", "Plan", "PlanEntry", "tag", "ROLES", "SCHEMES"]

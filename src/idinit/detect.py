@@ -1,0 +1,226 @@
+"""Role detection: what every parameter of a model is.
+
+Trust order (DESIGN "Roles"): what the user states (:mod:`idinit.roles`) > the registry of known
+blocks (:mod:`idinit.registry`) > the model's graph (:mod:`idinit.positions`) > the parameter's type
+alone (:mod:`idinit.kinds`).
+
+The graph comes from the autograd graph of one forward pass on ``example_inputs`` when they are given;
+otherwise from a forward pass on ``model.dummy_inputs`` for HF transformers models; otherwise from
+torch.fx. Schemes that place every layer alike ("kaiming", ...) do not need it: without one they
+warn and go on; the others raise, saying to pass ``example_inputs``.
+
+Tied parameters are planned once. If one of their names is an embedding they stay an embedding (the
+paper leaves embeddings as the model made them, so a tied output layer is not re-initialised);
+otherwise the role found for their first name in ``named_parameters()`` wins. The plan's note lists
+the other names and the other candidate role.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from idinit import registry
+from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
+from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos
+from idinit.positions import analyse
+from idinit.roles import strongest, user_roles
+
+__all__ = ["Detection", "Role", "detect"]
+
+
+@dataclass
+class Role:
+    role: str
+    source: str
+    note: str = ""
+
+
+@dataclass
+class Detection:
+    params: dict[str, ParamInfo]
+    roles: dict[str, Role]
+    unclassified: dict[str, str]
+    residual: bool
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+
+def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str, str] | None = None,
+           use_registry: bool = True, need_positions: bool = True) -> Detection:
+    """Roles of every parameter of ``model`` (see the module docstring). ``need_positions=False``
+    (schemes that treat all layers alike) turns a missing graph into a warning instead of an error."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
+    if example_inputs is not None:
+        example_inputs = _as_inputs(example_inputs)
+    infos, aliases = parameter_infos(model)
+    if not infos:
+        raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialise")
+    kinds = {name: set(info.kinds) for name, info in infos.items()}
+    owners = {name: info.module for name, info in infos.items()}
+    stated = user_roles(model, overrides, aliases)
+    known = registry.registry_roles(model, aliases) if use_registry else {}
+
+    roles: dict[str, Role] = {}
+    unclassified: dict[str, str] = {}
+    notes: list[str] = []
+    residual = any(role == "branch_end" for role, _ in known.values())
+    wanted = any((ks & MATRIX_KINDS or "unknown" in ks) and n not in stated and n not in known
+                 for n, ks in kinds.items())
+    graph, source = None, "parameter types and the registry"
+    if wanted:
+        graph, source = _build_graph(model, infos, example_inputs, use_registry, need_positions)
+    if graph is not None:
+        residual = _graph_roles(graph, kinds, owners, roles, unclassified, notes) or residual
+    for name, (role, src) in known.items():
+        roles[name] = Role(role, src)
+    for name in infos:
+        if name not in roles and name not in unclassified:
+            role = _type_role(kinds[name])
+            if role is None:
+                unclassified[name] = ("not a parameter of a known layer type, and no graph shows how it is used "
+                                      "(pass example_inputs=)" if graph is None else
+                                      "not a parameter of a known layer type, and not used in the forward pass")
+            else:
+                roles[name] = role
+    for name, info in infos.items():
+        if not info.aliases or name not in roles:
+            continue
+        found = roles[name]
+        others = ", ".join(info.aliases)
+        if "embedding" in kinds[name] and found.role != "embedding":
+            roles[name] = Role("embedding", "tied", f"tied with {others}, also a candidate for {found.role} "
+                               f"({found.source}): embedding wins")
+        else:
+            found.note = (found.note + "; " if found.note else "") + f"tied with {others}"
+    for name, (role, src) in stated.items():
+        roles[name] = Role(role, src)
+        unclassified.pop(name, None)
+    if notes:
+        warnings.warn("idinit role detection:\n- " + "\n- ".join(notes), stacklevel=3)
+    residual = residual or any(r.role == "branch_end" for r in roles.values())
+    return Detection(infos, roles, unclassified, residual, source, notes)
+
+
+def _hf_dummy_inputs(model: nn.Module):
+    """HF transformers models carry ``dummy_inputs`` (a dict of token ids); None for other models."""
+    if not type(model).__module__.startswith("transformers."):
+        return None
+    try:
+        dummy = model.dummy_inputs
+    except Exception:  # a model class whose dummy_inputs cannot be built
+        return None
+    if not isinstance(dummy, Mapping) or not dummy:
+        return None
+    device = next(model.parameters()).device
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}
+
+
+def _build_graph(model, infos, example_inputs, use_registry: bool, need_positions: bool):
+    """``(graph or None, where the roles came from)``; raises when the scheme needs a graph and none
+    can be had, naming the remedy."""
+    names = {id(info.param): name for name, info in infos.items()}
+    if example_inputs is not None:
+        try:
+            return autograd_graph(model, names, example_inputs), "autograd graph of one forward pass on example_inputs"
+        except GraphUnavailable as err:
+            raise ValueError(f"role detection failed: {err}") from err
+    tried = []
+    dummy = _hf_dummy_inputs(model)
+    if dummy is not None:
+        try:
+            return autograd_graph(model, names, dummy), "autograd graph of one forward pass on model.dummy_inputs"
+        except GraphUnavailable as err:
+            tried.append(f"{err} (on model.dummy_inputs)")
+    try:
+        return fx_graph(model, names, registry.is_registered if use_registry else (lambda m: False)), "torch.fx graph"
+    except GraphUnavailable as err:
+        tried.append(str(err))
+    message = ("; ".join(tried) + ". Pass example_inputs= (a tuple of positional arguments, or a dict of keyword "
+               "arguments, for one forward pass) so that the roles can be read off the autograd graph, or state "
+               "them with overrides=")
+    if need_positions:
+        raise ValueError(f"cannot find where the residual branches of {type(model).__name__} end: {message}")
+    warnings.warn(f"{message}. Every layer is planned as 'identity'", stacklevel=4)
+    return None, "parameter types only (no graph)"
+
+
+def _graph_roles(graph, kinds, owners, roles: dict, unclassified: dict, notes: list) -> bool:
+    """Fill ``roles`` from the graph's positions; returns whether the model has residual branches."""
+    found = analyse(graph, kinds, owners)
+    notes.extend(found.notes)
+    per_param: dict[str, list[tuple[str, str]]] = {}
+    for n, (role, note) in found.roles.items():
+        for p in graph.ops[n].params:
+            if kinds[p] & MATRIX_KINDS:
+                per_param.setdefault(p, []).append((role, note))
+    for p, candidates in per_param.items():
+        role = strongest(r for r, _ in candidates)
+        note = next((nt for r, nt in candidates if r == role and nt), "")
+        if len({r for r, _ in candidates}) > 1:  # one module called in several places
+            note = (note + "; " if note else "") + "used as " + ", ".join(sorted({r for r, _ in candidates}))
+        roles[p] = Role(role, "graph", note)
+    for n in found.end_norms:
+        for p in graph.ops[n].params:
+            if "norm_weight" in kinds[p]:
+                roles[p] = Role("branch_end_norm", "graph", "norm closing a residual branch")
+    opaque = sorted({op.label for op in graph.ops if op_class(op, kinds, owners) == "opaque"})
+    if opaque:
+        notes.append("the graph cannot see inside " + ", ".join(opaque) + " (one call using the weights of several "
+                     "layers): its layers are planned as 'identity'; pass example_inputs= to look inside")
+    for op in graph.ops:
+        inside = op.block or op.label in opaque
+        for p in op.params:
+            if kinds[p] == {"unknown"} and p not in roles:
+                usage = None if inside else _usage_role(op.kind, p)
+                if usage:
+                    roles[p] = Role(usage, "graph", f"used by {op.label}")
+                else:
+                    unclassified[p] = f"not a parameter of a known layer type, and used by {op.label}, which no rule covers"
+            elif inside and p not in roles and kinds[p] & MATRIX_KINDS:
+                roles[p] = Role("attention_qkv" if "fused_qkv" in kinds[p] else "identity", "type", f"inside {op.label}")
+    for p, ks in kinds.items():
+        if ks & MATRIX_KINDS and p not in roles:
+            roles[p] = Role("attention_qkv" if "fused_qkv" in ks else "identity", "type", "not reached by the graph")
+    return found.residual_adds > 0
+
+
+def _type_role(ks: set) -> Role | None:
+    """The role a parameter's type alone gives (no position): None if the type has no rule."""
+    if ks & MATRIX_KINDS:
+        return Role("attention_qkv" if "fused_qkv" in ks else "identity", "type")
+    if "recurrent_hh" in ks:
+        return Role("recurrent", "type", "hidden-to-hidden")
+    if ks & RECURRENT_KINDS:
+        return Role("identity", "type", "input-to-hidden" if "recurrent_ih" in ks else "recurrent projection")
+    if ks & NORM_KINDS:
+        return Role("norm", "type")
+    if "bias" in ks:
+        return Role("bias", "type")
+    if ks & {"embedding", "token"}:
+        return Role("embedding", "type")
+    if "activation" in ks:
+        return Role("keep", "type", "activation parameter (PReLU)")
+    return None
+
+
+def _usage_role(op_kind: str, name: str) -> str | None:
+    if op_kind in ("add", "cat"):
+        return "bias" if name.endswith("bias") else "embedding"
+    if op_kind == "mul":
+        return "scale"
+    return None
+
+
+def _as_inputs(example_inputs: Any) -> Any:
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list, Mapping)):
+        return tuple(example_inputs) if isinstance(example_inputs, list) else example_inputs
+    raise TypeError("example_inputs must be a tuple of positional arguments or a dict of keyword arguments "
+                    f"(or a single tensor), got {type(example_inputs).__name__}")

@@ -1,0 +1,307 @@
+"""The data-flow graph of a model, from torch.fx or from the autograd graph of one forward pass.
+
+Both sources are reduced to the same small form, a :class:`DataGraph`: a list of operations in
+topological order, each with its data inputs (positional, ``None`` where an argument is not data)
+and the parameters it consumes directly. Parameters reach an operation through "weight chains"
+(``w.t()``, ``cls_token.expand(...)``, ``table[index]``): such chains carry no data, so they are
+folded into the operation that consumes them. :mod:`idinit.detect` reads roles off this form.
+
+- :func:`fx_graph` needs no inputs: it traces the model symbolically with :mod:`torch.fx`. Modules
+  of ``torch.nn`` are leaves (fx's rule), so ``nn.MultiheadAttention`` and the ``nn.Transformer*``
+  modules appear as single calls; :mod:`idinit.registry` knows their insides.
+- :func:`autograd_graph` runs one forward pass on ``example_inputs`` (eval mode, gradients on,
+  buffers restored afterwards) and walks ``grad_fn.next_functions`` back from the outputs. It sees
+  every model fx cannot trace (data-dependent control flow, HF transformers) and sees inside
+  ``torch.nn`` modules.
+"""
+from __future__ import annotations
+
+import builtins
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = ["Op", "DataGraph", "fx_graph", "autograd_graph", "GraphUnavailable"]
+
+
+class GraphUnavailable(RuntimeError):
+    """The graph could not be built (fx failed to trace, or the forward pass failed)."""
+
+
+@dataclass
+class Op:
+    """One operation: ``kind`` is one of ``input, add, mul, matmul, sdpa, softmax, sigmoid, cat,
+    embedding, call``; ``inputs`` are indices of earlier ops (``None``: not data)."""
+
+    kind: str
+    inputs: list
+    params: tuple
+    label: str
+    block: str | None = None
+
+    @property
+    def data_inputs(self) -> list[int]:
+        return [i for i in self.inputs if i is not None]
+
+
+@dataclass
+class DataGraph:
+    ops: list[Op] = field(default_factory=list)
+    outputs: list[int] = field(default_factory=list)
+    source: str = ""
+
+    def consumers(self) -> list[list[int]]:
+        users: list[list[int]] = [[] for _ in self.ops]
+        for index, op in enumerate(self.ops):
+            for i in dict.fromkeys(op.data_inputs):
+                users[i].append(index)
+        return users
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.fx
+
+_FX_KINDS: dict[Any, str] = {
+    operator.add: "add", operator.iadd: "add", torch.add: "add", "add": "add", "add_": "add",
+    "__add__": "add", "__radd__": "add",
+    operator.mul: "mul", operator.imul: "mul", torch.mul: "mul", "mul": "mul", "mul_": "mul",
+    operator.matmul: "matmul", torch.matmul: "matmul", torch.bmm: "matmul", torch.mm: "matmul",
+    torch.baddbmm: "matmul", torch.einsum: "matmul", "matmul": "matmul", "bmm": "matmul", "mm": "matmul", "baddbmm": "matmul",
+    F.scaled_dot_product_attention: "sdpa",
+    F.softmax: "softmax", torch.softmax: "softmax", "softmax": "softmax",
+    torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "sigmoid", "sigmoid": "sigmoid",
+    torch.cat: "cat", torch.concat: "cat",
+    F.embedding: "embedding", F.embedding_bag: "embedding",
+}
+_FX_MODULE_KINDS = ((nn.Softmax, "softmax"), (nn.Sigmoid, "sigmoid"), (nn.Hardsigmoid, "sigmoid"),
+                    (nn.Embedding, "embedding"), (nn.EmbeddingBag, "embedding"))
+# Calls whose result describes a tensor (its shape, device) rather than carrying its data: a mask
+# built from x.shape does not depend on x's values, and autograd would not see it either.
+_FX_META_METHODS = {"size", "dim", "numel", "nelement", "type", "get_device", "stride", "is_contiguous"}
+_FX_META_ATTRS = {"shape", "device", "dtype", "ndim", "is_cuda", "requires_grad"}
+
+
+def _fx_kind(node) -> str:
+    target = node.target
+    if node.op == "call_function" and target is builtins.getattr:
+        return "meta" if len(node.args) > 1 and node.args[1] in _FX_META_ATTRS else "call"
+    if node.op == "call_function" and target is builtins.len:
+        return "meta"
+    if node.op == "call_method" and target in _FX_META_METHODS:
+        return "meta"
+    try:
+        return _FX_KINDS.get(target, "call")
+    except TypeError:  # unhashable target
+        return "call"
+
+
+def fx_graph(model: nn.Module, names: Mapping[int, str], is_block: Callable[[nn.Module], bool]) -> DataGraph:
+    """Trace ``model`` with :mod:`torch.fx` (no inputs needed); ``names`` maps ``id(parameter)`` to
+    its canonical name; ``is_block(module)`` marks modules to keep as single opaque calls."""
+    import torch.fx
+
+    class _Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+            return is_block(m) or super().is_leaf_module(m, qualname)
+
+    try:
+        fx = _Tracer().trace(model)
+    except Exception as err:  # fx raises many types (TraceError, TypeError, AttributeError, ...)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise GraphUnavailable(f"torch.fx could not trace {type(model).__name__}: {type(err).__name__}: "
+                               f"{first[:200]}") from err
+
+    graph = DataGraph(source="torch.fx")
+    # status of every fx node: ("op", index) | ("param", frozenset of names) | ("const", None)
+    status: dict[Any, tuple[str, Any]] = {}
+
+    def module_params(prefix: str, module: nn.Module) -> tuple:
+        return tuple(dict.fromkeys(names[id(p)] for p in module.parameters() if id(p) in names))
+
+    for node in fx.nodes:
+        if node.op == "placeholder":
+            graph.ops.append(Op("input", [], (), node.name))
+            status[node] = ("op", len(graph.ops) - 1)
+            continue
+        if node.op == "get_attr":
+            value = _resolve(model, node.target)
+            if isinstance(value, torch.Tensor) and id(value) in names:
+                status[node] = ("param", frozenset([names[id(value)]]))
+            else:
+                status[node] = ("const", None)
+            continue
+        if node.op == "output":
+            graph.outputs = [status[n][1] for n in _node_args(node) if status.get(n, ("",))[0] == "op"]
+            continue
+        args = _node_args(node)
+        if node.op == "call_function" and node.target is F.scaled_dot_product_attention:
+            args = _sdpa_args(node) + [a for a in args if a not in _sdpa_args(node)]
+        seen = [status.get(a, ("const", None)) for a in args]
+        inputs = [s[1] if s[0] == "op" else None for s in seen]
+        params: set = set().union(*[s[1] for s in seen if s[0] == "param"]) if seen else set()
+        if node.op == "call_module":
+            module = model.get_submodule(node.target)
+            kind = next((k for cls, k in _FX_MODULE_KINDS if isinstance(module, cls)), "call")
+            block = node.target if is_block(module) else None
+            own = module_params(node.target, module)
+            graph.ops.append(Op(kind, inputs, tuple(dict.fromkeys([*own, *sorted(params)])), node.target, block))
+            status[node] = ("op", len(graph.ops) - 1)
+            continue
+        kind = _fx_kind(node)
+        if kind == "meta":
+            status[node] = ("const", None)
+        elif any(i is not None for i in inputs) or (kind == "embedding" and params):
+            graph.ops.append(Op(kind, inputs, tuple(sorted(params)), node.name))
+            status[node] = ("op", len(graph.ops) - 1)
+        elif params:
+            status[node] = ("param", frozenset(params))
+        else:
+            status[node] = ("const", None)
+    return graph
+
+
+def _resolve(model: nn.Module, target: str):
+    value: Any = model
+    for part in target.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _node_args(node) -> list:
+    import torch.fx
+
+    found: list = []
+    torch.fx.node.map_arg((node.args, node.kwargs), lambda n: found.append(n) or n)
+    return found
+
+
+def _sdpa_args(node) -> list:
+    picked = []
+    for position, key in enumerate(("query", "key", "value")):
+        value = node.args[position] if len(node.args) > position else node.kwargs.get(key)
+        picked.append(value)
+    return picked
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd
+
+def _autograd_kind(name: str) -> str:
+    base = name.rstrip("0123456789")
+    if "ScaledDotProduct" in base or "FlashAttention" in base or "EfficientAttention" in base:
+        return "sdpa"
+    return {
+        "AddBackward": "add", "MulBackward": "mul",
+        "MmBackward": "matmul", "BmmBackward": "matmul", "BaddbmmBackward": "matmul",
+        "AddmmBackward": "matmul", "MatmulBackward": "matmul",
+        "SoftmaxBackward": "softmax", "SafeSoftmaxBackward": "softmax", "SigmoidBackward": "sigmoid", "HardsigmoidBackward": "sigmoid",
+        "CatBackward": "cat", "EmbeddingBackward": "embedding", "EmbeddingBagBackward": "embedding",
+        "EmbeddingDenseBackward": "embedding",
+    }.get(base, "call")
+
+
+def _tensors(value: Any) -> list[torch.Tensor]:
+    """All tensors in a (nested) output: tuples, lists, dicts and HF ``ModelOutput`` objects."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, Mapping):
+        return [t for v in value.values() for t in _tensors(v)]
+    if isinstance(value, (tuple, list)):
+        return [t for v in value for t in _tensors(v)]
+    return []
+
+
+def _prepare(value: Any) -> Any:
+    """Floating-point example inputs become leaves that require grad, so that a skip connection
+    straight from the input is visible in the autograd graph; other values pass unchanged."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().requires_grad_(True) if value.is_floating_point() else value
+    if isinstance(value, Mapping):
+        return {k: _prepare(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_prepare(v) for v in value) if isinstance(value, tuple) else [_prepare(v) for v in value]
+    return value
+
+
+def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
+    """One forward pass for the graph, leaving the model as it was: eval mode (no dropout, no
+    batch-norm statistics update), every floating parameter requiring grad for the duration, and
+    every buffer restored afterwards. Returns the output tensors that carry a ``grad_fn``."""
+    inputs = _prepare(example_inputs)
+    training = {m: m.training for m in model.modules()}
+    requires = {p: p.requires_grad for p in model.parameters()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    try:
+        model.eval()
+        for p in requires:
+            if p.is_floating_point():
+                p.requires_grad_(True)
+        with torch.enable_grad():
+            out = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
+    except Exception as err:
+        raise GraphUnavailable(f"the forward pass of {type(model).__name__} on example_inputs failed: "
+                               f"{type(err).__name__}: {err}") from err
+    finally:
+        for m, mode in training.items():
+            m.training = mode
+        for p, flag in requires.items():
+            p.requires_grad_(flag)
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+    roots = [t for t in _tensors(out) if t.grad_fn is not None]
+    if not roots:
+        raise GraphUnavailable(f"the output of {type(model).__name__} on example_inputs carries no autograd "
+                               "graph (no floating-point output depends on a parameter)")
+    return roots
+
+
+def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: Any) -> DataGraph:
+    """The graph of one forward pass on ``example_inputs`` (see :func:`run_forward`)."""
+    roots = run_forward(model, example_inputs)
+    graph = DataGraph(source="autograd")
+    # status per grad_fn: ("op", index) | ("param", frozenset)
+    status: dict[Any, tuple[str, Any]] = {}
+    inputs_of: dict[int, int] = {}
+
+    def children(fn) -> list:
+        return [c for c, _ in fn.next_functions]
+
+    stack = [(fn, False) for fn in dict.fromkeys(t.grad_fn for t in roots)]
+    while stack:
+        fn, expanded = stack.pop()
+        if fn in status:
+            continue
+        if type(fn).__name__ == "AccumulateGrad":
+            var = fn.variable
+            if id(var) in names:
+                status[fn] = ("param", frozenset([names[id(var)]]))
+            else:
+                index = inputs_of.get(id(var))
+                if index is None:
+                    graph.ops.append(Op("input", [], (), "input"))
+                    index = inputs_of[id(var)] = len(graph.ops) - 1
+                status[fn] = ("op", index)
+            continue
+        kids = children(fn)
+        if not expanded:
+            stack.append((fn, True))
+            stack.extend((c, False) for c in kids if c is not None and c not in status)
+            continue
+        seen = [status.get(c) if c is not None else None for c in kids]
+        name = type(fn).__name__
+        kind = _autograd_kind(name)
+        params = set().union(*[s[1] for s in seen if s is not None and s[0] == "param"]) if seen else set()
+        has_data = any(s is not None and s[0] == "op" for s in seen)
+        if not has_data and params and kind != "embedding":
+            status[fn] = ("param", frozenset(params))  # a weight chain: w.t(), w.expand(), table[idx]
+            continue
+        inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
+        graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name))
+        status[fn] = ("op", len(graph.ops) - 1)
+    graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]
+    return graph

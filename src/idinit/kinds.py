@@ -1,0 +1,148 @@
+"""Parameter kinds: which layer type each parameter belongs to, from its module's type alone.
+
+A kind is not yet a role: a ``linear`` weight may turn out to be a stem, a branch end or a head once
+the graph is read (:mod:`idinit.positions`). Kinds: ``linear``, ``linear_t`` (HF ``Conv1D``, stored
+``(in, out)``), ``fused_qkv`` (``nn.MultiheadAttention.in_proj_weight``), ``conv``,
+``conv_transpose``, ``recurrent_ih`` / ``recurrent_hh`` / ``recurrent_hr``, ``norm_weight`` /
+``norm_bias``, ``bias``, ``embedding``, ``token`` (MultiheadAttention's ``bias_k`` / ``bias_v``),
+``activation`` (PReLU) and ``unknown`` (a parameter a custom module owns directly: the graph decides).
+
+A norm is any ``torch.nn`` normalisation layer or any module whose class name ends in ``Norm``
+(``LlamaRMSNorm``, ``T5LayerNorm``, ``LayerNorm2d``) and whose parameters are vectors.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import nn
+
+__all__ = ["ParamInfo", "kind_of", "parameter_infos", "op_class"]
+
+MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose"}
+RECURRENT_KINDS = {"recurrent_ih", "recurrent_hh", "recurrent_hr"}
+NORM_KINDS = {"norm_weight", "norm_bias"}
+_GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1, "RNN": 1}
+_NORM_NAME = re.compile(r"Norm\d*d?$")
+
+
+@dataclass
+class ParamInfo:
+    """A parameter as the plan sees it: its canonical name, other names (tied), kinds and layout."""
+
+    name: str
+    param: nn.Parameter
+    module: str
+    kinds: list[str]
+    aliases: list[str] = field(default_factory=list)
+    layout: str = "rows"  # rows | t (HF Conv1D) | transpose01 (ConvTranspose) | stored (grouped ConvTranspose)
+    gates: int = 1
+
+    @property
+    def kind(self) -> str:
+        return self.kinds[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# parameter kinds (from the module type alone)
+
+def _is_norm(module: nn.Module) -> bool:
+    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
+    if hasattr(nn, "RMSNorm"):
+        norms = norms + (nn.RMSNorm,)
+    return isinstance(module, norms) or bool(_NORM_NAME.search(type(module).__name__))
+
+
+def kind_of(module: nn.Module, local: str, param: torch.Tensor) -> str:
+    """The kind of parameter ``local`` of ``module``: a layer type, not yet a role."""
+    if isinstance(module, nn.MultiheadAttention):
+        if local == "in_proj_weight":
+            return "fused_qkv"
+        if local in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            return "linear"
+        return "token" if local in ("bias_k", "bias_v") else "bias"
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        for prefix, kind in (("weight_ih", "recurrent_ih"), ("weight_hh", "recurrent_hh"), ("weight_hr", "recurrent_hr")):
+            if local.startswith(prefix):
+                return kind
+        return "bias"
+    layer = None
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        layer = "conv_transpose"
+    elif isinstance(module, nn.modules.conv._ConvNd):
+        layer = "conv"
+    elif isinstance(module, nn.Linear):
+        layer = "linear"
+    elif type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        layer = "linear_t"  # HF transformers' GPT-2 Conv1D stores (in, out)
+    if layer is not None:
+        return layer if local == "weight" else "bias" if local == "bias" else "unknown"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if _is_norm(module) and param.dim() == 1:
+        return {"weight": "norm_weight", "bias": "norm_bias"}.get(local, "unknown")
+    if isinstance(module, nn.PReLU):
+        return "activation"
+    return "unknown"
+
+
+def parameter_infos(model: nn.Module) -> tuple[dict[str, ParamInfo], dict[str, str]]:
+    """``({canonical name: ParamInfo}, {every name: canonical name})``."""
+    canonical: dict[int, str] = {}
+    infos: dict[str, ParamInfo] = {}
+    for name, p in model.named_parameters():
+        if isinstance(p, nn.parameter.UninitializedParameter):
+            raise ValueError(f"parameter {name!r} of {type(model).__name__} is uninitialised (a lazy module): "
+                             "run one forward pass to materialise it before planning")
+        canonical[id(p)] = name
+        infos[name] = ParamInfo(name, p, name.rpartition(".")[0], [])
+    aliases: dict[str, str] = {}
+    for mod_name, module in model.named_modules(remove_duplicate=False):
+        for local, p in module.named_parameters(recurse=False):
+            if id(p) not in canonical:
+                continue
+            full = f"{mod_name}.{local}" if mod_name else local
+            info = infos[canonical[id(p)]]
+            if full in aliases:
+                continue
+            aliases[full] = info.name
+            if full != info.name:
+                info.aliases.append(full)
+            kind = kind_of(module, local, p)
+            info.kinds.append(kind)
+            if len(info.kinds) == 1:
+                info.module = mod_name
+                if kind == "linear_t":
+                    info.layout = "t"
+                elif kind == "conv_transpose":
+                    info.layout = "transpose01" if module.groups == 1 else "stored"
+                elif kind in ("recurrent_ih", "recurrent_hh"):
+                    mode = getattr(module, "mode", None) or type(module).__name__.replace("Cell", "").upper()
+                    info.gates = _GATES.get(mode, 1)
+    return infos, aliases
+
+
+def op_class(op, kinds: Mapping[str, set], owners: Mapping[str, str]) -> str:
+    """What a graph op is, from the kinds of the parameters it consumes: ``input``, ``block`` (a
+    registered block seen as one call), ``embedding``, ``recurrent``, ``matrix`` (one linear / conv
+    layer), ``opaque`` (one call using the weights of several layers), ``norm``, ``param`` (bias adds,
+    scales, position tables) or ``plain`` (no parameters)."""
+    if op.kind == "input":
+        return "input"
+    if op.block:
+        return "block"
+    if op.kind == "embedding":
+        return "embedding"
+    ks = set().union(*(kinds[p] for p in op.params)) if op.params else set()
+    if ks & RECURRENT_KINDS:
+        return "recurrent"
+    if ks & MATRIX_KINDS:
+        weights = {owners[p] for p in op.params if kinds[p] & MATRIX_KINDS and "embedding" not in kinds[p]}
+        return "opaque" if len(weights) > 1 else "matrix"
+    if ks and ks <= NORM_KINDS:
+        return "norm"
+    if "embedding" in ks:
+        return "embedding"
+    return "param" if ks else "plain"

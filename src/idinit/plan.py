@@ -1,0 +1,301 @@
+"""Plan and apply: ``idinit.plan(model)`` decides what every parameter gets without touching any
+weight; ``idinit.init_(model)`` builds the plan, applies it and returns it.
+
+A :class:`Plan` is a list of :class:`PlanEntry` rows (one per parameter, tied parameters once) that
+prints as a table and can be edited before :meth:`Plan.apply`. Applying works on any device,
+on a model built on the meta device after ``to_empty()`` (same seed, bitwise the same weights as
+an eager model) and writes only parameters (plus the running statistics of the norm layers it
+initialises, which belong to the old weights).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import nn
+
+import idinit.init as tensor_init
+from idinit.detect import detect
+from idinit.roles import MATRIX_ROLES, is_bias_name
+from idinit.schemes import assign, blocks_of, check_options, needs_positions
+
+__all__ = ["Plan", "PlanEntry", "plan", "init_"]
+
+_INITIALISERS = {
+    "identity_": tensor_init.identity_,
+    "channel_identity_": tensor_init.channel_identity_,
+    "zero_preserving_": tensor_init.zero_preserving_,
+    "hadamard_": tensor_init.hadamard_,
+    "kaiming_normal_": nn.init.kaiming_normal_,
+    "kaiming_uniform_": nn.init.kaiming_uniform_,
+    "xavier_uniform_": nn.init.xavier_uniform_,
+    "xavier_normal_": nn.init.xavier_normal_,
+    "orthogonal_": nn.init.orthogonal_,
+    "normal_": nn.init.normal_,
+    "uniform_": nn.init.uniform_,
+}
+_RANDOM = {"identity_", "channel_identity_", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_",
+           "xavier_normal_", "orthogonal_", "normal_", "uniform_"}
+INITIALISERS = tuple(_INITIALISERS) + ("ones_", "zeros_", "reset_parameters", "keep")
+
+
+@dataclass
+class PlanEntry:
+    """One parameter: what it is (``role``) and what it gets (``init(view, **args)``).
+
+    ``layout`` is how the stored tensor is read as ``(out, in, ...)``: ``rows`` (as stored),
+    ``t`` (HF ``Conv1D``, stored ``(in, out)``), ``transpose01`` (``ConvTranspose``, groups 1) or
+    ``stored`` (grouped ``ConvTranspose``: filled as stored). ``blocks > 1`` fills that many row
+    blocks separately (fused q/k/v projections, recurrent gate stacks).
+    """
+
+    name: str
+    shape: tuple
+    role: str
+    init: str
+    args: dict = field(default_factory=dict)
+    source: str = ""
+    note: str = ""
+    layout: str = "rows"
+    blocks: int = 1
+    kind: str = ""
+
+    @property
+    def reason(self) -> str:
+        """Why an unclassified parameter could not be placed (its note)."""
+        return self.note
+
+
+class Plan:
+    """What :func:`init_` does to each parameter; iterate it, index it by name, print it, edit it."""
+
+    def __init__(self, model_name: str, scheme: str, options: dict, entries: list[PlanEntry],
+                 source: str, residual: bool, notes: list[str]):
+        self.model_name, self.scheme, self.options = model_name, scheme, options
+        self.entries, self.source, self.residual, self.notes = entries, source, residual, notes
+
+    def __iter__(self) -> Iterator[PlanEntry]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, name: str) -> PlanEntry:
+        for entry in self.entries:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"no parameter {name!r} in this plan")
+
+    @property
+    def unclassified(self) -> list[PlanEntry]:
+        """Parameters no rule placed (left untouched); each entry's ``reason`` says why."""
+        return [e for e in self.entries if e.role == "unclassified"]
+
+    def by_role(self, role: str) -> list[PlanEntry]:
+        return [e for e in self.entries if e.role == role]
+
+    def __repr__(self) -> str:
+        return f"<Plan {self.scheme!r} for {self.model_name}: {len(self.entries)} parameters>"
+
+    def __str__(self) -> str:
+        opts = ", ".join(f"{k}={_fmt(v)}" for k, v in self.options.items())
+        counts: dict[str, int] = {}
+        for e in self.entries:
+            counts[e.role] = counts.get(e.role, 0) + 1
+        lines = [f"{self.model_name}: scheme {self.scheme!r}" + (f" ({opts})" if opts else ""),
+                 f"roles from: {self.source}; residual network: {'yes' if self.residual else 'no'}",
+                 "roles: " + ", ".join(f"{role} {n}" for role, n in counts.items())]
+        rows = [("name", "shape", "role", "init", "args", "note")]
+        for e in self.entries:
+            args = ", ".join(f"{k}={_fmt(v)}" for k, v in e.args.items())
+            layout = {"t": "as .t()", "transpose01": "as .transpose(0, 1)", "stored": "as stored"}.get(e.layout, "")
+            extra = ", ".join(x for x in (f"{e.blocks} blocks" if e.blocks > 1 else "", layout) if x)
+            args = f"{args} [{extra}]" if extra and args else f"[{extra}]" if extra else args
+            rows.append((e.name, "x".join(map(str, e.shape)) or "()", e.role, e.init, args,
+                         "; ".join(x for x in (e.source, e.note) if x)))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        return "\n".join(line.rstrip() for line in lines)
+
+    def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> "Plan":
+        """Initialise ``model``'s parameters as planned (in place, under ``torch.no_grad()``)."""
+        params = dict(model.named_parameters())
+        for e in self.entries:
+            if e.name not in params:
+                raise ValueError(f"plan does not match the model: it has no parameter {e.name!r}")
+            if tuple(params[e.name].shape) != tuple(e.shape):
+                raise ValueError(f"plan does not match the model: {e.name!r} has shape "
+                                 f"{tuple(params[e.name].shape)}, the plan says {tuple(e.shape)}")
+            if e.init not in INITIALISERS:
+                raise ValueError(f"{e.name}: unknown initialiser {e.init!r}; known: {', '.join(INITIALISERS)}")
+        resets = {e.name.rpartition(".")[0] for e in self.entries if e.init == "reset_parameters"}
+        if resets and generator is not None:
+            raise ValueError("a generator cannot be passed to modules' reset_parameters(), which draw from the "
+                             "global RNG: seed with torch.manual_seed() for the 'default' scheme")
+        with torch.no_grad():
+            _reset_modules(model, resets, {e.name for e in self.entries if e.init != "reset_parameters"})
+            for e in self.entries:
+                if e.init in ("keep", "reset_parameters"):
+                    continue
+                view = _view(params[e.name], e.layout)
+                for block in _blocks(view, e.blocks):
+                    _fill(block, e.init, e.args, generator)
+            norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
+                     and e.init != "keep"}
+            for name in norms:
+                module = model.get_submodule(name)
+                if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
+                    module.reset_running_stats()
+        return self
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _view(param: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "t":
+        return param.t()
+    if layout == "transpose01":
+        return param.transpose(0, 1)
+    return param
+
+
+def _blocks(view: torch.Tensor, blocks: int) -> tuple[torch.Tensor, ...]:
+    if blocks > 1 and view.shape[0] % blocks == 0:
+        return view.chunk(blocks, 0)
+    return (view,)
+
+
+def _fill(view: torch.Tensor, init: str, args: Mapping[str, Any], generator) -> None:
+    if init == "ones_":
+        view.fill_(1.0)
+    elif init == "zeros_":
+        view.zero_()
+    elif init in ("identity_", "channel_identity_", "zero_preserving_", "hadamard_"):
+        kwargs = dict(args, generator=generator) if init in _RANDOM else dict(args)
+        _INITIALISERS[init](view, **kwargs)
+    else:
+        # torch.nn.init's fills go through a contiguous buffer: orthogonal_ needs view_as(), which
+        # a transposed view cannot give. The random draws are the same either way.
+        target = view if view.is_contiguous() else torch.empty(view.shape, dtype=view.dtype, device=view.device)
+        kwargs = dict(args, generator=generator) if generator is not None else dict(args)
+        _INITIALISERS[init](target, **kwargs)
+        if target is not view:
+            view.copy_(target)
+
+
+def _post_order(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    for name, child in model.named_children():
+        yield from _post_order(child, f"{prefix}{name}.")
+    yield prefix.rstrip("."), model
+
+
+def _reset_method(module: nn.Module):
+    return getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
+
+
+def _reset_modules(model: nn.Module, names: set[str], protected: set[str]) -> None:
+    """Call ``reset_parameters()`` of the named modules, children before parents (the order in which
+    a constructor runs them, so that e.g. MultiheadAttention's zero ``out_proj.bias`` wins), then put
+    back every parameter the plan does not reset (frozen, kept) that a reset touched."""
+    if not names:
+        return
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if n in protected}
+    for name, module in _post_order(model):
+        if name in names:
+            _reset_method(module)()
+    params = dict(model.named_parameters())
+    for n, value in saved.items():
+        params[n].copy_(value)
+
+
+def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
+         overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = False,
+         use_registry: bool = True, **options: Any) -> Plan:
+    """Decide, without touching any weight, what every parameter of ``model`` gets under ``scheme``.
+
+    Args:
+        model: any ``nn.Module`` (on any device, meta included).
+        scheme: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``, ``"default"``,
+            ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
+        example_inputs: one forward pass's arguments (a tuple of positional arguments, a dict of
+            keyword arguments, or one tensor). Without them the roles come from torch.fx (or,
+            for HF transformers models, from a forward pass on ``model.dummy_inputs``); with them,
+            from the autograd graph of that pass, which sees through any Python control flow.
+        overrides: ``{name pattern: role}``; wins over everything detected (see :mod:`idinit.roles`).
+        include_frozen: also initialise parameters with ``requires_grad=False`` (left alone by default).
+        reset_kept: parameters the scheme keeps (embeddings, scales, unclassified) get their
+            module's ``reset_parameters()`` instead; needed after ``to_empty()``, where "kept" means
+            uninitialised memory.
+        use_registry: use the registry of known blocks (switch off to see the graph's own answer).
+        **options: the scheme's options, e.g. for ``"idinit"``: ``loose=1e-6``, ``conv="patch"``,
+            ``branch_end="zero_preserving"``, ``activation="relu"``, ``eps=1e-6``.
+
+    Returns:
+        the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
+        warning) and left untouched; an unknown scheme or option raises.
+    """
+    import warnings
+
+    options = check_options(scheme, options)
+    found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme))
+    entries: list[PlanEntry] = []
+    for name, info in found.params.items():
+        shape = tuple(info.param.shape)
+        if name in found.unclassified:
+            entries.append(PlanEntry(name, shape, "unclassified", "keep", {}, "", found.unclassified[name],
+                                     kind=info.kind))
+            continue
+        r = found.roles[name]
+        if r.role in MATRIX_ROLES and info.param.dim() < 2:
+            raise ValueError(f"{name}: role {r.role!r} ({r.source}) needs a matrix or a kernel, but the parameter "
+                             f"has shape {shape}")
+        kind = "norm_bias" if r.role in ("norm", "branch_end_norm") and is_bias_name(name.rpartition(".")[2]) \
+            else info.kind
+        init, args = assign(scheme, r.role, kind, options, found.residual)
+        note = r.note
+        layout = info.layout if r.role in MATRIX_ROLES else "rows"
+        if layout == "stored":
+            note = (note + "; " if note else "") + "grouped ConvTranspose: pattern on the stored (c_in, c_out/g, ...) layout"
+        entry = PlanEntry(name, shape, r.role, init, args, r.source, note, layout,
+                          blocks_of(r.role, info.gates) if r.role in MATRIX_ROLES else 1, info.kind)
+        if init == "reset_parameters" and _reset_method(model.get_submodule(info.module)) is None:
+            entry.init, entry.note = "keep", (entry.note + "; " if entry.note else "") + "its module has no reset_parameters()"
+        if not info.param.requires_grad and not include_frozen:
+            entry.init, entry.args = "keep", {}
+            entry.note = "frozen (requires_grad=False); include_frozen=True initialises it"
+        elif info.param.numel() == 0:
+            entry.init, entry.args = "keep", {}
+        entries.append(entry)
+    if reset_kept:
+        for e in entries:
+            if e.init == "keep" and not e.note.startswith("frozen") and \
+                    _reset_method(model.get_submodule(found.params[e.name].module)) is not None:
+                e.init, e.args = "reset_parameters", {}
+    p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes)
+    if p.unclassified:
+        listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
+        warnings.warn(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}",
+                      stacklevel=2)
+    if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
+        warnings.warn("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here",
+                      stacklevel=2)
+    return p
+
+
+def init_(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
+          generator: torch.Generator | None = None, **kwargs: Any) -> Plan:
+    """Initialise ``model`` in place with ``scheme`` and return the :class:`Plan` that was applied.
+
+    Same arguments as :func:`plan`, plus ``generator`` for the random draws (the loose perturbation,
+    Kaiming, ...); the same seed gives bitwise the same weights, eager or built on the meta device
+    and materialised with ``to_empty()``.
+    """
+    return plan(model, scheme, example_inputs, **kwargs).apply(model, generator=generator)
