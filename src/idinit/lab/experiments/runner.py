@@ -22,6 +22,7 @@ import torch
 from ..train import RunConfig, load_run_data
 from ..train import records as rec
 from ..train.loop import cut_data, train_run
+from ..train.packed import plan_packs, train_packed
 
 
 def machine_description(device: str) -> str:
@@ -76,15 +77,43 @@ def _worker(task_queue, out_dir, device, data_dir, runtime, deadline):
         _run_one(config, out_dir, device, cache, runtime, deadline, lambda m: print(m, flush=True))
 
 
+def _run_pack(configs, out_dir, device, cache, runtime, deadline, log) -> bool:
+    """Train a pack of runs as one grouped network (see ``train.packed``); errors as ``_run_one``."""
+    for config in configs:
+        (out_dir / config.run_id / "error.json").unlink(missing_ok=True)
+    try:
+        train_packed(configs, [out_dir / c.run_id for c in configs], device=device, data=cache.get(configs[0]),
+                     deadline=deadline, log=log, **runtime)
+        return True
+    except Exception as err:
+        log(f"pack {[c.run_id for c in configs]}: FAILED {type(err).__name__}: {err}")
+        for config in configs:
+            rec.atomic_write_json(out_dir / config.run_id / "error.json", {"error": f"{type(err).__name__}: {err}"})
+        return False
+
+
 def run_configs(runs: list[RunConfig], out_dir, *, device="cpu", data_dir=None, workers: int = 1,
                 compile: bool | None = None, checkpoint_every: int = 1, deadline_s: float | None = None,
-                log=print) -> None:
-    """Train every run (resuming unfinished ones); ``workers > 1`` uses that many processes."""
+                pack: int = 1, log=print) -> None:
+    """Train every run (resuming unfinished ones); ``workers > 1`` uses that many processes;
+    ``pack > 1`` trains up to that many runs of one architecture at once as one grouped network
+    (``train.packed``; about 3x the throughput of one run on an H200), one pack after another."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runtime = {"compile": compile, "checkpoint_every": checkpoint_every}
     deadline = None if deadline_s is None else time.time() + deadline_s
-    if workers <= 1:
+    if pack > 1:
+        if workers > 1:
+            raise ValueError("choose either packing (pack > 1) or worker processes (workers > 1), not both")
+        cache = _DataCache(data_dir)
+        for group in plan_packs(runs, pack):
+            if deadline is not None and time.time() > deadline:
+                break
+            if len(group) == 1:
+                _run_one(group[0], out_dir, device, cache, runtime, deadline, log)
+            else:
+                _run_pack(group, out_dir, device, cache, runtime, deadline, log)
+    elif workers <= 1:
         cache = _DataCache(data_dir)
         for run in runs:
             if deadline is not None and time.time() > deadline:

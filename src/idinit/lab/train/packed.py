@@ -113,7 +113,8 @@ def _prepare_member(config: RunConfig, run_dir: pathlib.Path) -> tuple[bool, dic
 
 def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data=None, data_dir=None,
                  compile: bool | None = None, amp: bool | None = None, channels_last: bool | None = None,
-                 stop_after_epoch: int | None = None, deadline: float | None = None, log=print) -> list[dict]:
+                 checkpoint_every: int = 1, stop_after_epoch: int | None = None, deadline: float | None = None,
+                 log=print) -> list[dict]:
     """Train ``configs`` together (one pack); return one summary per member, in order.
 
     Members already finished are left alone; the others must all have stopped after the same epoch
@@ -259,9 +260,10 @@ def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data
             record.update({key: values[k] for key, values in evals.items()})
             records[k].append(record)
             rec.append_record(dirs_a[k] / rec.RECORDS, record)
-            rec.atomic_torch_save(dirs_a[k] / rec.CHECKPOINT, {
-                "model": members[k].state_dict(), "optimizer": optimizers[k].state_dict(),
-                "records": records[k], "config": configs_a[k].to_dict()})
+            if last or stop_now or not math.isfinite(loss_k) or (epoch + 1) % checkpoint_every == 0:
+                rec.atomic_torch_save(dirs_a[k] / rec.CHECKPOINT, {
+                    "model": members[k].state_dict(), "optimizer": optimizers[k].state_dict(),
+                    "records": records[k], "config": configs_a[k].to_dict()})
             if not math.isfinite(loss_k):
                 # as train_run: a diverged run ends here. Its pack-mates are unaffected (grouped
                 # convolutions, per-channel BN and per-member heads never mix members), so they go on.
@@ -290,3 +292,19 @@ def _write_summary(config, run_dir, records, finished, compiled, amp, channels_l
     if write:
         rec.atomic_write_json(run_dir / rec.SUMMARY, summary)
     return summary
+
+
+def plan_packs(runs: list[RunConfig], max_pack: int) -> list[list[RunConfig]]:
+    """Group ``runs`` into packs of at most ``max_pack`` members that can share a network (equal
+    :func:`pack_key`), keeping the grid's order; a run that cannot be packed is a pack of one."""
+    if max_pack < 1:
+        raise ValueError(f"max_pack must be >= 1, got {max_pack}")
+    groups: dict[tuple, list[RunConfig]] = {}
+    singles: list[list[RunConfig]] = []
+    for run in runs:
+        if packable(run) and max_pack > 1:
+            groups.setdefault(pack_key(run), []).append(run)
+        else:
+            singles.append([run])
+    packs = [group[i:i + max_pack] for group in groups.values() for i in range(0, len(group), max_pack)]
+    return packs + singles
