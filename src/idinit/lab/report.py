@@ -1,0 +1,167 @@
+"""``idinit report RUN_DIR``: a markdown table of final accuracy and epochs to target (mean ± std
+over seeds) beside the paper's numbers, and a PNG of evaluation accuracy against epoch."""
+from __future__ import annotations
+
+import math
+import pathlib
+import re
+import statistics
+
+from .train import records as rec
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def _fmt_ms(mean, std, scale=1.0, digits=2) -> str:
+    if mean is None:
+        return "—"
+    text = f"{mean * scale:.{digits}f}"
+    return text + (f"±{std * scale:.{digits}f}" if std is not None else "")
+
+
+def _paper_mean(text: str | None) -> float | None:
+    match = re.search(r"(\d+(?:\.\d+)?)", text or "")
+    return float(match.group(1)) if match and not (text or "").lstrip().startswith(">") else None
+
+
+def load_runs(run_dir) -> tuple[dict, list[dict]]:
+    """``experiment.json`` (or {}) and one entry per run folder: config, records, summary (or None)."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+    meta = rec.read_json(run_dir / "experiment.json") if (run_dir / "experiment.json").is_file() else {}
+    runs = []
+    for config_path in sorted(run_dir.glob("*/seed*/" + rec.CONFIG)):
+        folder = config_path.parent
+        runs.append({"config": rec.read_json(config_path), "records": rec.read_records(folder / rec.RECORDS),
+                     "summary": rec.read_json(folder / rec.SUMMARY) if (folder / rec.SUMMARY).is_file() else None,
+                     "error": (folder / "error.json").is_file()})
+    if not runs:
+        raise FileNotFoundError(f"no runs (<name>/seed<k>/config.json) under {str(run_dir)!r}")
+    return meta, runs
+
+
+def summary_rows(meta: dict, runs: list[dict]) -> list[dict]:
+    """One row per configuration name, in first-seen order, over its finished seeds."""
+    paper = meta.get("paper", {})
+    by_name: dict[str, list[dict]] = {}
+    for run in runs:
+        by_name.setdefault(run["config"]["name"], []).append(run)
+    rows = []
+    for name, group in by_name.items():
+        done = [r for r in group if r["summary"] and r["summary"].get("finished")]
+        accs = [r["summary"]["final_eval_acc"] for r in done if r["summary"]["final_eval_acc"] is not None]
+        t1k = [r["summary"]["final_test1k_acc"] for r in done if r["summary"].get("final_test1k_acc") is not None]
+        reached = [r["summary"]["epochs_to_target"] for r in done if r["summary"]["epochs_to_target"] is not None]
+        secs = [x["seconds"] for r in group for x in r["records"]]
+        p = paper.get(name, {})
+        acc_mean = _mean_std(accs)[0]
+        paper_acc = _paper_mean(p.get("acc"))
+        rows.append({
+            "name": name, "config": group[0]["config"], "seeds_done": len(done), "seeds": len(group),
+            "diverged": sum(1 for r in done if r["summary"].get("diverged")),
+            "failed": sum(1 for r in group if r["error"]),
+            "acc": _mean_std(accs), "test1k": _mean_std(t1k), "epochs": _mean_std(reached),
+            "reached": len(reached), "s_per_epoch": statistics.median(secs) if secs else None,
+            "paper_acc": p.get("acc", ""), "paper_epochs": p.get("epochs_to_target", ""),
+            "delta": None if acc_mean is None or paper_acc is None else acc_mean * 100 - paper_acc,
+            "target": group[0]["config"].get("target_accuracy", 0.8),
+        })
+    return rows
+
+
+def markdown_table(rows: list[dict]) -> str:
+    target = rows[0]["target"] if rows else 0.8
+    lines = [f"| configuration | seeds done | final eval acc (%) | exact 1k test acc (%) | epochs to {target:.0%} "
+             f"| paper acc (%) | paper epochs | ours − paper (acc) | s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        seeds = f"{r['seeds_done']}/{r['seeds']}" + (f" ({r['diverged']} diverged)" if r["diverged"] else "") + (
+            f" ({r['failed']} failed)" if r["failed"] else "")
+        if r["reached"] == r["seeds_done"] and r["reached"]:
+            epochs = _fmt_ms(*r["epochs"], digits=1)
+        elif r["seeds_done"]:
+            epochs = (_fmt_ms(*r["epochs"], digits=1) + f" ({r['reached']}/{r['seeds_done']} reached)"
+                      if r["reached"] else "never")
+        else:
+            epochs = "—"
+        delta = "—" if r["delta"] is None else f"{r['delta']:+.2f}"
+        lines.append(f"| {r['name']} | {seeds} | {_fmt_ms(*r['acc'], scale=100)} | {_fmt_ms(*r['test1k'], scale=100)} "
+                     f"| {epochs} | {r['paper_acc'] or '—'} | {r['paper_epochs'] or '—'} | {delta} "
+                     f"| {_fmt_ms(r['s_per_epoch'], None)} |")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path) -> None:
+    """Evaluation accuracy (mean over seeds) against epoch, one panel per optimiser x warm-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[tuple, dict[str, list[list[dict]]]] = {}
+    for run in runs:
+        c = run["config"]
+        key = (c["optimizer"], c["warmup_epochs"])
+        panels.setdefault(key, {}).setdefault(c["name"], []).append(run["records"])
+    keys = sorted(panels)
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, seed_records in panels[key].items():
+            by_epoch: dict[int, list[float]] = {}
+            for records in seed_records:
+                for r in records:
+                    if r.get("eval_acc") is not None:
+                        by_epoch.setdefault(r["epoch"], []).append(r["eval_acc"] * 100)
+            if by_epoch:
+                epochs = sorted(by_epoch)
+                ax.plot(epochs, [statistics.fmean(by_epoch[e]) for e in epochs], label=name, lw=1.2)
+        ax.set_title(f"{key[0].upper()}, warm-up {key[1]} epochs")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("eval accuracy (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(run_dir, out_dir=None, title: str | None = None) -> pathlib.Path:
+    """Write ``report.md`` and ``accuracy.png`` into ``out_dir`` (default: ``run_dir``); return the md path."""
+    run_dir = pathlib.Path(run_dir)
+    meta, runs = load_runs(run_dir)
+    out_dir = pathlib.Path(out_dir) if out_dir else run_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = summary_rows(meta, runs)
+    plot_curves(runs, out_dir / "accuracy.png")
+    name = meta.get("experiment", run_dir.name)
+    lines = [f"# {title or name}", "", meta.get("description", ""), ""]
+    calls = meta.get("calls", [])
+    if calls:
+        lines += ["## How it was produced", ""]
+        for call in calls:
+            lines.append(f"- `{call.get('command') or '(command not recorded)'}` on {call.get('machine', '?')}, "
+                         f"started {call.get('started', '?')} ({len(call.get('runs', []))} runs)")
+        lines.append("")
+    lines += ["## Results", "", "Final-epoch accuracy (not best-of-run) on the evaluation set, mean ± sample std "
+              "over finished seeds; epochs to target counted on the evaluation set.", "",
+              markdown_table(rows), "", "![evaluation accuracy per epoch](accuracy.png)", ""]
+    unfinished = [r["name"] for r in rows if r["seeds_done"] < r["seeds"]]
+    missing = [n for n in meta.get("paper", {}) if n not in {r["name"] for r in rows}]
+    if unfinished or missing:
+        lines += ["## Not (fully) run", ""]
+        if unfinished:
+            lines.append("- unfinished seeds: " + ", ".join(unfinished))
+        if missing:
+            lines.append("- configurations with a paper number but no run here: " + ", ".join(missing))
+        lines.append("")
+    if meta.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in meta["notes"]] + [""]
+    path = out_dir / "report.md"
+    rec.atomic_write_bytes(path, "\n".join(lines).encode())
+    return path
