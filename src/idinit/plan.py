@@ -282,8 +282,8 @@ def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *
     p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes)
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
-        warnings.warn(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}",
-                      stacklevel=2)
+        warnings.warn(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
+                      "State their roles with overrides= or idinit.tag() to initialise them", stacklevel=2)
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warnings.warn("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here",
                       stacklevel=2)
