@@ -63,6 +63,27 @@ def test_transformer_encoder(norm_first):
     assert entry.blocks == 3 and entry.init == "identity_"
 
 
+class Seq2Seq(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.transformer = nn.Transformer(16, 2, 1, 1, 32, dropout=0.0, batch_first=True)
+        self.out = nn.Linear(16, 5)
+
+    def forward(self, src, tgt):
+        return self.out(self.transformer(src, tgt))
+
+
+def test_encoder_decoder_cross_attention():
+    """Cross-attention splits in_proj_weight into a q op and a kv op: still one fused q/k/v weight."""
+    model = Seq2Seq()
+    fx, graph = _three_ways(model, (torch.randn(2, 5, 16), torch.randn(2, 4, 16)))
+    assert fx == graph
+    dec = "transformer.decoder.layers.0"
+    assert graph[f"{dec}.multihead_attn.in_proj_weight"] == graph[f"{dec}.self_attn.in_proj_weight"] == "attention_qkv"
+    assert graph[f"{dec}.multihead_attn.out_proj.weight"] == "attention_out"
+    assert graph[f"{dec}.linear2.weight"] == "branch_end" and graph["out.weight"] == "head"
+
+
 def test_gpt2_fused_transposed_and_tied():
     model = tiny_gpt2()
     plan = idinit.plan(model)  # HF model: roles from a forward pass on model.dummy_inputs

@@ -16,6 +16,8 @@ the other names and the other candidate role.
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -29,7 +31,17 @@ from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, o
 from idinit.positions import analyse
 from idinit.roles import strongest, user_roles
 
-__all__ = ["Detection", "Role", "detect"]
+__all__ = ["Detection", "Role", "detect", "warn_caller"]
+
+_LIBRARY_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_caller(message: str) -> None:
+    """``warnings.warn`` pointed at the first frame outside the library's own modules (the user's call)."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _LIBRARY_DIR:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, UserWarning, stacklevel=level)
 
 
 @dataclass
@@ -102,7 +114,7 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
         roles[name] = Role(role, src)
         unclassified.pop(name, None)
     if notes:
-        warnings.warn("idinit role detection:\n- " + "\n- ".join(notes), stacklevel=3)
+        warn_caller("idinit role detection:\n- " + "\n- ".join(notes))
     residual = residual or any(r.role == "branch_end" for r in roles.values())
     return Detection(infos, roles, unclassified, residual, source, notes)
 
@@ -146,7 +158,7 @@ def _build_graph(model, infos, example_inputs, use_registry: bool, need_position
                "them with overrides=")
     if need_positions:
         raise ValueError(f"cannot find where the residual branches of {type(model).__name__} end: {message}")
-    warnings.warn(f"{message}. Every layer is planned as 'identity'", stacklevel=4)
+    warn_caller(f"{message}. Every layer is planned as 'identity'")
     return None, "parameter types only (no graph)"
 
 
@@ -160,6 +172,11 @@ def _graph_roles(graph, kinds, owners, roles: dict, unclassified: dict, notes: l
             if kinds[p] & MATRIX_KINDS:
                 per_param.setdefault(p, []).append((role, note))
     for p, candidates in per_param.items():
+        letters = {c for r, _ in candidates if r.startswith("attention_") and r != "attention_out" for c in r[10:]}
+        if len(letters) > 1:  # one weight split between ops, as MultiheadAttention's cross-attention q | kv
+            merged = "attention_" + "".join(c for c in "qkv" if c in letters)
+            candidates = [(merged, "fused projection") if r.startswith("attention_") and r != "attention_out"
+                          else (r, n) for r, n in candidates]
         role = strongest(r for r, _ in candidates)
         note = next((nt for r, nt in candidates if r == role and nt), "")
         if len({r for r, _ in candidates}) > 1:  # one module called in several places

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import idinit.init as tensor_init
-from idinit.detect import detect
+from idinit.detect import detect, warn_caller
 from idinit.roles import MATRIX_ROLES, is_bias_name
 from idinit.schemes import assign, blocks_of, check_options, needs_positions
 
@@ -216,6 +216,32 @@ def _reset_modules(model: nn.Module, names: set[str], protected: set[str]) -> No
         params[n].copy_(value)
 
 
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
+    """The row of one parameter: its role from the detection, its initialiser from the scheme."""
+    shape = tuple(info.param.shape)
+    if info.name in found.unclassified:
+        return PlanEntry(info.name, shape, "unclassified", "keep", {}, "", found.unclassified[info.name], kind=info.kind)
+    r = found.roles[info.name]
+    matrix = r.role in MATRIX_ROLES
+    if matrix and info.param.dim() < 2:
+        raise ValueError(f"{info.name}: role {r.role!r} ({r.source}) needs a matrix or a kernel, but the parameter "
+                         f"has shape {shape}")
+    kind = info.kind
+    if r.role in ("norm", "branch_end_norm"):
+        kind = "norm_bias" if is_bias_name(info.name.rpartition(".")[2]) else "norm_weight"
+    init, args = assign(scheme, r.role, kind, options, found.residual)
+    layout = info.layout if matrix else "rows"
+    note = r.note
+    if layout == "stored":
+        note = _join(note, "grouped ConvTranspose: pattern on the stored (c_in, c_out/g, ...) layout")
+    return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout,
+                     blocks_of(r.role, info.gates) if matrix else 1, info.kind)
+
+
 def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
          overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = False,
          use_registry: bool = True, **options: Any) -> Plan:
@@ -242,51 +268,30 @@ def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *
         the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
         warning) and left untouched; an unknown scheme or option raises.
     """
-    import warnings
-
     options = check_options(scheme, options)
     found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme))
-    entries: list[PlanEntry] = []
+    entries = []
     for name, info in found.params.items():
-        shape = tuple(info.param.shape)
-        if name in found.unclassified:
-            entries.append(PlanEntry(name, shape, "unclassified", "keep", {}, "", found.unclassified[name],
-                                     kind=info.kind))
-            continue
-        r = found.roles[name]
-        if r.role in MATRIX_ROLES and info.param.dim() < 2:
-            raise ValueError(f"{name}: role {r.role!r} ({r.source}) needs a matrix or a kernel, but the parameter "
-                             f"has shape {shape}")
-        kind = "norm_bias" if r.role in ("norm", "branch_end_norm") and is_bias_name(name.rpartition(".")[2]) \
-            else info.kind
-        init, args = assign(scheme, r.role, kind, options, found.residual)
-        note = r.note
-        layout = info.layout if r.role in MATRIX_ROLES else "rows"
-        if layout == "stored":
-            note = (note + "; " if note else "") + "grouped ConvTranspose: pattern on the stored (c_in, c_out/g, ...) layout"
-        entry = PlanEntry(name, shape, r.role, init, args, r.source, note, layout,
-                          blocks_of(r.role, info.gates) if r.role in MATRIX_ROLES else 1, info.kind)
-        if init == "reset_parameters" and _reset_method(model.get_submodule(info.module)) is None:
-            entry.init, entry.note = "keep", (entry.note + "; " if entry.note else "") + "its module has no reset_parameters()"
+        entry = _entry(scheme, options, found, info)
+        has_reset = _reset_method(model.get_submodule(info.module)) is not None
+        if entry.init == "reset_parameters" and not has_reset:
+            entry.init = "keep"
+            entry.note = _join(entry.note, "its module has no reset_parameters()")
         if not info.param.requires_grad and not include_frozen:
             entry.init, entry.args = "keep", {}
-            entry.note = "frozen (requires_grad=False); include_frozen=True initialises it"
+            entry.note = _join(entry.note, "frozen (requires_grad=False): include_frozen=True initialises it")
+        elif entry.init == "keep" and reset_kept and has_reset:
+            entry.init, entry.args = "reset_parameters", {}
         elif info.param.numel() == 0:
             entry.init, entry.args = "keep", {}
         entries.append(entry)
-    if reset_kept:
-        for e in entries:
-            if e.init == "keep" and not e.note.startswith("frozen") and \
-                    _reset_method(model.get_submodule(found.params[e.name].module)) is not None:
-                e.init, e.args = "reset_parameters", {}
     p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes)
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
-        warnings.warn(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
-                      "State their roles with overrides= or idinit.tag() to initialise them", stacklevel=2)
+        warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
+                    "State their roles with overrides= or idinit.tag() to initialise them")
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
-        warnings.warn("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here",
-                      stacklevel=2)
+        warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p
 
 

@@ -1,17 +1,12 @@
-"""Known blocks: roles inside modules whose structure is fixed, by class (a fast path).
+"""Known blocks: roles inside the ``torch.nn`` modules that torch.fx cannot see into.
 
-The registry is keyed by the class's import path as a string, so the library imports neither
-torchvision nor transformers. Only the exact class matches (a subclass may change ``forward``).
-It serves two purposes:
-
-- the ``torch.nn`` composite modules (``MultiheadAttention``, ``Transformer*``), which torch.fx
-  treats as single opaque calls, so that their insides get roles without a forward pass;
-- a cross-check: ``tests/test_plan_detection.py`` asserts that the graph-based detection finds the
-  same roles as these entries (``use_registry=False`` switches the registry off).
-
-Everything else (the CIFAR ResNets of the lab, HF models, any user model) is found from the graph.
-Each entry maps the block to ``{name relative to the block: role}``; norms and biases are left to
-their types.
+torch.fx treats every ``torch.nn`` module as one call, so ``nn.MultiheadAttention`` and the
+``nn.Transformer*`` modules are opaque in an fx graph. Their structure is fixed, so their roles are
+written here, keyed by the class's import path (only the exact class matches: a subclass may change
+``forward``). Everything else (torchvision, HF transformers, the lab's CIFAR ResNets, any user model)
+is found from the graph; ``use_registry=False`` switches these entries off, and the tests check that the
+autograd graph then finds the same roles. Each entry maps the block to ``{name relative to the block:
+role}``; norms and biases are left to their types.
 """
 from __future__ import annotations
 
@@ -42,21 +37,6 @@ def _decoder_layer(module: nn.Module) -> dict[str, str]:
     return {**_encoder_layer(module), **_mha("multihead_attn.", module.multihead_attn)}
 
 
-def _basic_block(module: nn.Module) -> dict[str, str]:
-    roles = {"conv1.weight": "identity", "conv2.weight": "branch_end", "bn2.weight": "branch_end_norm"}
-    if module.downsample is not None:
-        roles["downsample.0.weight"] = "identity"
-    return roles
-
-
-def _bottleneck(module: nn.Module) -> dict[str, str]:
-    roles = {"conv1.weight": "identity", "conv2.weight": "identity", "conv3.weight": "branch_end",
-             "bn3.weight": "branch_end_norm"}
-    if module.downsample is not None:
-        roles["downsample.0.weight"] = "identity"
-    return roles
-
-
 def _container(module: nn.Module) -> dict[str, str]:
     """nn.TransformerEncoder / Decoder / Transformer: their layers are registered blocks themselves."""
     return {}
@@ -69,8 +49,6 @@ _ENTRIES: dict[str, Callable[[nn.Module], dict[str, str]]] = {
     "torch.nn.modules.transformer.TransformerEncoder": _container,
     "torch.nn.modules.transformer.TransformerDecoder": _container,
     "torch.nn.modules.transformer.Transformer": _container,
-    "torchvision.models.resnet.BasicBlock": _basic_block,
-    "torchvision.models.resnet.Bottleneck": _bottleneck,
 }
 
 
