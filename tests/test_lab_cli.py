@@ -171,3 +171,14 @@ def test_demo_pieces(tmp_path):
     assert (tmp_path / "demo.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "demo.json").read_text())["summary"]["kaiming"]["final_test_acc"] == \
         summary["kaiming"]["final_test_acc"]
+
+
+def test_runner_with_two_worker_processes(tmp_path):
+    from idinit.lab.experiments.runner import run_configs
+
+    runs = get_experiment("table5").runs(only=["loose-patch-zp", "tight-patch-zp"], overrides=[
+        "epochs=1", "arch=resnet8", "train_limit=64", "eval_limit=64", "batch_size=32", "train_chunks=[3]"])
+    run_configs(runs, tmp_path, device="cpu", workers=2)
+    for run in runs:
+        summary = json.loads((tmp_path / run.run_id / "summary.json").read_text())
+        assert summary["finished"] and summary["epochs"] == 1

@@ -48,7 +48,7 @@ def _print_summary(out_dir) -> None:
                       fmt(*ep, k=1, d=1) if r["reached"] else ("never" if r["seeds_done"] else "-"),
                       r["paper_acc"] or "-", r["paper_epochs"] or "-",
                       "-" if r["s_per_epoch"] is None else f"{r['s_per_epoch']:.2f}")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def cmd_run(args) -> int:

@@ -51,13 +51,15 @@ def summary_rows(meta: dict, runs: list[dict]) -> list[dict]:
     by_name: dict[str, list[dict]] = {}
     for run in runs:
         by_name.setdefault(run["config"]["name"], []).append(run)
+    order = {name: i for i, name in enumerate(meta.get("order", []))}
     rows = []
-    for name, group in by_name.items():
+    for name, group in sorted(by_name.items(), key=lambda item: order.get(item[0], len(order))):
         done = [r for r in group if r["summary"] and r["summary"].get("finished")]
         accs = [r["summary"]["final_eval_acc"] for r in done if r["summary"]["final_eval_acc"] is not None]
         t1k = [r["summary"]["final_test1k_acc"] for r in done if r["summary"].get("final_test1k_acc") is not None]
         reached = [r["summary"]["epochs_to_target"] for r in done if r["summary"]["epochs_to_target"] is not None]
         secs = [x["seconds"] for r in group for x in r["records"]]
+        packs = sorted({x.get("packed", 1) for r in group for x in r["records"]})
         p = paper.get(name, {})
         acc_mean = _mean_std(accs)[0]
         paper_acc = _paper_mean(p.get("acc"))
@@ -67,6 +69,7 @@ def summary_rows(meta: dict, runs: list[dict]) -> list[dict]:
             "failed": sum(1 for r in group if r["error"]),
             "acc": _mean_std(accs), "test1k": _mean_std(t1k), "epochs": _mean_std(reached),
             "reached": len(reached), "s_per_epoch": statistics.median(secs) if secs else None,
+            "packed": max(packs) if packs else 1,
             "paper_acc": p.get("acc", ""), "paper_epochs": p.get("epochs_to_target", ""),
             "delta": None if acc_mean is None or paper_acc is None else acc_mean * 100 - paper_acc,
             "target": group[0]["config"].get("target_accuracy", 0.8),
@@ -90,9 +93,10 @@ def markdown_table(rows: list[dict]) -> str:
         else:
             epochs = "—"
         delta = "—" if r["delta"] is None else f"{r['delta']:+.2f}"
+        pack_note = f" (pack of {r['packed']})" if r["packed"] > 1 else ""
         lines.append(f"| {r['name']} | {seeds} | {_fmt_ms(*r['acc'], scale=100)} | {_fmt_ms(*r['test1k'], scale=100)} "
                      f"| {epochs} | {r['paper_acc'] or '—'} | {r['paper_epochs'] or '—'} | {delta} "
-                     f"| {_fmt_ms(r['s_per_epoch'], None)} |")
+                     f"| {_fmt_ms(r['s_per_epoch'], None)}{pack_note} |")
     return "\n".join(lines)
 
 
@@ -149,7 +153,8 @@ def write_report(run_dir, out_dir=None, title: str | None = None) -> pathlib.Pat
                          f"started {call.get('started', '?')} ({len(call.get('runs', []))} runs)")
         lines.append("")
     lines += ["## Results", "", "Final-epoch accuracy (not best-of-run) on the evaluation set, mean ± sample std "
-              "over finished seeds; epochs to target counted on the evaluation set.", "",
+              "over finished seeds; epochs to target counted on the evaluation set; s/epoch is the median "
+              "wall time of a training epoch (of the whole pack, for runs trained packed).", "",
               markdown_table(rows), "", "![evaluation accuracy per epoch](accuracy.png)", ""]
     unfinished = [r["name"] for r in rows if r["seeds_done"] < r["seeds"]]
     missing = [n for n in meta.get("paper", {}) if n not in {r["name"] for r in rows}]

@@ -40,7 +40,8 @@ def write_experiment_file(out_dir: pathlib.Path, experiment, runs: list[RunConfi
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": [r.run_id for r in runs]})
     rec.atomic_write_json(path, {"experiment": experiment.name, "version": experiment.version,
                                  "description": experiment.description, "notes": experiment.notes,
-                                 "paper": experiment.paper, "calls": calls})
+                                 "paper": experiment.paper, "order": [c.name for c in experiment.configs],
+                                 "calls": calls})
 
 
 class _DataCache:

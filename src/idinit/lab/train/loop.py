@@ -168,6 +168,11 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
     warmup_steps = steps_per_epoch * config.warmup_epochs
 
     eager_step = _make_step(model, config, amp, device.type)
+    if compile:
+        # A fresh compile per run: each run's closure would otherwise count as a recompile of the
+        # same code, and dynamo silently falls back to eager past its recompile limit (8). The
+        # on-disk inductor cache keeps a repeated architecture's rebuild short.
+        torch._dynamo.reset()
     step_fn = torch.compile(eager_step, mode="reduce-overhead", dynamic=False) if compile else eager_step
     compiled = compile
     model.train()
