@@ -17,6 +17,7 @@ folded into the operation that consumes them. :mod:`idinit.detect` reads roles o
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -205,13 +206,15 @@ def _autograd_kind(name: str) -> str:
 
 
 def _tensors(value: Any) -> list[torch.Tensor]:
-    """All tensors in a (nested) output: tuples, lists, dicts and HF ``ModelOutput`` objects."""
+    """All tensors in a (nested) output: tuples, lists, dicts, dataclasses and HF ``ModelOutput`` objects."""
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, Mapping):
         return [t for v in value.values() for t in _tensors(v)]
     if isinstance(value, (tuple, list)):
         return [t for v in value for t in _tensors(v)]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [t for f in dataclasses.fields(value) for t in _tensors(getattr(value, f.name))]
     return []
 
 
@@ -219,6 +222,8 @@ def _prepare(value: Any) -> Any:
     """Floating-point example inputs become leaves that require grad, so that a skip connection
     straight from the input is visible in the autograd graph; other values pass unchanged."""
     if isinstance(value, torch.Tensor):
+        if value.is_inference():  # made under torch.inference_mode(): autograd cannot save it
+            value = value.clone()
         return value.detach().requires_grad_(True) if value.is_floating_point() else value
     if isinstance(value, Mapping):
         return {k: _prepare(v) for k, v in value.items()}
@@ -231,7 +236,6 @@ def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
     """One forward pass for the graph, leaving the model as it was: eval mode (no dropout, no
     batch-norm statistics update), every floating parameter requiring grad for the duration, and
     every buffer restored afterwards. Returns the output tensors that carry a ``grad_fn``."""
-    inputs = _prepare(example_inputs)
     training = {m: m.training for m in model.modules()}
     requires = {p: p.requires_grad for p in model.parameters()}
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
@@ -240,7 +244,8 @@ def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
         for p in requires:
             if p.is_floating_point():
                 p.requires_grad_(True)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():
+            inputs = _prepare(example_inputs)
             out = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
     except Exception as err:
         raise GraphUnavailable(f"the forward pass of {type(model).__name__} on example_inputs failed: "
