@@ -46,6 +46,8 @@ def warn_caller(message: str) -> None:
 
 @dataclass
 class Role:
+    """A parameter's role, where it came from (``graph``, ``type``, ``tag``, ...) and a note for the plan."""
+
     role: str
     source: str
     note: str = ""
@@ -53,13 +55,14 @@ class Role:
 
 @dataclass
 class Detection:
+    """Everything :func:`idinit.plan` needs: the parameters, their roles, what could not be placed."""
+
     params: dict[str, ParamInfo]
     roles: dict[str, Role]
     unclassified: dict[str, str]
     residual: bool
     source: str
     notes: list[str] = field(default_factory=list)
-
 
 
 def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str, str] | None = None,
@@ -97,7 +100,7 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
             if role is None:
                 unclassified[name] = ("not a parameter of a known layer type, and no graph shows how it is used "
                                       "(pass example_inputs=)" if graph is None else
-                                      "not a parameter of a known layer type, and not used in the forward pass")
+                                      "not a parameter of a known layer type, and not reached by the graph")
             else:
                 roles[name] = role
     for name, info in infos.items():

@@ -122,7 +122,12 @@ class Plan:
         return "\n".join(line.rstrip() for line in lines)
 
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> "Plan":
-        """Initialise ``model``'s parameters as planned (in place, under ``torch.no_grad()``)."""
+        """Initialise ``model``'s parameters as planned (in place, under ``torch.no_grad()``).
+
+        ``reset_parameters`` entries run first, module by module, children before parents; then every
+        other entry in order, drawing from ``generator`` (or the global RNG). Norm layers whose
+        parameters are initialised also get their running statistics reset. Returns the plan.
+        """
         params = dict(model.named_parameters())
         for e in self.entries:
             if e.name not in params:
@@ -134,8 +139,8 @@ class Plan:
                 raise ValueError(f"{e.name}: unknown initialiser {e.init!r}; known: {', '.join(INITIALISERS)}")
         resets = {e.name.rpartition(".")[0] for e in self.entries if e.init == "reset_parameters"}
         if resets and generator is not None:
-            raise ValueError("a generator cannot be passed to modules' reset_parameters(), which draw from the "
-                             "global RNG: seed with torch.manual_seed() for the 'default' scheme")
+            raise ValueError("this plan calls modules' reset_parameters() (the 'default' scheme, reset_kept=True), "
+                             "which draw from the global RNG and take no generator: seed with torch.manual_seed()")
         with torch.no_grad():
             _reset_modules(model, resets, {e.name for e in self.entries if e.init != "reset_parameters"})
             for e in self.entries:
