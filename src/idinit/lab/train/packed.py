@@ -247,8 +247,11 @@ def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data
             t1 = time.perf_counter()
             evals = {key: evaluate_packed(packed, loader, amp, memory_format) for key, loader in eval_loaders.items()}
             evals["eval_seconds"] = [time.perf_counter() - t1] * n
+        # The first epoch of a call carries torch.compile's warm-up: judge the deadline by the
+        # latest steady epoch, and by the clock alone after the first.
+        steady = seconds if epoch > start_epoch else 0.0
         stop_now = not last and (stop_after_epoch == epoch + 1 or (
-            deadline is not None and time.time() + 2 * seconds > deadline))
+            deadline is not None and time.time() + 1.5 * steady > deadline))
         for k in range(n):
             if not alive[k]:
                 continue
