@@ -175,6 +175,10 @@ def test_gated_branch_and_layer_scale():
     plan = idinit.plan(model)
     assert plan["layer1.0.alpha"].role == "scale" and plan["layer1.0.alpha"].init == "keep"
     assert plan["layer1.0.conv2.weight"].role == "branch_end"
+    with torch.no_grad():
+        model.layer1[0].alpha.fill_(0.25)
+    idinit.init_(model, "kaiming")  # a scheme leaves scales as the model made them
+    assert model.layer1[0].alpha.item() == 0.25
 
 
 class SqueezeExciteBlock(nn.Module):
