@@ -7,7 +7,7 @@ OUT=${OUT:-/tmp/idinit-out}
 C10=${C10:-$HOME/c10}
 mkdir -p "$OUT" "$C10"
 for part in .data/c10-a .data/c10-b; do
-    if [ -d "$part" ]; then cp -n "$part"/* "$C10"/ && echo "staged $part into $C10"; fi
+    if [ -d "$part" ]; then cp "$part"/* "$C10"/ && echo "staged $part into $C10"; fi
 done
 ls "$C10"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(), flush=True)" || exit 1
