@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import pathlib
+import queue
 import statistics
 import time
 
@@ -148,12 +149,17 @@ def _concurrent_worker(arch, device, batch_size, steps, compile, barrier, result
 def time_concurrent(n: int, arch: str, device: str, batch_size: int, steps: int, compile: bool) -> dict:
     """``n`` processes each training a model at once; their timed windows start together."""
     ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(n), ctx.Queue()
+    barrier, results = ctx.Barrier(n, timeout=600), ctx.Queue()
     procs = [ctx.Process(target=_concurrent_worker, args=(arch, device, batch_size, steps, compile, barrier, results))
              for _ in range(n)]
     for p in procs:
         p.start()
-    out = [results.get() for _ in procs]
+    try:
+        out = [results.get(timeout=900) for _ in procs]  # a crashed process must not hang the bench
+    except queue.Empty as err:
+        for p in procs:
+            p.kill()
+        raise RuntimeError(f"{n} concurrent processes: no result within 900 s") from err
     for p in procs:
         p.join()
     errors = [o["error"] for o in out if "error" in o]
