@@ -24,10 +24,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import momentum
+from . import isometry, momentum, rank, remaining_weight, signal
 
 ANALYSES: dict[str, Callable[..., dict]] = {
     "momentum": momentum.run,
+    "rank": rank.run,
+    "isometry": isometry.run,
+    "signal": signal.run,
+    "remaining-weight": remaining_weight.run,
 }
 
 
