@@ -81,6 +81,12 @@ def test_cli_run_then_report_on_real_data(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "| loose-patch-zp | 1/1 |" in report and "87.01" not in report.split("## Not")[0].split("tight-channel-zero")[0]
     assert (out / "accuracy.png").stat().st_size > 10_000
+    results = tmp_path / "results"
+    assert cli.main(["report", str(out), "--out", str(results), "--with-records"]) == 0
+    assert (results / "report.md").read_text() == report
+    assert (results / "loose-patch-zp" / "seed0" / "records.jsonl").read_bytes() == \
+        (out / "loose-patch-zp" / "seed0" / "records.jsonl").read_bytes()
+    assert not list(results.rglob("checkpoint.pt")) and (results / "experiment.json").is_file()
 
 
 def _fake_run(root, name, seed, accs, paper_cfg=None, finished=True):

@@ -93,7 +93,7 @@ def cmd_run(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    path = write_report(args.run_dir, args.out, title=args.title)
+    path = write_report(args.run_dir, args.out, title=args.title, with_records=args.with_records)
     print(f"wrote {path} and {path.parent / 'accuracy.png'}")
     return 0
 
@@ -201,6 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--out", help="folder for the report (default: the run folder)")
     p.add_argument("--title")
+    p.add_argument("--with-records", action="store_true",
+                   help="also copy experiment.json and each run's config/records/summary into --out")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("plan", help="print idinit.plan for a lab model (resnet20..resnet110, '-B' for option B)")

@@ -135,12 +135,28 @@ def plot_curves(runs: list[dict], path) -> None:
     plt.close(fig)
 
 
-def write_report(run_dir, out_dir=None, title: str | None = None) -> pathlib.Path:
-    """Write ``report.md`` and ``accuracy.png`` into ``out_dir`` (default: ``run_dir``); return the md path."""
+def copy_records(run_dir, out_dir) -> int:
+    """Copy ``experiment.json`` and every run's config, records and summary (no checkpoints) from
+    ``run_dir`` to ``out_dir``, keeping the layout; return the number of files copied."""
+    run_dir, out_dir = pathlib.Path(run_dir), pathlib.Path(out_dir)
+    files = [run_dir / "experiment.json"] if (run_dir / "experiment.json").is_file() else []
+    for config in sorted(run_dir.glob("*/seed*/" + rec.CONFIG)):
+        files += [config.parent / n for n in (rec.CONFIG, rec.RECORDS, rec.SUMMARY, "error.json")
+                  if (config.parent / n).is_file()]
+    for file in files:
+        rec.atomic_write_bytes(out_dir / file.relative_to(run_dir), file.read_bytes())
+    return len(files)
+
+
+def write_report(run_dir, out_dir=None, title: str | None = None, with_records: bool = False) -> pathlib.Path:
+    """Write ``report.md`` and ``accuracy.png`` into ``out_dir`` (default: ``run_dir``); return the md
+    path. ``with_records`` also copies the runs' JSON / JSONL files there (:func:`copy_records`)."""
     run_dir = pathlib.Path(run_dir)
     meta, runs = load_runs(run_dir)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if with_records and out_dir.resolve() != run_dir.resolve():
+        copy_records(run_dir, out_dir)
     rows = summary_rows(meta, runs)
     plot_curves(runs, out_dir / "accuracy.png")
     name = meta.get("experiment", run_dir.name)
