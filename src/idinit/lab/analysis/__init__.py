@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import isometry, momentum, rank, remaining_weight, signal
+from . import dead_neurons, isometry, momentum, rank, remaining_weight, signal
 
 ANALYSES: dict[str, Callable[..., dict]] = {
     "momentum": momentum.run,
@@ -32,6 +32,7 @@ ANALYSES: dict[str, Callable[..., dict]] = {
     "isometry": isometry.run,
     "signal": signal.run,
     "remaining-weight": remaining_weight.run,
+    "dead-neurons": dead_neurons.run,
 }
 
 

@@ -12,7 +12,8 @@ Measured for each initialisation scheme (``idinit.init_(model, scheme)``):
   averaged over the inputs; :math:`\chi \gg 1` is the chaotic phase (exploding gradients),
   :math:`\chi \approx 1` dynamical isometry (paper Sec. 2);
 * the same for the body alone, :math:`\partial h_{64} / \partial x \in \mathbb{R}^{256 \times 3072}`
-  (the features the head reads), which shows the residual stack's isometry even where the head is
+  (the features the head reads; on the first ``body_inputs`` of the random inputs, as it costs
+  256 backward rows per input), which shows the residual stack's isometry even where the head is
   near zero (IDInit's head is zero-preserving, so its full Jacobian starts at ~1e-12);
 * both at initialisation and after every epoch of training (Adagrad lr 0.01, batch 100, cross
   entropy, as the paper), with the training loss.
@@ -37,17 +38,18 @@ class Settings:
     width: int = 256
     depth: int = 64                # residual blocks
     schemes: tuple[str, ...] = ("idinit", "default")
-    epochs: int = 3                # 0: measure at initialisation only
+    epochs: int = 5                # 0: measure at initialisation only
     batch: int = 100
     lr: float = 0.01               # Adagrad (paper C.5)
-    jacobian_inputs: int = 100     # random inputs x ~ N(0, I) for the Jacobian (paper: 100)
+    jacobian_inputs: int = 100     # random inputs x ~ N(0, I) for the 10 x 3072 Jacobian (paper: 100)
+    body_inputs: int = 10          # the first N of them for the 256 x 3072 body Jacobian (2,560 values)
     train_images: int = 40000      # the first N images of the 40k training split
     seed: int = 0
     log_every: int = 20
 
     def check(self) -> None:
-        small = {k: getattr(self, k) for k in ("width", "depth", "batch", "jacobian_inputs", "train_images", "log_every")
-                 if getattr(self, k) < 1}
+        small = {k: getattr(self, k) for k in ("width", "depth", "batch", "jacobian_inputs", "body_inputs",
+                                               "train_images", "log_every") if getattr(self, k) < 1}
         if small or self.epochs < 0:
             raise ValueError(f"isometry: these settings must be >= 1 (epochs >= 0): {small or {'epochs': self.epochs}}")
         unknown = [s for s in self.schemes if s not in idinit.SCHEMES]
@@ -102,7 +104,7 @@ def jacobian_sq_singular_values(fn, x: torch.Tensor, outputs: int, chunk: int = 
 
 def _jacobian_stats(model: DeepResidualMLP, probe: torch.Tensor, settings: Settings) -> dict:
     full = jacobian_sq_singular_values(model, probe, 10)
-    body = jacobian_sq_singular_values(model.features, probe, settings.width)
+    body = jacobian_sq_singular_values(model.features, probe[: settings.body_inputs], settings.width)
     return {
         "chi_full": full.mean().item(),            # mean squared singular value, 10 x 3072 Jacobian
         "chi_body": body.mean().item(),            # the same for the 256 x 3072 feature Jacobian
