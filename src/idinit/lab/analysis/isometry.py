@@ -178,14 +178,16 @@ def plot(record: dict, path) -> None:
     s = record["settings"]
     fig, axes = new_figure(1, 3, (16, 4.2))
     hist_ax, chi_ax, loss_ax = axes[0]
-    for scheme, log in record["runs"].items():
+    for i, (scheme, log) in enumerate(record["runs"].items()):
+        color = f"C{i}"  # one colour per scheme in every panel
         values = np.asarray(log["jacobian"][-1]["log10_sv_full"])
-        hist_ax.hist(values, bins=40, alpha=0.6, label=f"{scheme}", density=True)
+        hist_ax.hist(values, bins=40, alpha=0.6, label=f"{scheme}", density=True, color=color)
         epochs = range(len(log["jacobian"]))
-        chi_ax.plot(epochs, [j["chi_full"] for j in log["jacobian"]], "o-", label=f"{scheme}: full 10x3072")
-        chi_ax.plot(epochs, [j["chi_body"] for j in log["jacobian"]], "s--", label=f"{scheme}: body 256x3072")
+        chi_ax.plot(epochs, [j["chi_full"] for j in log["jacobian"]], "o-", color=color, label=f"{scheme}: full 10x3072")
+        chi_ax.plot(epochs, [j["chi_body"] for j in log["jacobian"]], "s--", color=color,
+                    label=f"{scheme}: body {s['width']}x3072")
         if log["step"]:
-            loss_ax.plot(log["step"], log["loss"], label=scheme)
+            loss_ax.plot(log["step"], log["loss"], label=scheme, color=color)
     hist_ax.set(xlabel="log10 singular value of the 10x3072 Jacobian",
                 ylabel="density", title=f"after {len(record['runs'][s['schemes'][0]]['jacobian']) - 1} epoch(s)")
     chi_ax.axhline(1.0, color="grey", lw=0.8)

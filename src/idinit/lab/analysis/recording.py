@@ -148,10 +148,10 @@ def torch_threads(count: int):
 
 
 def machine_description(device: str) -> dict:
-    """Where a record was measured: host CPU count, torch version, device name."""
+    """Where a record was measured: host CPU count, torch version, device name (the intra-op thread
+    count used is added by :func:`run_and_record`)."""
     info = {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "device": str(device)}
+            "platform": platform.platform(), "cpu_count": os.cpu_count(), "device": str(device)}
     if str(device).startswith("cuda") and torch.cuda.is_available():
         info["device_name"] = torch.cuda.get_device_name(torch.device(device))
     return info
