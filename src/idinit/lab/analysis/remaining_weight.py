@@ -90,8 +90,8 @@ def _hadamard_tall_or_square_(weight: torch.Tensor) -> torch.Tensor:
     """``H_p[:m, :n] / sqrt(p)``, ``p = 2^ceil(log2 m)``, for ``m >= n`` (ZerO's tall-matrix formula).
 
     For ``m > n`` this is exactly ``idinit.hadamard_``. For ``m == n`` ZerO prescribes the identity;
-    here the Hadamard block is taken from the tall ``(m + 1) x n`` case's construction instead,
-    re-scaled to ``1/sqrt(p)`` of its own ``p``, so the square block really is a Hadamard matrix.
+    here the block is cut from the library's tall ``2p x n`` Hadamard matrix instead and rescaled
+    to ``1/sqrt(p)``, so the square block really is a (Sylvester) Hadamard matrix.
     """
     m, n = weight.shape
     if m > n:
