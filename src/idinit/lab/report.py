@@ -150,7 +150,8 @@ def copy_records(run_dir, out_dir) -> int:
 
 def write_report(run_dir, out_dir=None, title: str | None = None, with_records: bool = False) -> pathlib.Path:
     """Write ``report.md`` and ``accuracy.png`` into ``out_dir`` (default: ``run_dir``); return the md
-    path. ``with_records`` also copies the runs' JSON / JSONL files there (:func:`copy_records`)."""
+    path. ``with_records`` also copies the runs' JSON / JSONL files there (:func:`copy_records`). A
+    ``reading.md`` already in ``out_dir`` (a person's interpretation) is included under "Reading"."""
     run_dir = pathlib.Path(run_dir)
     meta, runs = load_runs(run_dir)
     out_dir = pathlib.Path(out_dir) if out_dir else run_dir
@@ -172,6 +173,9 @@ def write_report(run_dir, out_dir=None, title: str | None = None, with_records: 
               "over finished seeds; epochs to target counted on the evaluation set; s/epoch is the median "
               "wall time of a training epoch (of the whole pack, for runs trained packed).", "",
               markdown_table(rows), "", "![evaluation accuracy per epoch](accuracy.png)", ""]
+    reading = out_dir / "reading.md"
+    if reading.is_file():  # the hand-written interpretation kept beside the generated report
+        lines += ["## Reading", "", reading.read_text().strip(), ""]
     unfinished = [r["name"] for r in rows if r["seeds_done"] < r["seeds"]]
     missing = [n for n in meta.get("paper", {}) if n not in {r["name"] for r in rows}]
     if unfinished or missing:

@@ -42,14 +42,18 @@ _PAPER = {
 }
 
 
-def paper_numbers(depth: int) -> dict[str, dict]:
-    """Paper numbers per configuration name (the same cell for its option-B and warm-up variants)."""
+def paper_numbers(depth: int, names: list[str]) -> dict[str, dict]:
+    """Paper numbers for each configuration in ``names`` (an option-B or warm-up variant gets the
+    cell of its initialisation and optimiser, for reference)."""
     out = {}
-    for init, (acc_sgd, acc_adam, ep_sgd, ep_adam) in _PAPER.get(depth, {}).items():
-        for opt, acc, ep in (("sgd", acc_sgd, ep_sgd), ("adam", acc_adam, ep_adam)):
-            for suffix in ("", "-B", f"-warmup{WARMUP_EPOCHS}", f"-B-warmup{WARMUP_EPOCHS}"):
-                out[f"{init}-{opt}{suffix}"] = {"acc": acc, "epochs_to_target": ep,
-                                                "source": f"Table 1, ResNet-{depth}, {LABELS[init]}, {opt.upper()}"}
+    for name in names:
+        init, opt = name.split("-")[:2]
+        if init not in _PAPER.get(depth, {}):
+            continue
+        acc_sgd, acc_adam, ep_sgd, ep_adam = _PAPER[depth][init]
+        acc, ep = (acc_sgd, ep_sgd) if opt == "sgd" else (acc_adam, ep_adam)
+        out[name] = {"acc": acc, "epochs_to_target": ep,
+                     "source": f"Table 1, ResNet-{depth}, {LABELS[init]}, {opt.upper()}"}
     return out
 
 
@@ -67,7 +71,7 @@ def table1(depth: int = 56) -> Experiment:
         name=f"table1" if depth == 56 else f"table1-resnet{depth}", version=1,
         description=f"Paper Table 1: ResNet-{depth}, CIFAR-10, 7 initialisations x SGD/Adam, option A "
                     "(IDInit and Kaiming also option B), each with and without a 5-epoch warm-up",
-        configs=configs, seeds=(0,), paper=paper_numbers(depth),
+        configs=configs, seeds=(0,), paper=paper_numbers(depth, [c.name for c in configs]),
         notes=["Batch size 1024 (SPEC section 6; the paper does not state it for Table 1).",
                "Adam runs with no weight decay (the paper states none for Adam).",
                "ReZero keeps BN and adds a zero-initialised gate; SkipInit removes BN (SPEC section 5).",
