@@ -13,13 +13,6 @@ from idinit.lab.train import RunConfig, parse_overrides
 from idinit.lab.train import records as rec
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_table1_grid_has_every_cell_once():
     exp = get_experiment("table1")

@@ -9,14 +9,6 @@ from idinit.lab.models import (BasicBlock, CifarResNet, FixupResNet, ProjectionS
                                fixup_init_, fixup_parameter_groups, parse_arch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one thread is fastest and immune to oversubscribed CI cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_option_a_is_parameter_free_subsamples_and_zero_fills():
     shortcut = ZeroPadShortcut(16, 32, stride=2)

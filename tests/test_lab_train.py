@@ -17,14 +17,6 @@ from idinit.lab.train import RunConfig, epochs_to_target, lr_factor, read_record
 from idinit.lab.train.metrics import final_accuracy
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one thread is fastest and immune to oversubscribed CI cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def fake_data(n_train=192, n_eval=96, size=16, seed=0, test1k=True):
     """Learnable fake images: the class sets the balance of the red and green channels."""

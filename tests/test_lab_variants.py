@@ -8,14 +8,6 @@ from idinit.lab.train import RunConfig, read_records, train_run
 from test_lab_train import fake_data
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny tensors: one thread is fastest and immune to oversubscribed CI cores.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("shortcut", ["A", "B"])
 @pytest.mark.parametrize("init", INITS)
