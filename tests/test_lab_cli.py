@@ -4,7 +4,6 @@ import statistics
 
 import numpy as np
 import pytest
-import torch
 
 from idinit.lab import cli
 from idinit.lab.experiments import EXPERIMENTS, get_experiment
