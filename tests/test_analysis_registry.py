@@ -5,14 +5,15 @@ import math
 import pytest
 
 from idinit.lab.analysis import ANALYSES, run_analysis
-from idinit.lab.analysis import dead_neurons, isometry, momentum, rank, remaining_weight, signal
+from idinit.lab.analysis import dead_neurons, isometry, momentum, rank, remaining_weight, signal, weight_distribution
 from idinit.lab.analysis.recording import settings_from_overrides, write_json_atomic
 
 MODULES = {"momentum": momentum, "rank": rank, "isometry": isometry, "signal": signal,
-           "remaining-weight": remaining_weight, "dead-neurons": dead_neurons}
+           "remaining-weight": remaining_weight, "dead-neurons": dead_neurons,
+           "weight-distribution": weight_distribution}
 
 
-def test_registry_names_the_six_analyses():
+def test_registry_names_every_analysis():
     assert set(ANALYSES) == set(MODULES)
     for name, module in MODULES.items():
         assert ANALYSES[name] is module.run

@@ -1,21 +1,23 @@
 """The paper's mechanism experiments, each a named analysis that writes a JSON record and a PNG.
 
-=====================  ============================================================  =============
-name                   what it measures                                              paper
-=====================  ============================================================  =============
-``momentum``           identity-initialised deep linear net, target -I: GD keeps the  Sec 3.1.1,
-                       layers equal and stalls; SGD (+ momentum) breaks the symmetry   A.2, Fig 10
-``rank``               rank(W2 - I) during SGD for zero padding vs IDI (+ loose)      Thm 3.1,
-                                                                                      Fig 4b
-``isometry``           mean squared singular value of the input-output Jacobian of a  Fig 1, C.5,
-                       64-block residual MLP on CIFAR-10, and its training loss       Fig 18
-``signal``             output std at init (and under input noise) of FC / ResFC /     C.3, Fig 15
-                       AllConv / ResConv, IDInit vs Xavier / Kaiming
-``remaining-weight``   branch end at zero, the other branch weight Xavier, Hadamard   Fig 2
-                       or identity (square and rectangular): loss curves
-``dead-neurons``       branch-end weights with exactly zero gradient in the first     Sec 3.2
-                       steps: exact zero vs zero-preserving (IDIZ)
-=====================  ============================================================  =============
+=========================  ============================================================  =============
+name                       what it measures                                              paper
+=========================  ============================================================  =============
+``momentum``               identity-initialised deep linear net, target -I: GD keeps the  Sec 3.1.1,
+                           layers equal and stalls; SGD (+ momentum) breaks the symmetry   A.2, Fig 10
+``rank``                   rank(W2 - I) during SGD for zero padding vs IDI (+ loose)      Thm 3.1,
+                                                                                          Fig 4b
+``isometry``               mean squared singular value of the input-output Jacobian of a  Fig 1, C.5,
+                           64-block residual MLP on CIFAR-10, and its training loss       Fig 18
+``signal``                 output std at init (and under input noise) of FC / ResFC /     C.3, Fig 15
+                           AllConv / ResConv, IDInit vs Xavier / Kaiming
+``remaining-weight``       branch end at zero, the other branch weight Xavier, Hadamard   Fig 2
+                           or identity (square and rectangular): loss curves
+``dead-neurons``           branch-end weights with exactly zero gradient in the first     Sec 3.2
+                           steps: exact zero vs zero-preserving (IDIZ)
+``weight-distribution``    histograms and near-zero fractions of ResNet weights at init   C.4, Fig 17
+                           and after training, IDInit vs Kaiming
+=========================  ============================================================  =============
 
 ``run_analysis(name, out_dir=..., overrides={"steps": "200"})`` runs one; the CLI's
 ``idinit analyse NAME --set k=v`` forwards to it.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import dead_neurons, isometry, momentum, rank, remaining_weight, signal
+from . import dead_neurons, isometry, momentum, rank, remaining_weight, signal, weight_distribution
 
 ANALYSES: dict[str, Callable[..., dict]] = {
     "momentum": momentum.run,
@@ -33,6 +35,7 @@ ANALYSES: dict[str, Callable[..., dict]] = {
     "signal": signal.run,
     "remaining-weight": remaining_weight.run,
     "dead-neurons": dead_neurons.run,
+    "weight-distribution": weight_distribution.run,
 }
 
 

@@ -7,7 +7,7 @@ Four networks, as the paper lists them:
   paper gives the residual version);
 * ``resfc``: ``Linear(3072, 96)``, then 10 residual blocks ``h + W2 W1 h`` (96 wide, no activation);
 * ``allconv``: the 9-layer AllConv of appendix C.2 (Table 9; All-CNN-C of Springenberg et al. 2015),
-  ReLU, global average pooling to 10 outputs;
+  ReLU, global average pooling to 10 outputs (``idinit.lab.models.AllConv``);
 * ``resconv``: a 3x3 conv to 16 channels, then 10 blocks ``relu(h + conv2(relu(conv1(h))))`` of
   16 channels, ReLU, no normalisation.
 
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import idinit
+from idinit.lab.models.allconv import all_conv
 
 from .recording import new_figure, run_and_record, save_figure_atomic
 
@@ -111,17 +112,6 @@ class ResidualConvStack(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(torch.relu(self.stem(x)))
-
-
-def all_conv(classes: int = 10) -> nn.Sequential:
-    """AllConv (paper Table 9 = All-CNN-C, Springenberg et al. 2015): 3x3 convs 96-96-96(/2)-192-192-
-    192(/2)-192 (valid), 1x1 convs 192-``classes``, ReLU after each, global average pooling."""
-    spec = [(3, 96, 3, 1, 1), (96, 96, 3, 1, 1), (96, 96, 3, 2, 1), (96, 192, 3, 1, 1), (192, 192, 3, 1, 1),
-            (192, 192, 3, 2, 1), (192, 192, 3, 1, 0), (192, 192, 1, 1, 0), (192, classes, 1, 1, 0)]
-    layers: list[nn.Module] = []
-    for c_in, c_out, k, stride, pad in spec:
-        layers += [nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad), nn.ReLU()]
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
 def build_network(name: str, settings: Settings) -> nn.Module:

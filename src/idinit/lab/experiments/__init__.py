@@ -1,6 +1,7 @@
-"""Named, versioned experiments: each paper table as a grid of run configurations x seeds."""
+"""Named, versioned experiments: each paper table or figure as a grid of run configurations x seeds."""
 from __future__ import annotations
 
+from .beyond_residual import allconv, allconv_short, linear5, res112
 from .grid import Experiment
 from .smoke import smoke
 from .table1 import table1
@@ -12,6 +13,12 @@ EXPERIMENTS = {
     "table5": lambda: table5(0),
     "table5-warmup5": lambda: table5(5),
     "smoke": smoke,
+    "linear5": linear5,
+    "allconv": allconv,
+    "allconv-short": allconv_short,
+    "res112": res112,
+    "res112-warmup5": lambda: res112(5),
+    "res112-optionA": lambda: res112(shortcut="A"),
 }
 
 

@@ -1,8 +1,9 @@
 """Run a list of configurations into ``<out>/<run_id>/`` folders, in this process or in several
-worker processes sharing one device, resuming whatever was left unfinished.
+worker processes, resuming whatever was left unfinished.
 
-Workers pull runs from a queue, so a grid of unequal runs stays balanced. The CIFAR-10 arrays are
-loaded once per process and shared by its runs. A ``deadline`` (seconds from the start) makes
+Workers pull runs from a queue, so a grid of unequal runs stays balanced. They share the device,
+except that ``device="cuda"`` on a host with several GPUs gives them the GPUs round-robin
+(:func:`worker_devices`). The CIFAR-10 arrays are loaded once per process and shared by its runs. A ``deadline`` (seconds from the start) makes
 every worker stop at an epoch boundary with a checkpoint in time for the results to be packed:
 a later call with the same command resumes.
 """
@@ -49,7 +50,7 @@ class _DataCache:
         self.data_dir, self.loaded = data_dir, {}
 
     def get(self, config: RunConfig):
-        key = (config.protocol, json.dumps(config.train_chunks))
+        key = (config.dataset, config.protocol, json.dumps(config.train_chunks))
         if key not in self.loaded:
             self.loaded[key] = load_run_data(config.replace(train_limit=None, eval_limit=None), self.data_dir)
         return cut_data(self.loaded[key], config)
@@ -76,6 +77,16 @@ def _worker(task_queue, out_dir, device, data_dir, runtime, deadline):
         except queue.Empty:
             return
         _run_one(config, out_dir, device, cache, runtime, deadline, lambda m: print(m, flush=True))
+
+
+def worker_devices(device: str, workers: int) -> list[str]:
+    """One device per worker process: a bare ``"cuda"`` on a host with several GPUs spreads the
+    workers over them round-robin (``cuda:0``, ``cuda:1``, ...); anything else is shared as given."""
+    dev = torch.device(device)
+    count = torch.cuda.device_count() if dev.type == "cuda" and dev.index is None else 0
+    if count > 1:
+        return [f"cuda:{i % count}" for i in range(workers)]
+    return [device] * workers
 
 
 def _run_pack(configs, out_dir, device, cache, runtime, deadline, log) -> bool:
@@ -125,8 +136,8 @@ def run_configs(runs: list[RunConfig], out_dir, *, device="cpu", data_dir=None, 
         task_queue = ctx.Queue()
         for run in runs:
             task_queue.put(run.to_dict())
-        processes = [ctx.Process(target=_worker, args=(task_queue, out_dir, device, data_dir, runtime, deadline))
-                     for _ in range(min(workers, len(runs)))]
+        processes = [ctx.Process(target=_worker, args=(task_queue, out_dir, worker_device, data_dir, runtime, deadline))
+                     for worker_device in worker_devices(device, min(workers, len(runs)))]
         for p in processes:
             p.start()
         for p in processes:

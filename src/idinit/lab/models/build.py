@@ -1,6 +1,8 @@
 """Build a lab model by name and initialise it: the one place that maps an initialisation name to
 the architecture variant it needs (SPEC section 5).
 
+CIFAR ResNets (``arch="resnet<6n+2>"``):
+
 =============  ====================================  =========================================
 init           architecture                           initialisation
 =============  ====================================  =========================================
@@ -16,6 +18,18 @@ skipinit       CifarResNet (no BN) + gate alpha = 0   Kaiming, then alpha = 0
 
 ReZero keeps BN (the ReZero paper's ResNet experiments add the gate to a normalised ResNet;
 SPEC only adds the gate); SkipInit removes it (De & Smith 2020 replace BN by the gate).
+
+The paper's networks beyond residual ones (appendix C), every library scheme, plus Fixup for Res-112:
+
+================  ==========================================  ===================================
+arch              model                                       inits
+================  ==========================================  ===================================
+``allconv``       :class:`AllConv` (All-CNN-C, C.2)            library schemes
+``res112``        :class:`Res112` (no BN, C.6)                 library schemes; ``fixup`` builds
+                                                              :class:`FixupRes112`
+``linear5-tanh``  :class:`Linear5` (C.1), tanh / ReLU          library schemes; IDInit's stem gain
+``linear5-relu``                                              follows the activation (appendix B)
+================  ==========================================  ===================================
 """
 from __future__ import annotations
 
@@ -24,36 +38,71 @@ from torch import nn
 
 import idinit
 
+from .allconv import AllConv
 from .cifar_resnet import DEPTHS, BasicBlock, CifarResNet
 from .fixup_resnet import FixupResNet, fixup_init_, fixup_parameter_groups
+from .linear5 import ACTIVATIONS, Linear5
+from .res112 import FixupRes112, Res112
 
 LIBRARY_SCHEMES = ("idinit", "kaiming", "zero_gamma", "zero", "xavier", "orthogonal", "default")
 INITS = LIBRARY_SCHEMES + ("fixup", "rezero", "skipinit")
 ARCHS = tuple(f"resnet{d}" for d in DEPTHS)
+OTHER_ARCHS = ("allconv", "res112") + tuple(f"linear5-{a}" for a in ACTIVATIONS)
+# inits each non-ResNet architecture accepts
+_OTHER_INITS = {"allconv": LIBRARY_SCHEMES, "res112": LIBRARY_SCHEMES + ("fixup",),
+                **{f"linear5-{a}": LIBRARY_SCHEMES for a in ACTIVATIONS}}
 
 
 def parse_arch(arch: str) -> int:
     """``"resnet56"`` -> 56 (any 6n+2 depth is accepted)."""
     if not arch.startswith("resnet") or not arch[6:].isdigit():
-        raise ValueError(f"unknown architecture {arch!r}; expected 'resnet<depth>', e.g. one of {ARCHS}")
+        raise ValueError(f"unknown architecture {arch!r}; expected 'resnet<depth>', e.g. one of {ARCHS}, "
+                         f"or one of {OTHER_ARCHS}")
     return int(arch[6:])
 
 
+def _build_other(arch: str, init: str, shortcut: str, num_classes: int, in_channels: int, image_size: int,
+                 init_options: dict, example_inputs) -> nn.Module:
+    if init not in _OTHER_INITS[arch]:
+        raise ValueError(f"architecture {arch!r} takes the inits {_OTHER_INITS[arch]}, got {init!r}")
+    if init == "fixup":
+        if init_options:
+            raise ValueError(f"init 'fixup' takes no options, got {sorted(init_options)}")
+        return fixup_init_(FixupRes112(num_classes, in_channels, shortcut))
+    if arch == "allconv":
+        model = AllConv(num_classes, in_channels)
+    elif arch == "res112":
+        model = Res112(num_classes, in_channels, shortcut)
+    else:
+        activation = arch.split("-", 1)[1]
+        model = Linear5(in_channels * image_size * image_size, num_classes, activation)
+        if init == "idinit":
+            # IDInit's stem gain is sqrt(2) under ReLU and 1 under tanh (paper appendix B).
+            init_options = {"activation": activation, **init_options}
+    idinit.init_(model, scheme=init, example_inputs=example_inputs, **init_options)
+    return model
+
+
 def build_model(arch: str = "resnet56", init: str = "idinit", shortcut: str = "A", num_classes: int = 10,
-                in_channels: int = 3, init_options: dict | None = None, example_inputs=None) -> nn.Module:
-    """Build ``arch`` in the variant ``init`` needs and initialise it (table in the module docstring).
+                in_channels: int = 3, init_options: dict | None = None, example_inputs=None,
+                image_size: int = 32) -> nn.Module:
+    """Build ``arch`` in the variant ``init`` needs and initialise it (tables in the module docstring).
 
     ``init_options`` go to ``idinit.init_`` (e.g. ``loose``, ``conv``, ``branch_end`` for the
-    ablation); they are an error for the lab-only inits. Seed with ``torch.manual_seed`` first.
+    ablation); they are an error for the lab-only inits. ``in_channels`` and ``image_size`` describe
+    the input images (MNIST: 1 and 28). ``shortcut`` applies to the CIFAR ResNets and Res-112.
+    Seed with ``torch.manual_seed`` first.
     """
-    depth = parse_arch(arch)
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; expected one of {INITS}")
     init_options = dict(init_options or {})
     if init_options and init not in LIBRARY_SCHEMES:
         raise ValueError(f"init {init!r} takes no options, got {sorted(init_options)}")
     if example_inputs is None:
-        example_inputs = (torch.zeros(2, in_channels, 32, 32),)
+        example_inputs = (torch.zeros(2, in_channels, image_size, image_size),)
+    if arch in OTHER_ARCHS:
+        return _build_other(arch, init, shortcut, num_classes, in_channels, image_size, init_options, example_inputs)
+    depth = parse_arch(arch)
     if init == "fixup":
         model = FixupResNet(depth, num_classes, shortcut, in_channels=in_channels)
         return fixup_init_(model)

@@ -6,10 +6,18 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+DATASETS = ("cifar10", "mnist")
+# fields added after run folders existed -> their default (see RunConfig.to_dict)
+LATER_FIELDS = {"dataset": "cifar10"}
+
 
 @dataclass
 class RunConfig:
-    """One run: a model, its initialisation, the optimiser and schedule, the data, a seed."""
+    """One run: a model, its initialisation, the optimiser and schedule, the data, a seed.
+
+    ``dataset`` is ``"cifar10"`` (``protocol`` and ``train_chunks`` choose the split) or ``"mnist"``
+    (the official 60k / 10k split, evaluated on the 10k test set, no augmentation).
+    """
 
     name: str = "run"                      # configuration name inside an experiment, e.g. "idinit-sgd"
     arch: str = "resnet56"
@@ -36,12 +44,17 @@ class RunConfig:
     eval_limit: int | None = None          # use only the first N evaluation images
     eval_every: int = 1                    # evaluate every k epochs (and always after the last)
     eval_batch_size: int = 2000
+    dataset: str = "cifar10"               # "cifar10" or "mnist"
 
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
+        if self.dataset not in DATASETS:
+            raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
+        if self.dataset != "cifar10" and self.train_chunks is not None:
+            raise ValueError(f"train_chunks selects CIFAR-10 chunks; it must be None for dataset {self.dataset!r}")
         if self.protocol not in ("shared", "official"):
             raise ValueError(f"protocol must be 'shared' or 'official', got {self.protocol!r}")
         for name in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
@@ -54,7 +67,13 @@ class RunConfig:
                              f"mixup_alpha={self.mixup_alpha}, weight_decay={self.weight_decay}")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        values = dataclasses.asdict(self)
+        # Fields added after the first run folders were written are left out while at their
+        # default, so those folders' config.json still equals the config and their runs resume.
+        for name, default in LATER_FIELDS.items():
+            if values[name] == default:
+                del values[name]
+        return values
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":

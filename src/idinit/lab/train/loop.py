@@ -3,6 +3,9 @@ initialised by name, SGD or Adam with warm-up + cosine, optional mixup and label
 autocast and channels_last on CUDA, ``torch.compile(mode="reduce-overhead")`` on CUDA with a
 fallback to eager, per-epoch JSONL records and an atomic checkpoint, and resume.
 
+Every evaluation also records ``eval_output_std``, the standard deviation of the model's outputs
+(logits) over the evaluation set (the quantity the paper tracks for Res-112 in appendix C.6).
+
 The whole step is :func:`_make_step`; the loop is :func:`train_run`.
 """
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data import DeviceLoader, load_cifar10
+from ..data import CIFAR10, CIFAR10_MEAN, CIFAR10_STD, DeviceLoader, load_cifar10, load_mnist
 from ..models import build_model, parameter_groups
 from . import records as rec
 from .config import RunConfig
@@ -33,10 +36,25 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+# Per dataset: input shape, normalisation and training augmentation. MNIST gets none (appendix C.1
+# states none); CIFAR-10 the standard pad-4 crop and flip of He et al. (2016).
+DATA_SPECS = {
+    "cifar10": {"in_channels": 3, "image_size": 32, "mean": CIFAR10_MEAN, "std": CIFAR10_STD, "pad": 4, "flip": True},
+    "mnist": {"in_channels": 1, "image_size": 28, "mean": (0.1307,), "std": (0.3081,), "pad": 0, "flip": False},
+}
+
+
 def load_run_data(config: RunConfig, data_dir=None):
-    """The arrays a run trains and evaluates on, cut to ``train_limit`` / ``eval_limit``."""
-    data = load_cifar10(data_dir, protocol=config.protocol,
-                        train_chunks=None if config.protocol == "official" else config.train_chunks)
+    """The arrays a run trains and evaluates on, cut to ``train_limit`` / ``eval_limit``.
+
+    MNIST comes in the same record type as CIFAR-10 (images uint8 NHWC with one channel; its
+    10k test set as the evaluation set; no second test set)."""
+    if config.dataset == "mnist":
+        x_train, y_train, x_test, y_test = load_mnist(data_dir)
+        data = CIFAR10(x_train[..., None], y_train, x_test[..., None], y_test, None, None, "mnist")
+    else:
+        data = load_cifar10(data_dir, protocol=config.protocol,
+                            train_chunks=None if config.protocol == "official" else config.train_chunks)
     return cut_data(data, config)
 
 
@@ -83,16 +101,32 @@ def _make_step(model, config: RunConfig, amp: bool, device_type: str):
 
 
 @torch.no_grad()
-def evaluate(model, loader: DeviceLoader, amp: bool) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) over one pass of ``loader``."""
+def evaluate_with_output_std(model, loader: DeviceLoader, amp: bool) -> tuple[float, float]:
+    """Top-1 accuracy of ``model`` (eval mode) over one pass of ``loader``, and the standard
+    deviation of all its outputs (every logit of every image; NaN if an output is not finite)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=loader.device)
+    moments = torch.zeros(2, dtype=torch.float64, device=loader.device)  # sum, sum of squares
+    count = 0
     for x, y in loader.epoch():
         with torch.autocast(loader.device.type, torch.bfloat16, enabled=amp):
-            correct += (model(x).argmax(1) == y).sum()
+            logits = model(x)
+        correct += (logits.argmax(1) == y).sum()
+        z = logits.double()
+        moments += torch.stack([z.sum(), z.square().sum()])
+        count += z.numel()
     model.train(was_training)
-    return correct.item() / loader.num_images
+    total, squares = moments.tolist()
+    mean = total / count
+    # one-pass variance, clamped at 0 against rounding; float64 keeps it exact enough for logits
+    std = math.sqrt(max(squares / count - mean * mean, 0.0)) if math.isfinite(squares) else float("nan")
+    return correct.item() / loader.num_images, std
+
+
+def evaluate(model, loader: DeviceLoader, amp: bool) -> float:
+    """Top-1 accuracy of ``model`` (eval mode) over one pass of ``loader``."""
+    return evaluate_with_output_std(model, loader, amp)[0]
 
 
 def _epoch_mixing(config: RunConfig, epoch: int, steps: int, batch: int, device):
@@ -140,7 +174,9 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
     if data is None:
         data = load_run_data(config, data_dir)
     torch.manual_seed(config.seed)
-    model = build_model(config.arch, config.init, config.shortcut, init_options=config.init_options)
+    spec = DATA_SPECS[config.dataset]
+    model = build_model(config.arch, config.init, config.shortcut, init_options=config.init_options,
+                        in_channels=spec["in_channels"], image_size=spec["image_size"])
     memory_format = torch.channels_last if channels_last else torch.preserve_format
     model = model.to(device=device, memory_format=memory_format)
     optimizer = make_optimizer(model, config, device)
@@ -155,14 +191,16 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
     rec.write_records(records_path, records)  # the checkpoint is the truth (see records.py)
 
     x_dtype = torch.bfloat16 if amp else torch.float32
+    norm = {"mean": spec["mean"], "std": spec["std"]}
     train_loader = DeviceLoader(data.x_train, data.y_train, config.batch_size, device=device, train=True,
-                                seed=config.seed, channels_last=channels_last, dtype=x_dtype)
+                                pad=spec["pad"], flip=spec["flip"], seed=config.seed, channels_last=channels_last,
+                                dtype=x_dtype, **norm)
     eval_loaders = {"eval_acc": DeviceLoader(data.x_eval, data.y_eval, config.eval_batch_size, device=device,
-                                             train=False, channels_last=channels_last, dtype=x_dtype)}
+                                             train=False, channels_last=channels_last, dtype=x_dtype, **norm)}
     if data.x_test1k is not None:
         eval_loaders["test1k_acc"] = DeviceLoader(data.x_test1k, data.y_test1k, config.eval_batch_size,
                                                   device=device, train=False, channels_last=channels_last,
-                                                  dtype=x_dtype)
+                                                  dtype=x_dtype, **norm)
     steps_per_epoch = len(train_loader)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = steps_per_epoch * config.warmup_epochs
@@ -220,7 +258,11 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
         if (epoch + 1) % config.eval_every == 0 or last or diverged:
             t1 = time.perf_counter()
             for key, loader in eval_loaders.items():
-                record[key] = evaluate(model, loader, amp)
+                if key == "eval_acc":
+                    record[key], output_std = evaluate_with_output_std(model, loader, amp)
+                    record["eval_output_std"] = output_std if math.isfinite(output_std) else None
+                else:
+                    record[key] = evaluate(model, loader, amp)
             record["eval_seconds"] = time.perf_counter() - t1
         records.append(record)
         rec.append_record(records_path, record)
