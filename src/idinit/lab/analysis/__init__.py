@@ -17,6 +17,8 @@ name                       what it measures                                     
                            steps: exact zero vs zero-preserving (IDIZ)
 ``weight-distribution``    histograms and near-zero fractions of ResNet weights at init   C.4, Fig 17
                            and after training, IDInit vs Kaiming
+``long-stem``              activation std through Res-112's 109-layer stem (no BN) at     C.6, Fig 19
+                           init: Kaiming / Fixup / IDInit, option A / B shortcuts          (t = 0)
 =========================  ============================================================  =============
 
 ``run_analysis(name, out_dir=..., overrides={"steps": "200"})`` runs one; the CLI's
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import dead_neurons, isometry, momentum, rank, remaining_weight, signal, weight_distribution
+from . import dead_neurons, isometry, long_stem, momentum, rank, remaining_weight, signal, weight_distribution
 
 ANALYSES: dict[str, Callable[..., dict]] = {
     "momentum": momentum.run,
@@ -36,6 +38,7 @@ ANALYSES: dict[str, Callable[..., dict]] = {
     "remaining-weight": remaining_weight.run,
     "dead-neurons": dead_neurons.run,
     "weight-distribution": weight_distribution.run,
+    "long-stem": long_stem.run,
 }
 
 
