@@ -23,8 +23,9 @@ def _value(record: dict, key: str) -> float | None:
 
 
 def plot_curves(run_dir, path, title: str | None = None) -> pathlib.Path:
-    """Write ``path`` (PNG, atomically): one panel per :data:`PANELS` quantity, every run a line; a
-    run whose loss stopped being finite gets a dotted vertical line at its last epoch."""
+    """Write ``path`` (PNG, atomically): one panel per :data:`PANELS` quantity, every run a line (the
+    seeds of a configuration in its colour); a run whose loss stopped being finite gets a dotted
+    vertical line at its last epoch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -34,17 +35,21 @@ def plot_curves(run_dir, path, title: str | None = None) -> pathlib.Path:
     fig, axes = plt.subplots(1, len(PANELS), figsize=(5.5 * len(PANELS), 4.2), squeeze=False)
     order = {name: i for i, name in enumerate(meta.get("order", []))}
     runs = sorted(runs, key=lambda r: (order.get(r["config"]["name"], len(order)), r["config"]["seed"]))
-    cmap = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
-    for i, run in enumerate(runs):
-        label = run["config"]["name"] + (f" s{run['config']['seed']}" if run["config"]["seed"] else "")
+    names = list(dict.fromkeys(r["config"]["name"] for r in runs))  # one colour per configuration
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    labelled = set()
+    for run in runs:
+        name = run["config"]["name"]
+        color = cmap(names.index(name) % cmap.N)
+        label = None if name in labelled else name  # seeds share their configuration's colour and label
+        labelled.add(name)
         for ax, (key, _, _) in zip(axes[0], PANELS):
             points = [(r["epoch"], _value(r, key)) for r in run["records"]]
             points = [(e, v) for e, v in points if v is not None and (v > 0 or key == "eval_acc")]
             if points:
-                ax.plot(*zip(*points), color=cmap(i % cmap.N), lw=1.2, label=label)
+                ax.plot(*zip(*points), color=color, lw=1.0, alpha=0.85, label=label)
             if run["records"] and run["records"][-1].get("train_loss") is None:
-                last = run["records"][-1]["epoch"]
-                ax.axvline(last, color=cmap(i % cmap.N), ls=":", lw=0.8)
+                ax.axvline(run["records"][-1]["epoch"], color=color, ls=":", lw=0.8)
     for ax, (key, name, scale) in zip(axes[0], PANELS):
         ax.set(xlabel="epoch", title=name, yscale=scale)
         ax.grid(alpha=0.3)
