@@ -7,7 +7,7 @@ import torch
 from idinit.lab.models import CifarResNet, build_model
 from idinit.lab.models.packed_resnet import PackedCifarResNet
 from idinit.lab.train import RunConfig, read_records, train_run
-from idinit.lab.train.packed import pack_key, train_packed
+from idinit.lab.train.packed import pack_key, packable, plan_packs, train_packed
 from test_lab_train import fake_data
 
 TINY = dict(arch="resnet8", batch_size=64, epochs=2, eval_batch_size=128)
@@ -100,6 +100,8 @@ def test_packs_refuse_members_that_cannot_share_a_network(tmp_path):
     assert pack_key(base) == pack_key(base.replace(init="idinit", optimizer="adam", seed=3, warmup_epochs=1))
     assert pack_key(base) != pack_key(base.replace(init="skipinit"))  # no BN: another architecture
     assert pack_key(base) != pack_key(base.replace(batch_size=32))
+    assert not packable(base.replace(arch="allconv")) and not packable(base.replace(init="fixup"))
+    assert [len(p) for p in plan_packs([base, base.replace(arch="allconv"), base.replace(seed=1)], 8)] == [2, 1]
     with pytest.raises(ValueError, match="cannot share a pack"):
         train_packed([base, base.replace(name="b", init="skipinit")], [tmp_path / "a", tmp_path / "b"], **QUIET)
     with pytest.raises(ValueError, match="cannot share a pack"):

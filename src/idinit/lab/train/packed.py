@@ -29,13 +29,14 @@ from .metrics import summarise
 
 # Fields every member of a pack must share (the rest, e.g. init, seed, optimiser, lr, warm-up,
 # mixup, may differ).
-SHARED_FIELDS = ("arch", "shortcut", "batch_size", "epochs", "protocol", "train_chunks", "train_limit",
+SHARED_FIELDS = ("arch", "dataset", "shortcut", "batch_size", "epochs", "protocol", "train_chunks", "train_limit",
                  "eval_limit", "eval_every", "eval_batch_size")
 
 
 def packable(config: RunConfig) -> bool:
-    """Whether the run's model is a plain :class:`CifarResNet` variant (Fixup is not)."""
-    return config.init != "fixup"
+    """Whether the run's model is a plain :class:`CifarResNet` variant (Fixup's is not; AllConv,
+    Linear-5 and Res-112 are other architectures)."""
+    return config.init != "fixup" and config.arch.startswith("resnet") and config.arch[6:].isdigit()
 
 
 def pack_key(config: RunConfig) -> tuple:
