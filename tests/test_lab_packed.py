@@ -1,5 +1,6 @@
 """Packed training: N runs in one grouped network give the runs train_run gives, one by one."""
 import copy
+import json
 
 import pytest
 import torch
@@ -110,3 +111,19 @@ def test_packs_refuse_members_that_cannot_share_a_network(tmp_path):
         PackedCifarResNet([build_model("resnet8", "fixup")])
     with pytest.raises(ValueError, match="differs in architecture"):
         PackedCifarResNet([CifarResNet(8), CifarResNet(8, shortcut="B")])
+
+
+def test_the_runner_packs_what_it_can_and_trains_the_rest_alone(tmp_path):
+    """`idinit run --pack N` on real CIFAR-10 (tiny cut): packable runs share a pack, Fixup runs alone."""
+    from idinit.lab.experiments.runner import run_configs
+
+    tiny = dict(arch="resnet8", batch_size=64, epochs=1, train_limit=256, eval_limit=128, lr=0.05)
+    runs = [RunConfig(name="idinit", init="idinit", **tiny), RunConfig(name="kaiming", init="kaiming", **tiny),
+            RunConfig(name="fixup", init="fixup", **tiny)]
+    run_configs(runs, tmp_path, pack=4, **QUIET)
+    summaries = {r.name: json.loads((tmp_path / r.run_id / "summary.json").read_text()) for r in runs}
+    assert all(s["finished"] and s["epochs"] == 1 for s in summaries.values())
+    assert summaries["idinit"]["packed"] == summaries["kaiming"]["packed"] == 2
+    assert "packed" not in summaries["fixup"]
+    with pytest.raises(ValueError, match="either packing"):
+        run_configs(runs, tmp_path / "x", pack=2, workers=2, **QUIET)
