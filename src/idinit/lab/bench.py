@@ -27,6 +27,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _time_steps(train_step, epoch_batches, warmup: int, steps: int, dev, barrier=None) -> tuple[float, float, float]:
+    """Run ``warmup`` then ``steps`` training steps over ``epoch_batches(epoch)``; return
+    (warm-up seconds, start of the timed window, its seconds). The timed steps start at epoch 1000,
+    so they never reuse the warm-up's batches; ``barrier`` lines up concurrent processes."""
+
+    def run(count: int, epoch: int) -> None:
+        done = 0
+        while done < count:
+            for batch in epoch_batches(epoch):
+                train_step(batch)
+                done += 1
+                if done == count:
+                    return
+            epoch += 1
+
+    t0 = time.perf_counter()
+    run(warmup, 0)
+    _sync(dev)
+    warmup_s = time.perf_counter() - t0
+    if barrier is not None:
+        barrier.wait()
+    t0 = time.perf_counter()
+    run(steps, 1000)
+    _sync(dev)
+    return warmup_s, t0, time.perf_counter() - t0
+
+
 def time_training(arch: str, device: str, batch_size: int, steps: int, compile: bool, warmup: int = 8,
                   barrier=None) -> dict:
     """Seconds per step of the lab's training step for ``arch`` (one model)."""
@@ -51,31 +78,16 @@ def time_training(arch: str, device: str, batch_size: int, steps: int, compile: 
     eager = _make_step(model, config, cuda, dev.type)
     step = torch.compile(eager, mode="reduce-overhead", dynamic=False) if compile else eager
 
-    def run(n: int, epoch0: int) -> None:
-        done, epoch = 0, epoch0
-        while done < n:
-            for x, y in loader.epoch(epoch):
-                if compile:
-                    torch.compiler.cudagraph_mark_step_begin()
-                loss, _ = step(x, y, None, None)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                done += 1
-                if done == n:
-                    break
-            epoch += 1
+    def train_step(batch) -> None:
+        x, y = batch
+        if compile:
+            torch.compiler.cudagraph_mark_step_begin()
+        loss, _ = step(x, y, None, None)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
-    t0 = time.perf_counter()
-    run(warmup, 0)
-    _sync(dev)
-    warmup_s = time.perf_counter() - t0
-    if barrier is not None:
-        barrier.wait()
-    t0 = time.perf_counter()
-    run(steps, 1000)
-    _sync(dev)
-    seconds = time.perf_counter() - t0
+    warmup_s, t0, seconds = _time_steps(train_step, loader.epoch, warmup, steps, dev, barrier)
     return {"step_s": seconds / steps, "images_per_s": batch_size * steps / seconds, "warmup_s": warmup_s,
             "start": t0, "end": t0 + seconds}
 
@@ -109,32 +121,21 @@ def time_packed(n: int, arch: str, device: str, batch_size: int, steps: int, com
     no_perm = torch.zeros((n, batch_size), dtype=torch.int64, device=dev)
     no_lam = torch.ones(n, device=dev)
 
-    def run(count: int, epoch0: int) -> None:
-        done, epoch = 0, epoch0
-        while done < count:
-            for batches in zip(*(loader.epoch(epoch) for loader in loaders)):
-                xs = torch.stack([x for x, _ in batches])
-                ys = torch.stack([y for _, y in batches])
-                if compile:
-                    torch.compiler.cudagraph_mark_step_begin()
-                total, _, _ = step(xs, ys, no_perm, no_lam)
-                total.backward()
-                for optimizer in optimizers:
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                done += 1
-                if done == count:
-                    break
-            epoch += 1
+    def train_step(batches) -> None:
+        xs = torch.stack([x for x, _ in batches])
+        ys = torch.stack([y for _, y in batches])
+        if compile:
+            torch.compiler.cudagraph_mark_step_begin()
+        total, _, _ = step(xs, ys, no_perm, no_lam)
+        total.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    t0 = time.perf_counter()
-    run(warmup, 0)
-    _sync(dev)
-    warmup_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run(steps, 1000)
-    _sync(dev)
-    seconds = time.perf_counter() - t0
+    def epoch_batches(epoch):
+        return zip(*(loader.epoch(epoch) for loader in loaders))
+
+    warmup_s, _, seconds = _time_steps(train_step, epoch_batches, warmup, steps, dev)
     return {"step_s": seconds / steps, "images_per_s": n * batch_size * steps / seconds, "warmup_s": warmup_s}
 
 
