@@ -88,7 +88,8 @@ def _make_step(model, config: RunConfig, amp: bool, device_type: str):
             x = lam * x + (1 - lam) * x[perm]
         with torch.autocast(device_type, torch.bfloat16, enabled=amp):
             logits = model(x)
-        logits = logits.float()
+        if amp:  # the loss in float32, not bf16; otherwise in the model's own dtype (float64 in tests)
+            logits = logits.float()
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
         correct = (logits.argmax(1) == y).sum().float()
         if mixup:
@@ -140,11 +141,15 @@ def _epoch_mixing(config: RunConfig, epoch: int, steps: int, batch: int, device)
 
 
 def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=None, compile: bool | None = None,
-              amp: bool | None = None, channels_last: bool | None = None, checkpoint_every: int = 1,
-              stop_after_epoch: int | None = None, deadline: float | None = None, log=print) -> dict:
+              amp: bool | None = None, channels_last: bool | None = None, dtype: torch.dtype | None = None,
+              checkpoint_every: int = 1, stop_after_epoch: int | None = None, deadline: float | None = None,
+              log=print) -> dict:
     """Train ``config`` in ``run_dir`` (resuming from its checkpoint if there is one); return the summary.
 
     ``compile`` / ``amp`` (bf16 autocast) / ``channels_last`` default to on for CUDA, off elsewhere.
+    ``dtype`` (default float32) is the dtype of the model, its inputs and the loss; ``torch.float64``
+    makes two trainings that should agree (packed and single, resumed and straight) agree to ~1e-12
+    on any CPU, whatever its kernels or thread count (it excludes ``amp``).
     ``data``: preloaded :class:`~idinit.lab.data.CIFAR10` arrays (already cut), else loaded from
     ``data_dir``. ``stop_after_epoch`` and ``deadline`` (a ``time.time()`` value) end the call early
     after a checkpoint; the returned summary then has ``finished: False`` and a later call resumes.
@@ -154,6 +159,7 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
     compile = cuda if compile is None else compile
     amp = cuda if amp is None else amp
     channels_last = cuda if channels_last is None else channels_last
+    amp, dtype = _resolve_dtype(amp, dtype, cuda)
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path, records_path = run_dir / rec.CONFIG, run_dir / rec.RECORDS
@@ -178,7 +184,7 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
     model = build_model(config.arch, config.init, config.shortcut, init_options=config.init_options,
                         in_channels=spec["in_channels"], image_size=spec["image_size"])
     memory_format = torch.channels_last if channels_last else torch.preserve_format
-    model = model.to(device=device, memory_format=memory_format)
+    model = model.to(device=device, dtype=dtype, memory_format=memory_format)
     optimizer = make_optimizer(model, config, device)
 
     records: list[dict] = []
@@ -190,7 +196,7 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
         log(f"{config.run_id}: resuming after epoch {len(records)}")
     rec.write_records(records_path, records)  # the checkpoint is the truth (see records.py)
 
-    x_dtype = torch.bfloat16 if amp else torch.float32
+    x_dtype = torch.bfloat16 if amp else dtype
     norm = {"mean": spec["mean"], "std": spec["std"]}
     train_loader = DeviceLoader(data.x_train, data.y_train, config.batch_size, device=device, train=True,
                                 pad=spec["pad"], flip=spec["flip"], seed=config.seed, channels_last=channels_last,
@@ -218,8 +224,8 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
     for epoch in range(len(records), config.epochs):
         t0 = time.perf_counter()
         lams, perms = _epoch_mixing(config, epoch, steps_per_epoch, config.batch_size, device)
-        loss_sum = torch.zeros((), device=device)
-        correct_sum = torch.zeros((), device=device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct_sum = torch.zeros((), dtype=torch.float64, device=device)
         lr_start = None
         for i, (x, y) in enumerate(train_loader.epoch(epoch)):
             factor = lr_factor(epoch * steps_per_epoch + i, total_steps, warmup_steps)
@@ -284,6 +290,18 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
     if not stopped_early:
         rec.atomic_write_json(summary_path, summary)
     return summary
+
+
+def _resolve_dtype(amp: bool | None, dtype: torch.dtype | None, cuda: bool) -> tuple[bool, torch.dtype]:
+    """(amp, dtype) of a run: bf16 autocast by default on CUDA over float32 weights; an explicit
+    ``dtype`` other than float32 turns the default autocast off and refuses an explicit one."""
+    if dtype is None or dtype == torch.float32:
+        return (cuda if amp is None else amp), torch.float32
+    if not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}")
+    if amp:
+        raise ValueError(f"amp (bf16 autocast) needs float32 weights, got dtype {dtype}")
+    return False, dtype
 
 
 def _device_name(device: torch.device) -> str:

@@ -24,7 +24,7 @@ from ..models.cifar_resnet import CifarResNet
 from ..models.packed_resnet import PackedCifarResNet
 from . import records as rec
 from .config import RunConfig
-from .loop import _device_name, _epoch_mixing, load_run_data, lr_factor, make_optimizer
+from .loop import _device_name, _epoch_mixing, _resolve_dtype, load_run_data, lr_factor, make_optimizer
 from .metrics import summarise
 
 # Fields every member of a pack must share (the rest, e.g. init, seed, optimiser, lr, warm-up,
@@ -62,7 +62,8 @@ def _member_forward_loss(packed, configs, amp: bool, device_type: str, memory_fo
             parts.append(x)
         with torch.autocast(device_type, torch.bfloat16, enabled=amp):
             logits = packed(torch.cat(parts, 1).contiguous(memory_format=memory_format))
-        logits = logits.float()
+        if amp:
+            logits = logits.float()
         losses, corrects = [], []
         for i in range(n):
             out, y = logits[:, i], ys[i]
@@ -114,7 +115,7 @@ def _prepare_member(config: RunConfig, run_dir: pathlib.Path) -> tuple[bool, dic
 
 def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data=None, data_dir=None,
                  compile: bool | None = None, amp: bool | None = None, channels_last: bool | None = None,
-                 checkpoint_every: int = 1, stop_after_epoch: int | None = None, deadline: float | None = None,
+                 dtype: torch.dtype | None = None, checkpoint_every: int = 1, stop_after_epoch: int | None = None, deadline: float | None = None,
                  log=print) -> list[dict]:
     """Train ``configs`` together (one pack); return one summary per member, in order.
 
@@ -132,6 +133,7 @@ def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data
     compile = cuda if compile is None else compile
     amp = cuda if amp is None else amp
     channels_last = cuda if channels_last is None else channels_last
+    amp, dtype = _resolve_dtype(amp, dtype, cuda)
     run_dirs = [pathlib.Path(d) for d in run_dirs]
 
     summaries: list[dict | None] = [None] * len(configs)
@@ -156,7 +158,7 @@ def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data
         model = build_model(config.arch, config.init, config.shortcut, init_options=config.init_options)
         if type(model) is not CifarResNet:
             raise ValueError(f"{config.run_id}: init {config.init!r} builds a {type(model).__name__}, which cannot be packed")
-        model = model.to(device=device, memory_format=memory_format)
+        model = model.to(device=device, dtype=dtype, memory_format=memory_format)
         optimizer = make_optimizer(model, config, device)
         member_records: list[dict] = []
         checkpoint = run_dir / rec.CHECKPOINT
@@ -177,7 +179,7 @@ def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data
         log(f"pack of {len(members)}: resuming after epoch {start_epoch}")
     packed = PackedCifarResNet(members).to(device)
 
-    x_dtype = torch.bfloat16 if amp else torch.float32
+    x_dtype = torch.bfloat16 if amp else dtype
     loaders = [DeviceLoader(data.x_train, data.y_train, c.batch_size, device=device, train=True, seed=c.seed,
                             channels_last=False, dtype=x_dtype) for c in configs_a]
     eval_loaders = {"eval_acc": DeviceLoader(data.x_eval, data.y_eval, configs_a[0].eval_batch_size, device=device,
@@ -198,12 +200,12 @@ def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data
     for epoch in range(start_epoch, first.epochs):
         t0 = time.perf_counter()
         mixing = [_epoch_mixing(c, epoch, steps_per_epoch, c.batch_size, device) for c in configs_a]
-        loss_sum = torch.zeros(n, device=device)
-        correct_sum = torch.zeros(n, device=device)
+        loss_sum = torch.zeros(n, dtype=torch.float64, device=device)
+        correct_sum = torch.zeros(n, dtype=torch.float64, device=device)
         lr_start = [None] * n
         batch_size = first.batch_size
         no_perm = torch.zeros(batch_size, dtype=torch.int64, device=device)
-        no_lam = torch.ones((), device=device)
+        no_lam = torch.ones((), device=device)  # float32 like the mixup draws
         for step, batches in enumerate(zip(*(loader.epoch(epoch) for loader in loaders))):
             for k, (config, optimizer) in enumerate(zip(configs_a, optimizers)):
                 factor = lr_factor(epoch * steps_per_epoch + step, total_steps, steps_per_epoch * config.warmup_epochs)
