@@ -16,11 +16,13 @@ import tarfile
 
 import torch
 
+from idinit.lab.train.records import load_checkpoint
+
 SMALL = ("config.json", "records.jsonl", "summary.json", "error.json")
 
 
 def _fp16_weights(checkpoint: pathlib.Path) -> bytes:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
+    state = load_checkpoint(checkpoint)["model"]  # weights_only: a planted file cannot run code
     half = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     buffer = io.BytesIO()
     torch.save(half, buffer)

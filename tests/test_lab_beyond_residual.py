@@ -19,7 +19,7 @@ from idinit.lab.models.res112 import weighted_layers
 from idinit.lab.train import RunConfig, read_records, train_run
 from idinit.lab.train.loop import evaluate_with_output_std
 from idinit.lab.data import DeviceLoader
-from test_lab_train import fake_data
+from lab_fixtures import fake_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

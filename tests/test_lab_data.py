@@ -1,30 +1,14 @@
 """Data locator, loaders (on a tiny fake cifar-10-batches-py folder) and the device-resident loader."""
-import pickle
-
 import numpy as np
 import pytest
 import torch
 
 from idinit.lab.data import DeviceLoader, data_root, load_cifar10, load_mnist
-
-
-def _write_fake_official(folder, n_per_batch=6, seed=0):
-    """A cifar-10-batches-py folder in the real format: pickled dicts, data (N, 3072) as R|G|B planes."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir()
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        nhwc = rng.integers(0, 256, (n_per_batch, 32, 32, 3), dtype=np.uint8)
-        labels = rng.integers(0, 10, n_per_batch).tolist()
-        planes = nhwc.transpose(0, 3, 1, 2).reshape(n_per_batch, 3072)
-        with open(folder / name, "wb") as handle:
-            pickle.dump({b"data": planes, b"labels": labels, b"batch_label": name.encode()}, handle)
-        batches[name] = (nhwc, labels)
-    return batches
+from lab_fixtures import write_fake_official
 
 
 def test_official_protocol_reads_pickles_as_nhwc(tmp_path):
-    batches = _write_fake_official(tmp_path / "cifar-10-batches-py")
+    batches = write_fake_official(tmp_path / "cifar-10-batches-py")
     # Both the folder itself and its parent are accepted.
     for root in (tmp_path, tmp_path / "cifar-10-batches-py"):
         data = load_cifar10(root, protocol="official")
@@ -37,7 +21,7 @@ def test_official_protocol_reads_pickles_as_nhwc(tmp_path):
 
 
 def test_official_protocol_names_missing_files(tmp_path):
-    _write_fake_official(tmp_path / "cifar-10-batches-py")
+    write_fake_official(tmp_path / "cifar-10-batches-py")
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         load_cifar10(tmp_path, protocol="official")

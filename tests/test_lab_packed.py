@@ -9,7 +9,7 @@ from idinit.lab.models import CifarResNet, build_model
 from idinit.lab.models.packed_resnet import PackedCifarResNet
 from idinit.lab.train import RunConfig, read_records, train_run
 from idinit.lab.train.packed import pack_key, packable, plan_packs, train_packed
-from test_lab_train import fake_data
+from lab_fixtures import fake_data
 
 TINY = dict(arch="resnet8", batch_size=64, epochs=2, eval_batch_size=128)
 QUIET = dict(log=lambda m: None)

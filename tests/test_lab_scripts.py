@@ -8,7 +8,7 @@ import tarfile
 import torch
 
 from idinit.lab.train import RunConfig, train_run
-from test_lab_train import TINY, fake_data
+from lab_fixtures import TINY, fake_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -33,12 +33,12 @@ def test_pack_results_roundtrip(tmp_path):
     assert len(paths) == 1
     with tarfile.open(paths[0]) as tar:
         names = set(tar.getnames())
-        weights = torch.load(io.BytesIO(tar.extractfile("t5/done/seed0/model_fp16.pt").read()), weights_only=False)
-        checkpoint = torch.load(io.BytesIO(tar.extractfile("t5/half/seed0/checkpoint.pt").read()), weights_only=False)
+        weights = torch.load(io.BytesIO(tar.extractfile("t5/done/seed0/model_fp16.pt").read()), weights_only=True)
+        checkpoint = torch.load(io.BytesIO(tar.extractfile("t5/half/seed0/checkpoint.pt").read()), weights_only=True)
     assert {"t5/experiment.json", "t5/done/seed0/config.json", "t5/done/seed0/records.jsonl",
             "t5/done/seed0/summary.json", "t5/half/seed0/records.jsonl"} <= names
     assert "t5/done/seed0/checkpoint.pt" not in names and "t5/half/seed0/model_fp16.pt" not in names
-    original = torch.load(runs / "done/seed0/checkpoint.pt", weights_only=False)["model"]
+    original = torch.load(runs / "done/seed0/checkpoint.pt", weights_only=True)["model"]
     assert weights.keys() == original.keys()
     for k, v in original.items():
         if v.is_floating_point():

@@ -8,34 +8,12 @@ import sys
 import textwrap
 import time
 
-import numpy as np
 import pytest
 import torch
 
-from idinit.lab.data import CIFAR10
 from idinit.lab.train import RunConfig, epochs_to_target, lr_factor, read_records, train_run
 from idinit.lab.train.metrics import final_accuracy
-
-
-
-def fake_data(n_train=192, n_eval=96, size=16, seed=0, test1k=True):
-    """Learnable fake images: the class sets the balance of the red and green channels."""
-    rng = np.random.default_rng(seed)
-
-    def make(n):
-        y = rng.integers(0, 10, n)
-        x = rng.integers(0, 60, (n, size, size, 3))
-        x[..., 0] += (80 + 15 * y)[:, None, None]
-        x[..., 1] += (215 - 15 * y)[:, None, None]
-        return x.astype(np.uint8), y.astype(np.int64)
-
-    xt, yt = make(n_train)
-    xe, ye = make(n_eval)
-    x1, y1 = make(64) if test1k else (None, None)
-    return CIFAR10(xt, yt, xe, ye, x1, y1, "shared")
-
-
-TINY = dict(arch="resnet8", init="fixup", batch_size=64, epochs=3, lr=0.05, eval_batch_size=128)
+from lab_fixtures import TINY, fake_data
 
 
 def test_two_epoch_run_writes_records_checkpoint_and_summary(tmp_path):
@@ -111,7 +89,7 @@ def test_resume_drops_records_after_the_checkpoint_and_torn_lines(tmp_path):
 _KILL_SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {tests!r})
-    from test_lab_train import fake_data, TINY
+    from lab_fixtures import fake_data, TINY
     from idinit.lab.train import RunConfig, train_run
     config = RunConfig(name="k", **{{**TINY, "epochs": 40}})
     train_run(config, {run!r}, data=fake_data(), log=lambda m: None)

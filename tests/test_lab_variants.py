@@ -5,7 +5,7 @@ import torch
 
 from idinit.lab.models import INITS, BasicBlock, FixupBlock, build_model
 from idinit.lab.train import RunConfig, read_records, train_run
-from test_lab_train import fake_data
+from lab_fixtures import fake_data
 
 
 
@@ -17,7 +17,7 @@ def test_variant_builds_and_trains_one_step(init, shortcut, tmp_path):
     summary = train_run(config, tmp_path, data=fake_data(n_train=32, n_eval=32), log=lambda m: None)
     records = read_records(tmp_path / "records.jsonl")
     assert len(records) == 1 and records[0]["train_loss"] is not None and summary["finished"]
-    after = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]
     # Same seed, same build: the one SGD step moved the weights of the layers that get gradient.
     torch.manual_seed(0)
     before = build_model("resnet8", init, shortcut).state_dict()

@@ -72,9 +72,46 @@ def _load_shared(folder: pathlib.Path, train_chunks) -> CIFAR10:
     return CIFAR10(x_train, y_train, chunks[-1], y_eval, x1k, y1k, "shared")
 
 
+# What the official pickles hold: a dict of bytes keys, a list of int labels, a list of bytes file
+# names and one uint8 numpy array. Rebuilding the array needs these callables of numpy (numpy 1.x
+# and 2.x spell the module differently; protocol 5 uses _frombuffer) and, for protocol-2 pickles
+# written by Python 3, _codecs.encode for bytes. Every other global is refused.
+_PICKLE_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that builds only the plain data and numpy arrays of a CIFAR-10 batch: nothing
+    from a data file is ever executed (a pickle may name any callable, e.g. ``os.system``)."""
+
+    def __init__(self, handle, file: pathlib.Path):
+        super().__init__(handle, encoding="bytes")
+        self.file = file
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"{self.file}: refused to unpickle {module}.{name}; a CIFAR-10 batch "
+                                         "holds only a dict, lists, bytes, ints and a numpy array")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError(f"{self.file}: refused a persistent id; not a CIFAR-10 batch")
+
+
 def _read_pickle_batch(file: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(file, "rb") as handle:
-        batch = pickle.load(handle, encoding="bytes")
+    try:
+        with open(file, "rb") as handle:
+            batch = _BatchUnpickler(handle, file).load()
+    except pickle.UnpicklingError as err:
+        raise ValueError(str(err) if str(file) in str(err) else f"{file}: not a CIFAR-10 batch ({err})") from err
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise ValueError(f"{file}: not a readable CIFAR-10 batch ({type(err).__name__}: {err})") from err
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise ValueError(f"{file}: expected a dict with b'data' and b'labels', got {type(batch).__name__}")
     data, labels = batch[b"data"], batch[b"labels"]
     data = np.asarray(data, dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != data.shape[0]:

@@ -189,7 +189,7 @@ def train_run(config: RunConfig, run_dir, *, device="cpu", data=None, data_dir=N
 
     records: list[dict] = []
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = rec.load_checkpoint(checkpoint_path, device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         records = state["records"]

@@ -163,7 +163,7 @@ def train_packed(configs: list[RunConfig], run_dirs: list, *, device="cpu", data
         member_records: list[dict] = []
         checkpoint = run_dir / rec.CHECKPOINT
         if checkpoint.is_file():
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            state = rec.load_checkpoint(checkpoint, device)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             member_records = state["records"]

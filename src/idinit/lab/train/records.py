@@ -14,6 +14,7 @@ import json
 import math
 import os
 import pathlib
+import pickle
 import tempfile
 
 import torch
@@ -57,6 +58,19 @@ def atomic_torch_save(path, obj) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    """A run's checkpoint, read with ``torch.load(weights_only=True)``: only tensors and plain data
+    (dicts, lists, numbers, strings) are accepted, so a planted file cannot run code; anything else
+    is refused with a ``ValueError`` naming the file."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: refused to load, it holds more than tensors and plain data ({first})") from err
+    except (RuntimeError, EOFError) as err:  # truncated or not a torch file at all
+        raise ValueError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from err
 
 
 def append_record(path, record: dict) -> None:

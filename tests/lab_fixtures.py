@@ -1,0 +1,43 @@
+"""Fixtures shared by the lab's test files: learnable fake CIFAR-like data, a tiny run, and a fake
+official CIFAR-10 folder."""
+import pickle
+
+import numpy as np
+
+from idinit.lab.data import CIFAR10
+
+
+def fake_data(n_train=192, n_eval=96, size=16, seed=0, test1k=True):
+    """Learnable fake images: the class sets the balance of the red and green channels."""
+    rng = np.random.default_rng(seed)
+
+    def make(n):
+        y = rng.integers(0, 10, n)
+        x = rng.integers(0, 60, (n, size, size, 3))
+        x[..., 0] += (80 + 15 * y)[:, None, None]
+        x[..., 1] += (215 - 15 * y)[:, None, None]
+        return x.astype(np.uint8), y.astype(np.int64)
+
+    xt, yt = make(n_train)
+    xe, ye = make(n_eval)
+    x1, y1 = make(64) if test1k else (None, None)
+    return CIFAR10(xt, yt, xe, ye, x1, y1, "shared")
+
+
+# A tiny run of the training loop: Fixup ResNet-8 (no BN), 3 steps per epoch on fake_data().
+TINY = dict(arch="resnet8", init="fixup", batch_size=64, epochs=3, lr=0.05, eval_batch_size=128)
+
+
+def write_fake_official(folder, n_per_batch=6, seed=0):
+    """A cifar-10-batches-py folder in the real format: pickled dicts, data (N, 3072) as R|G|B planes."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        nhwc = rng.integers(0, 256, (n_per_batch, 32, 32, 3), dtype=np.uint8)
+        labels = rng.integers(0, 10, n_per_batch).tolist()
+        planes = nhwc.transpose(0, 3, 1, 2).reshape(n_per_batch, 3072)
+        with open(folder / name, "wb") as handle:
+            pickle.dump({b"data": planes, b"labels": labels, b"batch_label": name.encode()}, handle)
+        batches[name] = (nhwc, labels)
+    return batches
