@@ -137,3 +137,21 @@ def test_the_runner_packs_what_it_can_and_trains_the_rest_alone(tmp_path):
     assert "packed" not in summaries["fixup"]
     with pytest.raises(ValueError, match="either packing"):
         run_configs(runs, tmp_path / "x", pack=2, workers=2, **QUIET)
+
+
+def test_an_mnist_resnet_pack_trains_like_its_runs_alone(tmp_path):
+    """Packed members are built with the dataset's input shape (one channel for MNIST) and its
+    normalisation, as the runs alone are; float64 makes the two agree to ~1e-12."""
+    cifar = fake_data(n_train=128, n_eval=64, test1k=False)
+    gray = cifar._replace(x_train=cifar.x_train[..., :1], x_eval=cifar.x_eval[..., :1], protocol="mnist")
+    tiny = dict(TINY, dataset="mnist", epochs=1)
+    configs = [RunConfig(name=f"m{s}", init="kaiming", lr=0.05, seed=s, **tiny) for s in (0, 1)]
+    packed = train_packed(configs, [tmp_path / "pack" / c.name for c in configs], data=gray, **EXACT)
+    for config, summary in zip(configs, packed):
+        alone = train_run(config, tmp_path / "alone" / config.name, data=gray, **EXACT)
+        assert summary["packed"] == 2 and summary["final_eval_acc"] == alone["final_eval_acc"]
+        w_pack = torch.load(tmp_path / "pack" / config.name / "checkpoint.pt", weights_only=True)["model"]
+        w_alone = torch.load(tmp_path / "alone" / config.name / "checkpoint.pt", weights_only=True)["model"]
+        assert w_pack["conv1.weight"].shape[1] == 1
+        for key in w_alone:
+            torch.testing.assert_close(w_pack[key], w_alone[key], rtol=1e-9, atol=1e-11, msg=key)
