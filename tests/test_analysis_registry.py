@@ -7,7 +7,8 @@ import pytest
 from idinit.lab.analysis import ANALYSES, run_analysis
 from idinit.lab.analysis import (dead_neurons, isometry, long_stem, momentum, rank, remaining_weight, signal,
                                  weight_distribution)
-from idinit.lab.analysis.recording import settings_from_overrides, write_json_atomic
+from idinit.lab.analysis.recording import settings_from_overrides
+from idinit.lab.train.records import atomic_write_json
 
 MODULES = {"momentum": momentum, "rank": rank, "isometry": isometry, "signal": signal,
            "remaining-weight": remaining_weight, "dead-neurons": dead_neurons,
@@ -40,6 +41,6 @@ def test_unknown_analysis_lists_the_valid_ones(tmp_path):
 
 def test_json_is_strict_and_written_atomically(tmp_path):
     path = tmp_path / "sub" / "record.json"
-    write_json_atomic({"a": [1.0, math.nan, math.inf], "b": {"c": -math.inf}}, path)
+    atomic_write_json(path, {"a": [1.0, math.nan, math.inf], "b": {"c": -math.inf}})
     assert json.loads(path.read_text()) == {"a": [1.0, None, None], "b": {"c": None}}
     assert [p.name for p in path.parent.iterdir()] == ["record.json"]  # no temp file left behind

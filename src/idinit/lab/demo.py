@@ -21,9 +21,10 @@ import torch.nn.functional as F
 import idinit
 
 from .data import DeviceLoader
+from .machine import torch_threads
 from .models import CifarResNet
 from .train import records as rec
-from .train.loop import lr_factor
+from .train import lr_factor
 
 SCHEMES = ("idinit", "kaiming", "default")
 TARGET = 0.90
@@ -74,14 +75,9 @@ def train_one(scheme: str, seed: int, data, epochs: int, lr: float = 0.05, batch
 
 
 def run_demo(out_dir="runs/demo", epochs: int = 15, seeds: int = 2) -> dict:
-    # The tensors are tiny (8x8 images, batch 64): one thread is as fast as several and cannot be
-    # slowed down by oversubscribed cores (2 threads ran 20x slower than 1 on a busy 2-core machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    # The tensors are tiny (8x8 images, batch 64): one thread (see machine.torch_threads).
+    with torch_threads(1):
         return _run_demo(out_dir, epochs, seeds)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_demo(out_dir, epochs: int, seeds: int) -> dict:

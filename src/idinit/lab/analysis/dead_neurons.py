@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "dead-neurons"
 VARIANTS = {
@@ -166,10 +166,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """Branch-end weights with exactly-zero gradient: exact zero vs IDIZ, option A and zero-gamma (3.2)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   'Branch-end weights with exactly-zero gradient: exact zero vs IDIZ, option A and zero-gamma (3.2).')
 
 
 __all__ = ["NAME", "VARIANTS", "Settings", "branch_ends", "build", "measure", "plot", "run", "train"]

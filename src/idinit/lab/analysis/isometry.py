@@ -28,7 +28,7 @@ from torch import nn
 
 import idinit
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "isometry"
 
@@ -203,10 +203,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """Input-output Jacobian spectrum of a 64-block residual MLP on CIFAR-10, and its loss (C.5)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   'Input-output Jacobian spectrum of a 64-block residual MLP on CIFAR-10, and its loss (C.5).')
 
 
 __all__ = ["NAME", "DeepResidualMLP", "Settings", "build", "jacobian_sq_singular_values", "measure", "plot", "run"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "long-stem"
 INITS = ("kaiming", "fixup", "idinit", "idinit-channel")
@@ -139,10 +139,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """Activation std through Res-112's 109-layer stem at init: Kaiming / Fixup / IDInit (C.6)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   "Activation std through Res-112's 109-layer stem at init: Kaiming / Fixup / IDInit (C.6).")
 
 
 __all__ = ["INITS", "NAME", "Settings", "build", "measure", "plot", "run", "stem_stds"]

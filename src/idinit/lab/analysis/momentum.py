@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 
 import idinit
+from idinit.init import DEFAULT_LOOSE
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "momentum"
 OPTIMISERS = ("gd", "gd_loose", "sgd", "sgd_momentum")
@@ -43,7 +44,7 @@ class Settings:
     momentum: float = 0.9      # for sgd_momentum only
     steps: int = 1000
     seeds: int = 5
-    loose: float = 1e-6        # std of the loose condition in the gd_loose run
+    loose: float = DEFAULT_LOOSE  # std of the loose condition in the gd_loose run
     log_every: int = 10
     converged_loss: float = 1e-3  # "converged": full-data MSE below this
 
@@ -167,10 +168,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """Identity-initialised deep linear net, target -I: GD vs SGD vs SGD+momentum (Sec 3.1.1)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   'Identity-initialised deep linear net, target -I: GD vs SGD vs SGD+momentum (Sec 3.1.1).')
 
 
 __all__ = ["NAME", "OPTIMISERS", "Settings", "measure", "plot", "run", "train"]

@@ -34,8 +34,9 @@ import torch
 from torch import nn
 
 import idinit
+from idinit.init import DEFAULT_LOOSE
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "rank"
 INITS = ("zero_padding", "idi", "idi_loose")
@@ -83,7 +84,7 @@ def initial_weights(settings: Settings, init: str, seed: int) -> list[torch.Tens
     d0, dh = settings.d0, settings.hidden
     shapes = [(dh, d0), (dh, dh), (10, dh)]
     weights = [torch.zeros(shape, dtype=torch.float64) for shape in shapes]
-    loose = 1e-6 if init == "idi_loose" else 0.0
+    loose = DEFAULT_LOOSE if init == "idi_loose" else 0.0
     generator = torch.Generator().manual_seed(seed)
     for i, w in enumerate(weights):
         if init == "zero_padding" and i == 0:
@@ -180,10 +181,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """rank(W2 - I) during SGD for zero padding vs IDI vs IDI + loose, MNIST (Thm 3.1, Fig 4b)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   'rank(W2 - I) during SGD for zero padding vs IDI vs IDI + loose, MNIST (Thm 3.1, Fig 4b).')
 
 
 __all__ = ["NAME", "INITS", "Settings", "initial_weights", "measure", "plot", "rank_above", "run", "train"]

@@ -7,50 +7,18 @@ turns those three into the ``run(*, out_dir, data_dir, device, overrides)`` the 
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import math
+import io
 import os
 import pathlib
-import platform
-import tempfile
 import time
-import typing
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-
-def _parse_value(text: str, kind: Any, key: str, analysis: str) -> Any:
-    """Convert one ``--set`` string to the type of the settings field it sets."""
-    origin = typing.get_origin(kind)
-    if origin is tuple:
-        (item_kind, *_rest) = typing.get_args(kind)
-        items = [part.strip() for part in text.split(",") if part.strip()]
-        if not items:
-            raise ValueError(f"{analysis}: override {key}={text!r} needs at least one comma-separated value")
-        return tuple(_parse_value(item, item_kind, key, analysis) for item in items)
-    try:
-        if kind is bool:
-            lowered = text.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        if kind is int:
-            return int(text)
-        if kind is float:
-            value = float(text)
-            if not math.isfinite(value):
-                raise ValueError(text)
-            return value
-        if kind is str:
-            return text
-    except ValueError:
-        raise ValueError(f"{analysis}: override {key}={text!r} is not a valid {kind.__name__}") from None
-    raise TypeError(f"{analysis}: settings field {key!r} has a type ({kind}) that overrides cannot set")
+from ..machine import machine_description, torch_threads
+from ..train.config import parse_overrides
+from ..train.records import atomic_write_bytes, atomic_write_json
 
 
 def settings_from_overrides(settings_cls: type, overrides: dict[str, str] | None, analysis: str):
@@ -59,15 +27,12 @@ def settings_from_overrides(settings_cls: type, overrides: dict[str, str] | None
     Raises ``ValueError`` naming an unknown key and listing the valid ones.
     """
     overrides = dict(overrides or {})
-    hints = typing.get_type_hints(settings_cls)
     fields = {f.name for f in dataclasses.fields(settings_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"analysis {analysis!r}: unknown override key(s) {unknown}; "
                          f"valid keys: {sorted(fields)}")
-    values = {}
-    for key, text in overrides.items():
-        values[key] = text if not isinstance(text, str) else _parse_value(text, hints[key], key, analysis)
+    values = parse_overrides(overrides, settings_cls, context=f"{analysis}: ")
     settings = settings_cls(**values)
     check = getattr(settings, "check", None)
     if check is not None:
@@ -75,51 +40,16 @@ def settings_from_overrides(settings_cls: type, overrides: dict[str, str] | None
     return settings
 
 
-def _finite_or_none(value: Any) -> Any:
-    """NaN and infinities become ``null`` (strict JSON has no NaN); containers are walked."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
-def write_json_atomic(record: dict, path: str | os.PathLike) -> None:
-    """Write ``record`` as strict JSON (non-finite floats as ``null``) to ``path``, through a temp
-    file in the same folder and ``os.replace``."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(_finite_or_none(record), handle, indent=1, allow_nan=False)
-            handle.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_figure_atomic(figure, path: str | os.PathLike, dpi: int = 110) -> None:
     """Save a matplotlib figure as PNG through a temp file and ``os.replace``, then close it."""
     import matplotlib.pyplot as plt
 
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    buffer = io.BytesIO()
     try:
-        figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
+        figure.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     finally:
         plt.close(figure)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def new_figure(n_rows: int, n_cols: int, size: tuple[float, float]):
@@ -132,29 +62,16 @@ def new_figure(n_rows: int, n_cols: int, size: tuple[float, float]):
     return plt.subplots(n_rows, n_cols, figsize=size, squeeze=False)
 
 
-@contextlib.contextmanager
-def torch_threads(count: int):
-    """Run a block with ``count`` intra-op threads, then restore the previous setting.
+def analysis_run(name: str, settings_cls: type, measure: Callable, plot: Callable, summary: str) -> Callable[..., dict]:
+    """The ``run(*, out_dir, data_dir, device, overrides)`` an analysis module exposes, with
+    ``summary`` (one line) as its docstring."""
 
-    Tiny problems (10x10 matmuls) run many times faster on one thread than on several, and far
-    faster still when other processes share the cores.
-    """
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    def run(*, out_dir, data_dir=None, device="cpu", overrides: dict[str, str] | None = None) -> dict:
+        return run_and_record(name, settings_cls, measure, plot, out_dir=out_dir, data_dir=data_dir, device=device,
+                              overrides=overrides)
 
-
-def machine_description(device: str) -> dict:
-    """Where a record was measured: host CPU count, torch version, device name (the intra-op thread
-    count used is added by :func:`run_and_record`)."""
-    info = {"python": platform.python_version(), "torch": torch.__version__,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "device": str(device)}
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        info["device_name"] = torch.cuda.get_device_name(torch.device(device))
-    return info
+    run.__doc__ = summary
+    return run
 
 
 def run_and_record(name: str, settings_cls: type, measure: Callable, plot: Callable, *, out_dir,
@@ -172,5 +89,5 @@ def run_and_record(name: str, settings_cls: type, measure: Callable, plot: Calla
     record = {"analysis": name, "settings": dataclasses.asdict(settings), "machine": machine,
               "elapsed_s": round(time.perf_counter() - start, 2), **results}
     plot(record, out_dir / f"{name}.png")
-    write_json_atomic(record, out_dir / f"{name}.json")
+    atomic_write_json(out_dir / f"{name}.json", record)
     return record

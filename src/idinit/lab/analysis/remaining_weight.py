@@ -33,7 +33,7 @@ from torch import nn
 
 import idinit
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "remaining-weight"
 INITS = ("xavier", "hadamard", "identity")
@@ -231,10 +231,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """Branch end zero, other weight Xavier / Hadamard / identity: MNIST loss curves (Fig 2)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   'Branch end zero, other weight Xavier / Hadamard / identity: MNIST loss curves (Fig 2).')
 
 
 __all__ = ["NAME", "INITS", "SHAPES", "ResidualMLP", "Settings", "build", "measure", "plot", "run", "train"]

@@ -28,7 +28,7 @@ from torch import nn
 import idinit
 from idinit.lab.models.allconv import all_conv
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "signal"
 NETWORKS = ("fc", "resfc", "allconv", "resconv")
@@ -192,10 +192,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """Output std at init of FC / ResFC / AllConv / ResConv, IDInit vs Xavier / Kaiming (C.3)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   'Output std at init of FC / ResFC / AllConv / ResConv, IDInit vs Xavier / Kaiming (C.3).')
 
 
 __all__ = ["NAME", "NETWORKS", "Settings", "all_conv", "build_network", "plan_for", "measure", "plot", "run"]

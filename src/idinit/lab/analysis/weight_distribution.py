@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .recording import new_figure, run_and_record, save_figure_atomic
+from .recording import analysis_run, new_figure, save_figure_atomic
 
 NAME = "weight-distribution"
 GROUPS = ("stem", "branch_first", "branch_end", "shortcut", "head")
@@ -277,10 +277,8 @@ def plot(record: dict, path) -> None:
     save_figure_atomic(fig, path)
 
 
-def run(*, out_dir, data_dir=None, device="cpu", overrides=None) -> dict:
-    """Weight histograms and near-zero fractions at init and after training, IDInit vs Kaiming (C.4)."""
-    return run_and_record(NAME, Settings, measure, plot, out_dir=out_dir, data_dir=data_dir,
-                          device=device, overrides=overrides)
+run = analysis_run(NAME, Settings, measure, plot,
+                   'Weight histograms and near-zero fractions at init and after training, IDInit vs Kaiming (C.4).')
 
 
 __all__ = ["GROUPS", "NAME", "ORIGINS", "Settings", "all_weights", "by_origin", "describe", "fractions", "load_trained", "measure", "plot", "run",

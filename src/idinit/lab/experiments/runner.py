@@ -11,25 +11,17 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import pathlib
-import platform
 import queue
-import socket
 import time
 
 import torch
 
+from ..machine import machine_description, machine_line
 from ..train import RunConfig, load_run_data
 from ..train import records as rec
 from ..train.loop import cut_data, train_run
 from ..train.packed import plan_packs, train_packed
-
-
-def machine_description(device: str) -> str:
-    dev = torch.device(device)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{os.cpu_count()}-core CPU"
-    return f"{name}, torch {torch.__version__}, python {platform.python_version()}, host {socket.gethostname()}"
 
 
 def write_experiment_file(out_dir: pathlib.Path, experiment, runs: list[RunConfig], device: str, command: str | None):
@@ -37,7 +29,7 @@ def write_experiment_file(out_dir: pathlib.Path, experiment, runs: list[RunConfi
     path = out_dir / "experiment.json"
     previous = rec.read_json(path) if path.is_file() else {}
     calls = previous.get("calls", [])
-    calls.append({"command": command, "machine": machine_description(device), "device": device,
+    calls.append({"command": command, "machine": machine_line(machine_description(device)), "device": device,
                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": [r.run_id for r in runs]})
     rec.atomic_write_json(path, {"experiment": experiment.name, "version": experiment.version,
                                  "description": experiment.description, "notes": experiment.notes,

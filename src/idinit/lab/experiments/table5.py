@@ -14,11 +14,10 @@ only ~90.43 (our reading). Table 2 states weight decay 5e-5 where B.3 states 5e-
 """
 from __future__ import annotations
 
+from idinit.init import DEFAULT_LOOSE
+
 from ..train import RunConfig
 from .grid import Experiment
-
-LOOSE_EPS = 1e-6  # SPEC section 1
-
 
 def setting_name(loose: bool, patch: bool, zero_preserving: bool) -> str:
     return (f"{'loose' if loose else 'tight'}-{'patch' if patch else 'channel'}-"
@@ -26,7 +25,7 @@ def setting_name(loose: bool, patch: bool, zero_preserving: bool) -> str:
 
 
 def init_options(loose: bool, patch: bool, zero_preserving: bool) -> dict:
-    return {"loose": LOOSE_EPS if loose else 0.0, "conv": "patch" if patch else "channel",
+    return {"loose": DEFAULT_LOOSE if loose else 0.0, "conv": "patch" if patch else "channel",
             "branch_end": "zero_preserving" if zero_preserving else "zero"}
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 
 DATASETS = ("cifar10", "mnist")
@@ -92,20 +95,23 @@ class RunConfig:
         return f"{self.name}/seed{self.seed}"
 
 
-def parse_overrides(pairs: list[str] | dict) -> dict:
-    """``["epochs=2", "lr=0.1", "init_options={\\"loose\\": 0}"]`` -> typed values for :class:`RunConfig`.
+def parse_overrides(pairs: list[str] | dict, target: type = RunConfig, context: str = "") -> dict:
+    """``["epochs=2", "lr=0.1", "init_options={\\"loose\\": 0}"]`` -> typed values for the dataclass
+    ``target`` (:class:`RunConfig` by default; the analyses' ``Settings`` too): the one ``--set`` parser.
 
-    Each value is converted to the field's type (int, float, bool, str; JSON for dict/list
-    fields and ``none`` for None). Unknown keys raise ``ValueError`` naming them.
+    Each string is converted to its field's annotated type: bool (true/false/1/0/yes/no/on/off),
+    int, float (finite), str, tuple (comma-separated items), dict or list (JSON), and ``none`` for a
+    field that may be None. Values that are not strings pass through. Unknown keys raise
+    ``ValueError`` naming them; ``context`` (e.g. ``"momentum: "``) prefixes every message.
     """
     items = pairs.items() if isinstance(pairs, dict) else [_split_pair(p) for p in pairs]
-    fields = {f.name: f for f in dataclasses.fields(RunConfig)}
-    defaults = RunConfig()
+    hints = typing.get_type_hints(target)
+    fields = {f.name for f in dataclasses.fields(target)}
     out = {}
     for key, raw in items:
         if key not in fields:
-            raise ValueError(f"unknown setting {key!r}; known settings: {sorted(fields)}")
-        out[key] = _convert(key, raw, getattr(defaults, key))
+            raise ValueError(f"{context}unknown setting {key!r}; known settings: {sorted(fields)}")
+        out[key] = _convert(key, raw, hints[key], context)
     return out
 
 
@@ -116,23 +122,44 @@ def _split_pair(pair: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _convert(key: str, raw, default):
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _convert(key: str, raw, kind, context: str = ""):
     if not isinstance(raw, str):
         return raw
-    if raw.lower() == "none":
-        return None
+    text = raw.strip()
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
+        if text.lower() == "none":
+            return None
+        (kind,) = [a for a in args if a is not type(None)]
+    origin = typing.get_origin(kind) or kind
+    if origin is tuple:
+        items = [part.strip() for part in text.split(",") if part.strip()]
+        if not items:
+            raise ValueError(f"{context}setting {key}={raw!r} needs at least one comma-separated value")
+        item_kind = typing.get_args(kind)[0] if typing.get_args(kind) else str
+        return tuple(_convert(key, item, item_kind, context) for item in items)
     try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(raw)
-            return raw.lower() in ("true", "1")
-        if isinstance(default, int):
-            return int(raw)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, (dict, list)) or default is None:
-            return json.loads(raw)
-        return raw
-    except (ValueError, json.JSONDecodeError) as err:
-        kind = type(default).__name__ if default is not None else "JSON"
-        raise ValueError(f"setting {key}={raw!r} is not a valid {kind}") from err
+        if origin is bool:
+            if text.lower() not in _TRUE + _FALSE:
+                raise ValueError(text)
+            return text.lower() in _TRUE
+        if origin is int:
+            return int(text)
+        if origin is float:
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
+            return value
+        if origin in (dict, list):
+            value = json.loads(text)
+            if not isinstance(value, origin):
+                raise ValueError(text)
+            return value
+        if origin is str:
+            return text
+    except ValueError as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{context}setting {key}={raw!r} is not a valid {origin.__name__}") from err
+    raise TypeError(f"{context}field {key!r} has a type ({kind}) that --set cannot set")

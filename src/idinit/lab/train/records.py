@@ -20,14 +20,16 @@ import tempfile
 import torch
 
 CONFIG, RECORDS, CHECKPOINT, SUMMARY = "config.json", "records.jsonl", "checkpoint.pt", "summary.json"
+TMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" beside the file
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to a temporary file in the same folder, fsync, then ``os.replace`` it."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; run files are ordinary files
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
@@ -39,19 +41,31 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _json_safe(value):
-    # JSON has no NaN/inf: a diverged run records null, never an invalid file.
+    """``value`` with every non-finite float (nested in dicts, lists, tuples) as None: JSON has no
+    NaN/inf, so a diverged run records null, never an invalid file."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     return value
 
 
 def dumps_record(record: dict) -> str:
-    return json.dumps({k: _json_safe(v) for k, v in record.items()}, sort_keys=False)
+    return json.dumps(_json_safe(record), allow_nan=False)
 
 
 def atomic_write_json(path, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, default=_json_safe) + "\n").encode())
+    """Write ``value`` as strict JSON (non-finite floats as null), atomically."""
+    atomic_write_bytes(path, (json.dumps(_json_safe(value), indent=2, allow_nan=False) + "\n").encode())
 
 
 def atomic_torch_save(path, obj) -> None:
