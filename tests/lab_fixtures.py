@@ -31,7 +31,7 @@ TINY = dict(arch="resnet8", init="fixup", batch_size=64, epochs=3, lr=0.05, eval
 def write_fake_official(folder, n_per_batch=6, seed=0):
     """A cifar-10-batches-py folder in the real format: pickled dicts, data (N, 3072) as R|G|B planes."""
     rng = np.random.default_rng(seed)
-    folder.mkdir()
+    folder.mkdir(parents=True)
     batches = {}
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
         nhwc = rng.integers(0, 256, (n_per_batch, 32, 32, 3), dtype=np.uint8)
@@ -41,3 +41,31 @@ def write_fake_official(folder, n_per_batch=6, seed=0):
             pickle.dump({b"data": planes, b"labels": labels, b"batch_label": name.encode()}, handle)
         batches[name] = (nhwc, labels)
     return batches
+
+
+def write_fake_mnist(folder, train_labels=None):
+    """mnist-train.npz / mnist-test.npz in the real shapes (60k / 10k images of 28x28): the digit
+    sets the brightness of the top-left 4x4 patch, so a linear model learns it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 60000), ("test", 10000)):
+        y = rng.integers(0, 10, count)
+        if split == "train" and train_labels is not None:
+            y[:len(train_labels)] = train_labels
+        x = np.zeros((count, 28, 28), np.uint8)
+        x[:, :4, :4] = (25 * (y % 10))[:, None, None]
+        np.savez(folder / f"mnist-{split}.npz", x=x, y=y)
+
+
+def write_fake_shared_cifar(folder, chunks=(3, 4)):
+    """The shared protocol's files (xz chunks of 10,000 zero images, labels, test1k) for ``chunks``."""
+    import lzma
+
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = lzma.compress(bytes(10000 * 32 * 32 * 3), preset=0)
+    for c in chunks:
+        (folder / f"cifar10-train-{c}.u8.xz").write_bytes(raw)
+    rng = np.random.default_rng(0)
+    np.savez(folder / "cifar10-train-labels.npz", y=rng.integers(0, 10, 50000))
+    np.savez(folder / "cifar10-test1k-lossless.npz", x=np.zeros((1000, 32, 32, 3), np.uint8),
+             y=rng.integers(0, 10, 1000))

@@ -1,10 +1,16 @@
-"""The machine a result is measured on, and how many threads the lab's CPU work uses."""
+"""The machine a result is measured on, how many threads the lab's CPU work uses, and worker
+processes that end with their parent."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import platform
+import signal
 import socket
+import sys
+import threading
+import time
 
 import torch
 
@@ -39,3 +45,27 @@ def torch_threads(count: int):
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def die_with_parent() -> None:
+    """Make this process end when its parent does (a worker of ``idinit run --workers N`` must not
+    go on training, and holding its run folder's lock, after the grid that started it is killed).
+
+    On Linux the kernel sends SIGTERM at the parent's death (``prctl(PR_SET_PDEATHSIG)``); if the
+    parent already died before that call, the process exits now. Elsewhere a daemon thread polls
+    the parent's pid once a second."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0:
+            if os.getppid() != parent:  # the parent died before prctl took effect
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .locate import data_root
+from .locate import check_labels, data_root, read_npz
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 SHARED_TRAIN_CHUNKS = (0, 1, 2, 3)
@@ -41,7 +41,11 @@ class CIFAR10(NamedTuple):
 
 def _read_chunk(file: pathlib.Path) -> np.ndarray:
     # lzma releases the GIL while decoding, so chunks decode in parallel threads.
-    raw = lzma.open(file).read()
+    try:
+        with lzma.open(file) as handle:
+            raw = handle.read()
+    except (lzma.LZMAError, EOFError, OSError) as err:
+        raise ValueError(f"{file}: not a readable .xz chunk ({type(err).__name__}: {err})") from err
     if len(raw) != CHUNK * 32 * 32 * 3:
         raise ValueError(f"{file}: decoded {len(raw)} bytes, expected {CHUNK * 32 * 32 * 3}")
     return np.frombuffer(raw, np.uint8).reshape(CHUNK, 32, 32, 3)
@@ -60,10 +64,10 @@ def _load_shared(folder: pathlib.Path, train_chunks) -> CIFAR10:
         raise FileNotFoundError(f"CIFAR-10 (shared protocol) files missing from {str(folder)!r}: {missing}")
     with ThreadPoolExecutor(max_workers=len(files)) as pool:
         chunks = list(pool.map(_read_chunk, files))
-    with np.load(folder / "cifar10-train-labels.npz") as npz:
-        labels = npz["y"].astype(np.int64)
-    with np.load(folder / "cifar10-test1k-lossless.npz") as npz:
-        x1k, y1k = npz["x"], npz["y"].astype(np.int64)
+    (labels,) = read_npz(folder / "cifar10-train-labels.npz", "y")
+    labels = check_labels(labels, len(CLASSES), folder / "cifar10-train-labels.npz")
+    x1k, y1k = read_npz(folder / "cifar10-test1k-lossless.npz", "x", "y")
+    y1k = check_labels(y1k, len(CLASSES), folder / "cifar10-test1k-lossless.npz")
     if labels.shape != (5 * CHUNK,):
         raise ValueError(f"cifar10-train-labels.npz: expected 50000 labels, got shape {labels.shape}")
     y_train = np.concatenate([labels[c * CHUNK:(c + 1) * CHUNK] for c in train_chunks])
@@ -117,8 +121,9 @@ def _read_pickle_batch(file: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != data.shape[0]:
         raise ValueError(f"{file}: expected data (N, 3072) with N labels, got data {data.shape}, "
                          f"{len(labels)} labels")
+    labels = check_labels(np.asarray(labels), len(CLASSES), file)
     # The pickles store each image as 3 planes (R, G, B) of 32x32: CHW -> HWC.
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), np.asarray(labels, np.int64)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
 
 def _load_official(folder: pathlib.Path) -> CIFAR10:

@@ -1,4 +1,4 @@
-"""Find the folder that holds the offline datasets.
+"""Find the folder that holds the offline datasets, and read its arrays safely.
 
 Order of trust: an explicit path, then ``$IDINIT_DATA``, then a ``shared/data`` folder found by
 walking upward from the current directory and from this package's location (the project keeps its
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import pathlib
+import zipfile
+
+import numpy as np
 
 ENV_VAR = "IDINIT_DATA"
 
@@ -47,3 +50,27 @@ def data_root(path: str | os.PathLike | None = None) -> pathlib.Path:
         "no dataset folder found: no explicit path, $" + ENV_VAR + " is not set, and none of these exist: "
         + ", ".join(str(t) for t in tried)
     )
+
+
+def read_npz(file: pathlib.Path, *keys: str) -> list[np.ndarray]:
+    """The arrays ``keys`` of an ``.npz`` file, without unpickling anything (``allow_pickle=False``);
+    a damaged file, a missing key or an object array raises ``ValueError`` naming the file."""
+    try:
+        with np.load(file, allow_pickle=False) as npz:
+            missing = [k for k in keys if k not in npz.files]
+            if missing:
+                raise ValueError(f"no array {missing} (it holds {npz.files})")
+            return [npz[k] for k in keys]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{file}: not a readable .npz of plain arrays ({type(err).__name__}: {err})") from err
+
+
+def check_labels(labels: np.ndarray, classes: int, file) -> np.ndarray:
+    """``labels`` as int64, refused (``ValueError`` naming ``file``) unless all are in [0, classes)."""
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"{file}: labels must be a 1-d integer array, got {labels.dtype} {labels.shape}")
+    bad = np.flatnonzero((labels < 0) | (labels >= classes))
+    if bad.size:
+        raise ValueError(f"{file}: {bad.size} label(s) outside [0, {classes}), e.g. {int(labels[bad[0]])} "
+                         f"at index {int(bad[0])}")
+    return labels.astype(np.int64)

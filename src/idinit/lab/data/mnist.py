@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from .locate import data_root
+from .locate import check_labels, data_root, read_npz
 
 
 def load_mnist(root: str | os.PathLike | None = None):
@@ -18,8 +18,8 @@ def load_mnist(root: str | os.PathLike | None = None):
         file = folder / f"mnist-{split}.npz"
         if not file.is_file():
             raise FileNotFoundError(f"MNIST file {str(file)!r} not found in data folder {str(folder)!r}")
-        with np.load(file) as npz:
-            x, y = npz["x"], npz["y"].astype(np.int64)
+        x, y = read_npz(file, "x", "y")
+        y = check_labels(y, 10, file)
         if x.shape != (count, 28, 28) or x.dtype != np.uint8 or y.shape != (count,):
             raise ValueError(f"{file}: expected uint8 x of shape {(count, 28, 28)} and y of shape "
                              f"{(count,)}, got x {x.dtype}{x.shape}, y {y.shape}")

@@ -9,6 +9,7 @@ recorded twice, and a partly written last line never survives.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -20,6 +21,7 @@ import tempfile
 import torch
 
 CONFIG, RECORDS, CHECKPOINT, SUMMARY = "config.json", "records.jsonl", "checkpoint.pt", "summary.json"
+CHECKSUM, LOCK = "checkpoint.sha256", ".lock"
 TMP_SUFFIX = ".tmp"  # atomic writes go through ".<name>.<random>.tmp" beside the file
 
 
@@ -68,10 +70,10 @@ def atomic_write_json(path, value) -> None:
     atomic_write_bytes(path, (json.dumps(_json_safe(value), indent=2, allow_nan=False) + "\n").encode())
 
 
-def atomic_torch_save(path, obj) -> None:
+def torch_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -100,22 +102,43 @@ def write_records(path, records: list[dict]) -> None:
 
 
 def read_records(path) -> list[dict]:
-    """All complete JSON lines of a records file (a truncated last line is ignored)."""
+    """All records of a records file. A last line without its newline (a write cut short by a
+    kill) is ignored; a complete line that is not a JSON object, or bytes that are not UTF-8,
+    raise ``ValueError`` naming the file and line, so no reader silently stops early."""
     path = pathlib.Path(path)
     if not path.is_file():
         return []
     out = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if not line.endswith("\n"):
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            if not raw.endswith(b"\n"):
                 break
             try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise ValueError(f"{path}, line {number}: not a JSON record ({err})") from err
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}, line {number}: not a JSON record (a {type(record).__name__})")
+            out.append(record)
     return out
 
 
 def read_json(path):
-    with open(path, encoding="utf-8") as handle:
-        return json.load(handle)
+    """The JSON value in ``path``; ``ValueError`` naming the file if it does not parse."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
