@@ -135,8 +135,21 @@ def test_the_runner_packs_what_it_can_and_trains_the_rest_alone(tmp_path):
     assert all(s["finished"] and s["epochs"] == 1 for s in summaries.values())
     assert summaries["idinit"]["packed"] == summaries["kaiming"]["packed"] == 2
     assert "packed" not in summaries["fixup"]
-    with pytest.raises(ValueError, match="either packing"):
-        run_configs(runs, tmp_path / "x", pack=2, workers=2, **QUIET)
+
+
+
+def test_packs_go_one_per_gpu(monkeypatch):
+    from idinit.lab.experiments.runner import plan_workers
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert plan_workers("cuda", 1, 8, tasks=6) == ["cuda:0", "cuda:1", "cuda:2", "cuda:3"]
+    assert plan_workers("cuda", 1, 8, tasks=2) == ["cuda:0", "cuda:1"]  # no idle worker
+    assert plan_workers("cuda:2", 1, 8, tasks=6) == ["cuda:2"]  # a named GPU: this process
+    assert len(plan_workers("cuda", 1, 1, tasks=6)) == 1  # no packs: workers only when asked
+    assert plan_workers("cuda", 8, 8, tasks=3) == ["cuda:0", "cuda:1", "cuda:2"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert plan_workers("cuda", 1, 8, tasks=6) == ["cuda"]
+    assert plan_workers("cpu", 2, 8, tasks=6) == ["cpu", "cpu"]
 
 
 def test_an_mnist_resnet_pack_trains_like_its_runs_alone(tmp_path):

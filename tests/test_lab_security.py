@@ -41,6 +41,8 @@ def test_a_planted_checkpoint_is_refused_on_resume(tmp_path):
     state = torch.load(run / rec.CHECKPOINT, weights_only=True)
     state["records"].append(Payload(marker))
     torch.save(state, run / rec.CHECKPOINT)
+    # whoever can plant the checkpoint can plant its checksum too: the unpickler must refuse it
+    rec.atomic_write_json(run / rec.CHECKSUM, {"sha256": [rec.sha256_file(run / rec.CHECKPOINT)]})
     with pytest.raises(ValueError, match=r"checkpoint\.pt: refused to load"):
         train_run(config, run, data=fake_data(), log=lambda m: None)
     assert not marker.exists()

@@ -1,9 +1,10 @@
 """Run a list of configurations into ``<out>/<run_id>/`` folders, in this process or in several
 worker processes, resuming whatever was left unfinished.
 
-Workers pull runs from a queue, so a grid of unequal runs stays balanced. They share the device,
-except that ``device="cuda"`` on a host with several GPUs gives them the GPUs round-robin
-(:func:`worker_devices`). The CIFAR-10 arrays are loaded once per process and shared by its runs. A ``deadline`` (seconds from the start) makes
+Workers pull runs (or packs of runs) from a queue, so a grid of unequal runs stays balanced. They
+share the device, except that ``device="cuda"`` on a host with several GPUs gives them the GPUs
+round-robin, and ``--pack N`` there starts one worker per GPU (:func:`plan_workers`). The data are
+loaded once per process and shared by its runs. A ``deadline`` (seconds from the start) makes
 every worker stop at an epoch boundary with a checkpoint in time for the results to be packed:
 a later call with the same command resumes.
 """
@@ -17,7 +18,7 @@ import time
 
 import torch
 
-from ..machine import machine_description, machine_line
+from ..machine import die_with_parent, machine_description, machine_line
 from ..train import RunConfig, load_run_data
 from ..train import records as rec
 from ..train.loop import cut_data, train_run
@@ -61,14 +62,34 @@ def _run_one(config, out_dir, device, cache, runtime, deadline, log) -> bool:
         return False
 
 
+def _run_group(group, out_dir, device, cache, runtime, deadline, log) -> bool:
+    if len(group) == 1:
+        return _run_one(group[0], out_dir, device, cache, runtime, deadline, log)
+    return _run_pack(group, out_dir, device, cache, runtime, deadline, log)
+
+
 def _worker(task_queue, out_dir, device, data_dir, runtime, deadline):
+    die_with_parent()
     cache = _DataCache(data_dir)
     while deadline is None or time.time() < deadline:
         try:
-            config = RunConfig.from_dict(task_queue.get(timeout=5))
+            group = [RunConfig.from_dict(c) for c in task_queue.get(timeout=5)]
         except queue.Empty:
             return
-        _run_one(config, out_dir, device, cache, runtime, deadline, lambda m: print(m, flush=True))
+        _run_group(group, out_dir, device, cache, runtime, deadline, lambda m: print(m, flush=True))
+
+
+def gpu_count(device: str) -> int:
+    """GPUs a bare ``"cuda"`` may use (all of the host's); 1 for anything else."""
+    dev = torch.device(device)
+    return max(1, torch.cuda.device_count()) if dev.type == "cuda" and dev.index is None else 1
+
+
+def plan_workers(device: str, workers: int, pack: int, tasks: int) -> list[str]:
+    """The devices of the worker processes (one entry each; one entry: train in this process).
+    Packs on a bare ``"cuda"`` default to one worker per GPU; never more workers than tasks."""
+    count = workers if workers > 1 or pack == 1 else gpu_count(device)
+    return worker_devices(device, max(1, min(count, tasks)))
 
 
 def worker_devices(device: str, workers: int) -> list[str]:
@@ -99,37 +120,36 @@ def _run_pack(configs, out_dir, device, cache, runtime, deadline, log) -> bool:
 def run_configs(runs: list[RunConfig], out_dir, *, device="cpu", data_dir=None, workers: int = 1,
                 compile: bool | None = None, checkpoint_every: int = 1, deadline_s: float | None = None,
                 pack: int = 1, log=print) -> None:
-    """Train every run (resuming unfinished ones); ``workers > 1`` uses that many processes;
-    ``pack > 1`` trains up to that many runs of one architecture at once as one grouped network
-    (``train.packed``; about 3x the throughput of one run on an H200), one pack after another."""
+    """Train every run (resuming unfinished ones). ``pack > 1`` trains up to that many runs of one
+    architecture at once as one grouped network (``train.packed``; about 3x the throughput of one
+    run on an H200). ``workers > 1`` uses that many processes, each pulling runs (or packs) from a
+    queue; with ``pack > 1`` and a bare ``device="cuda"`` on a host with several GPUs, the default
+    is one worker per GPU, so each GPU trains one pack at a time."""
     out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     runtime = {"compile": compile, "checkpoint_every": checkpoint_every}
     deadline = None if deadline_s is None else time.time() + deadline_s
-    if pack > 1:
-        if workers > 1:
-            raise ValueError("choose either packing (pack > 1) or worker processes (workers > 1), not both")
-        cache = _DataCache(data_dir)
-        for group in plan_packs(runs, pack):
+    # The data are loaded (and so checked: files, formats, labels) once before any run starts: a
+    # bad data folder stops the grid with one error instead of failing every run on its own.
+    cache = _DataCache(data_dir)
+    for run in runs:
+        cache.get(run)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = plan_packs(runs, pack)
+    devices = plan_workers(device, workers, pack, len(groups))
+    if len(devices) <= 1:
+        for group in groups:
             if deadline is not None and time.time() > deadline:
                 break
-            if len(group) == 1:
-                _run_one(group[0], out_dir, device, cache, runtime, deadline, log)
-            else:
-                _run_pack(group, out_dir, device, cache, runtime, deadline, log)
-    elif workers <= 1:
-        cache = _DataCache(data_dir)
-        for run in runs:
-            if deadline is not None and time.time() > deadline:
-                break
-            _run_one(run, out_dir, device, cache, runtime, deadline, log)
+            _run_group(group, out_dir, device, cache, runtime, deadline, log)
     else:
+        cache.loaded.clear()  # each worker loads its own copy
         ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
         task_queue = ctx.Queue()
-        for run in runs:
-            task_queue.put(run.to_dict())
+        for group in groups:
+            task_queue.put([c.to_dict() for c in group])
         processes = [ctx.Process(target=_worker, args=(task_queue, out_dir, worker_device, data_dir, runtime, deadline))
-                     for worker_device in worker_devices(device, min(workers, len(runs)))]
+                     for worker_device in devices]
+        log(f"{len(groups)} pack(s) of up to {pack} run(s) over {len(devices)} worker process(es) on {devices}")
         for p in processes:
             p.start()
         for p in processes:
@@ -139,4 +159,5 @@ def run_configs(runs: list[RunConfig], out_dir, *, device="cpu", data_dir=None, 
             log(f"{len(crashed)} worker process(es) exited with codes {crashed}")
     failed = [r.run_id for r in runs if (out_dir / r.run_id / "error.json").is_file()]
     if failed:
-        raise RuntimeError(f"{len(failed)} run(s) failed (see error.json in each): {failed}")
+        log(f"{len(failed)} of {len(runs)} run(s) failed: {failed}")
+        raise RuntimeError(f"{len(failed)} of {len(runs)} run(s) failed (see error.json in each): {failed}")

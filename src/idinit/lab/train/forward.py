@@ -36,11 +36,15 @@ class Forward:
     packed: int | None = None             # pack size, recorded with the run; None for a run alone
 
 
-def alone(model: nn.Module) -> Forward:
+def alone(model: nn.Module, trained: nn.Module | None = None) -> Forward:
+    """``model`` alone; ``trained`` (e.g. its DistributedDataParallel wrapper) runs the training
+    forward pass instead when given."""
+    trained = model if trained is None else trained
+
     def one(x):
         return model(x)[:, None]
 
-    return Forward(model, lambda xs: one(xs[0]), one, lambda steps: None)
+    return Forward(trained, lambda xs: trained(xs[0])[:, None], one, lambda steps: None)
 
 
 def packed(members: list[nn.Module], memory_format=torch.contiguous_format) -> Forward:

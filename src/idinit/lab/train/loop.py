@@ -17,6 +17,7 @@ import platform
 import time
 
 import torch
+import torch.distributed as dist
 
 from ..data import CIFAR10, CIFAR10_MEAN, CIFAR10_STD, DeviceLoader, load_cifar10, load_mnist
 from ..models import build_model
@@ -106,8 +107,9 @@ def runtime_settings(device, compile, amp, channels_last, dtype) -> dict:
         raise ValueError(f"amp (bf16 autocast) needs float32 weights, got dtype {dtype}")
     else:
         amp = False
+    shard = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
     return {"device": device, "compile": cuda if compile is None else compile, "amp": amp,
-            "channels_last": cuda if channels_last is None else channels_last, "dtype": dtype}
+            "channels_last": cuda if channels_last is None else channels_last, "dtype": dtype, "shard": shard}
 
 
 def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, device="cpu", data=None, data_dir=None,
@@ -124,9 +126,27 @@ def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, devic
     elif len(configs) > 1:
         raise ValueError("several runs train together only as a pack (pack=True)")
     rt = runtime_settings(device, compile, amp, channels_last, dtype)
+    rank, world = rt["shard"]
+    if world > 1 and (pack or configs[0].batch_size % world):
+        raise ValueError(f"data-parallel training ({world} processes) takes one run whose batch size divides by "
+                         f"{world}; got {len(configs)} run(s), pack={pack}, batch size {configs[0].batch_size}")
+    # Under data parallelism only rank 0 writes the run folder; the others read it once it is ready.
+    folders = [RunFolder(d, c, writer=rank == 0) for c, d in zip(configs, run_dirs)]
+    try:
+        if rank > 0:
+            dist.barrier()
+        summaries = [folder.prepare(log) for folder in folders]
+        if world > 1 and rank == 0:
+            dist.barrier()
+        return _train(folders, summaries, pack, rt, data, data_dir, checkpoint_every, stop_after_epoch, deadline, log)
+    finally:
+        for folder in folders:
+            folder.release()
+
+
+def _train(folders, summaries, pack, rt, data, data_dir, checkpoint_every, stop_after_epoch, deadline, log):
+    """The loop of :func:`train`, over locked and prepared run folders."""
     device, amp, channels_last = rt["device"], rt["amp"], rt["channels_last"]
-    folders = [RunFolder(d, c) for c, d in zip(configs, run_dirs)]
-    summaries = [folder.prepare() for folder in folders]
     active = [k for k, s in enumerate(summaries) if s is None]
     if not active:
         return summaries
@@ -156,7 +176,19 @@ def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, devic
     if start_epoch:
         log(f"{first.run_id}{f' and {len(folders) - 1} more' if len(folders) > 1 else ''}: "
             f"resuming after epoch {start_epoch}")
-    forward = fwd.packed(members, memory_format) if pack else fwd.alone(members[0])
+    rank, world = rt["shard"]
+    if pack:
+        forward = fwd.packed(members, memory_format)
+    elif world > 1:  # data-parallel: gradients averaged over the processes' shards of each batch
+        has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in members[0].modules())
+        if has_bn and device.type != "cuda":
+            raise ValueError(f"{folders[0].config.run_id}: data-parallel BN models need CUDA (SyncBatchNorm "
+                             "works only on GPUs); on the CPU train a model without BN (e.g. init fixup)")
+        # BN statistics over the whole batch, as in one process (same parameter objects, same keys)
+        members[0] = torch.nn.SyncBatchNorm.convert_sync_batchnorm(members[0])
+        forward = fwd.alone(members[0], torch.nn.parallel.DistributedDataParallel(members[0]))
+    else:
+        forward = fwd.alone(members[0])
 
     x_dtype = torch.bfloat16 if amp else rt["dtype"]
     common = dict(device=device, channels_last=channels_last, dtype=x_dtype, mean=spec["mean"], std=spec["std"])
@@ -168,7 +200,7 @@ def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, devic
                                                   **common)
     steps_per_epoch, num_images = len(loaders[0]), loaders[0].num_images
     step = TrainStep(forward.train, configs_a, optimizers, amp=amp, device_type=device.type, compile=rt["compile"],
-                     steps_per_epoch=steps_per_epoch, log=log)
+                     steps_per_epoch=steps_per_epoch, shard=rt["shard"], log=log)
     n = len(members)
     alive = [True] * n
     finished, stopped_early, steady = True, False, 0.0
@@ -185,6 +217,10 @@ def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, devic
             losses, corrects = step(epoch, i, xs, ys, perms, lams)
             loss_sum += losses
             correct_sum += corrects
+        if world > 1:  # each process summed its shard's mean losses and correct counts
+            dist.all_reduce(loss_sum)
+            dist.all_reduce(correct_sum)
+            loss_sum /= world
         train_losses = (loss_sum / steps_per_epoch).tolist()  # the epoch's one host sync
         train_accs = (correct_sum / num_images).tolist()
         seconds = time.perf_counter() - t0
@@ -203,6 +239,10 @@ def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, devic
         steady = seconds if epoch > start_epoch else steady
         stop_now = not last and (stop_after_epoch == epoch + 1 or (
             deadline is not None and time.time() + DEADLINE_MARGIN * steady > deadline))
+        if world > 1:  # rank 0's clock decides for all
+            flag = torch.tensor([float(stop_now)], device=device)
+            dist.broadcast(flag, 0)
+            stop_now = bool(flag.item())
         for k, folder in enumerate(folders):
             if not alive[k]:
                 continue

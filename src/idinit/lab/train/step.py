@@ -57,28 +57,40 @@ def epoch_mixing(config: RunConfig, epoch: int, steps: int, batch: int, device):
     return lams.to(device), perms.to(device)
 
 
-def make_forward_loss(forward: Callable, configs: list[RunConfig], amp: bool, device_type: str) -> Callable:
+def make_forward_loss(forward: Callable, configs: list[RunConfig], amp: bool, device_type: str,
+                      shard: tuple[int, int] = (0, 1)) -> Callable:
     """The step's differentiable part. ``forward(list of N batches) -> logits (B, N, classes)``.
 
     The returned ``forward_loss(xs, ys, perms, lams)`` takes per-member lists (``perms[i]`` and
     ``lams[i]`` are None for a member without mixup) and returns (sum of member losses, per-member
-    losses, per-member correct counts weighted as the mixed labels are)."""
+    losses, per-member correct counts weighted as the mixed labels are). ``shard = (rank, world)``:
+    data-parallel training, where every process mixes the whole batch, then takes its own
+    ``1/world`` of the rows (so the processes together compute exactly the one-process step)."""
     mixup = [c.mixup_alpha > 0 for c in configs]
     smoothing = [c.label_smoothing for c in configs]
+    rank, world = shard
 
     def forward_loss(xs, ys, perms, lams):
-        parts = [lams[i] * x + (1 - lams[i]) * x[perms[i]] if mixup[i] else x for i, x in enumerate(xs)]
+        parts, targets = [], []
+        for i, (x, y) in enumerate(zip(xs, ys)):
+            y_b = None
+            if mixup[i]:
+                x, y_b = lams[i] * x + (1 - lams[i]) * x[perms[i]], y[perms[i]]
+            if world > 1:
+                rows = slice(rank * (x.shape[0] // world), (rank + 1) * (x.shape[0] // world))
+                x, y, y_b = x[rows], y[rows], (y_b[rows] if y_b is not None else None)
+            parts.append(x)
+            targets.append((y, y_b))
         with torch.autocast(device_type, torch.bfloat16, enabled=amp):
             logits = forward(parts)
         if amp:  # the loss in float32, not bf16; otherwise in the model's own dtype (float64 in tests)
             logits = logits.float()
         losses, corrects = [], []
-        for i, y in enumerate(ys):
+        for i, (y, y_b) in enumerate(targets):
             out = logits[:, i]
             loss = F.cross_entropy(out, y, label_smoothing=smoothing[i])
             correct = (out.argmax(1) == y).sum().to(out.dtype)
-            if mixup[i]:
-                y_b = y[perms[i]]
+            if y_b is not None:
                 loss = lams[i] * loss + (1 - lams[i]) * F.cross_entropy(out, y_b, label_smoothing=smoothing[i])
                 correct = lams[i] * correct + (1 - lams[i]) * (out.argmax(1) == y_b).sum().to(out.dtype)
             losses.append(loss)
@@ -94,11 +106,11 @@ class TrainStep:
     members' (losses, correct counts) as device tensors (no host sync)."""
 
     def __init__(self, forward: Callable, configs: list[RunConfig], optimizers: list, *, amp: bool,
-                 device_type: str, compile: bool, steps_per_epoch: int, log=print):
+                 device_type: str, compile: bool, steps_per_epoch: int, shard: tuple[int, int] = (0, 1), log=print):
         self.configs, self.optimizers, self.log = configs, optimizers, log
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * configs[0].epochs
-        self.eager = make_forward_loss(forward, configs, amp, device_type)
+        self.eager = make_forward_loss(forward, configs, amp, device_type, shard)
         if compile:
             # A fresh compile per call: each call's closure would otherwise count as a recompile of
             # the same code, and dynamo silently falls back to eager past its recompile limit (8).
