@@ -17,16 +17,17 @@ from typing import Callable
 import torch
 
 from ..machine import machine_description, torch_threads
-from ..train.config import parse_overrides
+from ..train.config import parse_overrides, split_pairs
 from ..train.records import atomic_write_bytes, atomic_write_json
 
 
-def settings_from_overrides(settings_cls: type, overrides: dict[str, str] | None, analysis: str):
-    """Build ``settings_cls`` from its defaults and ``overrides`` (strings, as the CLI passes them).
+def settings_from_overrides(settings_cls: type, overrides: dict[str, str] | list[str] | None, analysis: str):
+    """Build ``settings_cls`` from its defaults and ``overrides`` (``{"k": "v"}`` or the CLI's
+    ``["k=v", ...]``), typed by :func:`idinit.lab.train.config.parse_overrides`.
 
     Raises ``ValueError`` naming an unknown key and listing the valid ones.
     """
-    overrides = dict(overrides or {})
+    overrides = split_pairs(overrides)
     fields = {f.name for f in dataclasses.fields(settings_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:

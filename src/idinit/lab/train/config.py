@@ -117,6 +117,13 @@ def parse_overrides(pairs: list[str] | dict, target: type = RunConfig, context: 
     return out
 
 
+def split_pairs(pairs: list[str] | dict | None) -> dict:
+    """``["k=v", ...]`` (as ``--set`` gives them) -> ``{"k": "v"}``; a dict passes through."""
+    if pairs is None:
+        return {}
+    return dict(pairs) if isinstance(pairs, dict) else dict(_split_pair(p) for p in pairs)
+
+
 def _split_pair(pair: str) -> tuple[str, str]:
     if "=" not in pair:
         raise ValueError(f"--set expects key=value, got {pair!r}")
