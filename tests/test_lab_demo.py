@@ -45,7 +45,7 @@ def test_depth_sweep_kaiming_explodes_idinit_keeps_chance_loss_and_trains(digits
     assert deep["epoch_losses"][-1] < 0.7 * math.log(10) and deep["test_acc"] > 0.5
     assert demo_depth.trained_up_to(runs["idinit"], [1, 24]) == 24
     line = demo_depth.reading(results, [1, 24])
-    assert f"kaiming {runs['kaiming']['24']['init_loss']:.3g}" in line and "idinit 24 (" in line
+    assert f"kaiming {runs['kaiming']['24']['init_loss']:#.3g}" in line and "idinit 24 (" in line
 
 
 def test_trained_up_to_stops_at_the_first_failure():

@@ -109,7 +109,7 @@ def train_one(scheme: str, seed: int, data, epochs: int, lr: float = 0.05, batch
     return {"history": history, "init_logit_std": init_logit_std, "epoch1_test_acc_bn_reestimated": bn_reestimated}
 
 
-def run_demo(out_dir="runs/demo", epochs: int = 15, seeds: int = 2, *, depths=(2, 8, 32, 128),
+def run_demo(out_dir="runs/demo", epochs: int = 10, seeds: int = 2, *, depths=(2, 8, 32, 128),
              depth_lrs=(0.01, 0.05), depth_epochs: int = 2) -> dict:
     """Run both parts and write ``demo.png`` and ``demo.json`` into ``out_dir`` (each atomically).
 
@@ -190,7 +190,7 @@ def digits_reading(summary: dict) -> str:
     order = sorted(summary, key=lambda s: -summary[s]["final_test_acc"])
     best, ours = order[0], summary["idinit"]
     place = ("first" if best == "idinit" else
-             f"{order.index('idinit') + 1} of {len(order)}, {(summary[best]['final_test_acc'] - ours['final_test_acc']) * 100:.1f} points behind {best}")
+             f"ranks {order.index('idinit') + 1} of {len(order)}, {(summary[best]['final_test_acc'] - ours['final_test_acc']) * 100:.1f} points behind {best}")
     return (f"Digits, ResNet-20 with BN: final test accuracy " + ", ".join(f"{s} {summary[s]['final_test_acc']:.1%}" for s in order)
             + f" (IDInit {place}); IDInit's logits start at std {ours['init_logit_std']:.0e} (IDIZ head), and its"
             f" epoch-1 test accuracy is {ours['epoch1_test_acc']:.0%} with BN running statistics,"

@@ -153,7 +153,7 @@ def reading(results: dict, depths) -> str:
     init = {s: results[first_lr][s][deepest]["init_loss"] for s in DEPTH_SCHEMES}
     order = sorted(DEPTH_SCHEMES, key=lambda s: -init[s] if math.isfinite(init[s]) else -math.inf)
     text = (f"Residual MLP without normalisation: loss at init with {deepest} blocks "
-            + ", ".join(f"{s} {init[s]:.3g}" for s in order) + f" (ln 10 = {math.log(10):.2f}); trained (>= 50% test)")
+            + ", ".join(f"{s} {init[s]:#.3g}" for s in order) + f" (ln 10 = {math.log(10):.2f}); trained (>= 50% test)")
     for lr, by_scheme in results.items():
         reach = {s: trained_up_to(by_scheme[s], depths) for s in DEPTH_SCHEMES}
         ranked = sorted(DEPTH_SCHEMES, key=lambda s: -(reach[s] or 0))
