@@ -201,7 +201,7 @@ _COLORS = {"idinit": "tab:blue", "kaiming": "tab:orange", "default": "tab:green"
 
 
 def _plot(runs, sweep, depths, path) -> None:
-    fig, axes = new_figure(2, 2, (11, 8))
+    fig, axes = new_figure(2, 2, (12, 8))
     (ax_loss, ax_acc), (ax_init, ax_depth) = axes
     for scheme, scheme_runs in runs.items():
         histories = [r["history"] for r in scheme_runs]
@@ -213,21 +213,23 @@ def _plot(runs, sweep, depths, path) -> None:
     ax_loss.set(xlabel="epoch", ylabel="training loss", yscale="log", title="digits, ResNet-20 with BN: training loss")
     ax_acc.set(xlabel="epoch", ylabel="test accuracy (%)", title="digits, ResNet-20 with BN: test accuracy")
     first_lr = next(iter(sweep))
-    for scheme in demo_depth.DEPTH_SCHEMES:
+    for k, scheme in enumerate(demo_depth.DEPTH_SCHEMES):
         color = _COLORS[scheme]
         init = [sweep[first_lr][scheme][str(d)]["init_loss"] for d in depths]
         ax_init.plot(depths, [v if math.isfinite(v) else np.nan for v in init], "o-", color=color, label=scheme)
-        for lr, style in zip(sweep, ("-", "--", ":", "-.")):
+        for j, (lr, style) in enumerate(zip(sweep, ("-", "--", ":", "-."))):
             cells = [sweep[lr][scheme][str(d)] for d in depths]
             acc = [np.nan if c["test_acc"] is None else c["test_acc"] * 100 for c in cells]
-            ax_depth.plot(depths, acc, "o" + style, color=color, label=f"{scheme}, lr {lr}")
-            gone = [d for d, c in zip(depths, cells) if c["test_acc"] is None]
-            ax_depth.plot(gone, [0] * len(gone), "x", color=color, markersize=9, mew=2)
+            ax_depth.plot(depths, acc, "o" + style, color=color, label=scheme if j == 0 else None)
+            # Diverged runs: an x below the axis' 0, shifted per scheme and lr so none hides another.
+            gone = [d * 1.07 ** (k - 1.5) for d, c in zip(depths, cells) if c["test_acc"] is None]
+            ax_depth.plot(gone, [-3 - 4 * j] * len(gone), "x", color=color, markersize=8, mew=2)
     ax_init.axhline(math.log(10), color="grey", ls=":", lw=1)
     ax_init.set(xlabel="residual blocks", ylabel="training loss at initialisation", xscale="log", yscale="log",
                 title="residual MLP, no normalisation: loss at init (dotted: ln 10)")
-    ax_depth.set(xlabel="residual blocks", ylabel="test accuracy (%)", xscale="log", ylim=(-5, 100),
-                 title="after training (x at 0: diverged)")
+    styles = ", ".join(f"{style} lr {lr}" for lr, style in zip(sweep, ("solid", "dashed", "dotted", "dash-dot")))
+    ax_depth.set(xlabel="residual blocks", ylabel="test accuracy (%)", xscale="log", ylim=(-4 - 4 * len(sweep), 100),
+                 title=f"test accuracy after training ({styles}; x: diverged)")
     for ax in (ax_init, ax_depth):
         ax.set_xticks(depths, [str(d) for d in depths])
         ax.minorticks_off()
