@@ -98,7 +98,7 @@ def tiny_demo(out_dir):
     return demo.run_demo(out_dir=out_dir, epochs=1, seeds=1, depths=(1, 3), depth_lrs=(0.05,), depth_epochs=1)
 
 
-def test_run_demo_writes_what_it_measured_atomically(tmp_path, digits, monkeypatch, capsys):
+def test_run_demo_writes_and_prints_what_it_measured(tmp_path, digits, monkeypatch, capsys):
     monkeypatch.setattr(demo, "load_digits_split", lambda: small(digits, 192, 100))
     result = tiny_demo(tmp_path)
     record = json.loads((tmp_path / "demo.json").read_text())
@@ -109,19 +109,25 @@ def test_run_demo_writes_what_it_measured_atomically(tmp_path, digits, monkeypat
     assert all(line in out for line in result["reading"])
     # IDInit's IDIZ head: logits start ~1e-13; Kaiming's are O(1).
     assert result["digits"]["idinit"]["init_logit_std"] < 1e-6 < 0.1 < result["digits"]["kaiming"]["init_logit_std"]
-    png = (tmp_path / "demo.png").read_bytes()
-    assert png.startswith(b"\x89PNG")
+    assert (tmp_path / "demo.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.png"]
 
-    # Planted fault: the final rename fails. The files of the previous run stay whole, and no
+
+def test_run_demo_writes_atomically(tmp_path, digits, monkeypatch):
+    # Planted fault: every final rename fails. The previous run's files stay whole and no
     # temporary file is left behind.
+    monkeypatch.setattr(demo, "load_digits_split", lambda: small(digits, 128, 64))
+    (tmp_path / "demo.json").write_text('{"previous": true}\n')
+    (tmp_path / "demo.png").write_bytes(b"previous png")
+
     def failing_replace(src, dst):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "replace", failing_replace)
     with pytest.raises(OSError, match="disk full"):
-        tiny_demo(tmp_path)
-    assert json.loads((tmp_path / "demo.json").read_text()) == record
-    assert (tmp_path / "demo.png").read_bytes() == png
+        demo.run_demo(out_dir=tmp_path, epochs=1, seeds=1, depths=(1,), depth_lrs=(0.05,), depth_epochs=1)
+    assert (tmp_path / "demo.json").read_text() == '{"previous": true}\n'
+    assert (tmp_path / "demo.png").read_bytes() == b"previous png"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.png"]
 
 
