@@ -107,8 +107,8 @@ def test_run_demo_writes_and_prints_what_it_measured(tmp_path, digits, monkeypat
     assert record["reading"] == result["reading"] and len(result["reading"]) == 2
     out = capsys.readouterr().out
     assert all(line in out for line in result["reading"])
-    # IDInit's IDIZ head: logits start ~1e-13; Kaiming's are O(1).
-    assert result["digits"]["idinit"]["init_logit_std"] < 1e-6 < 0.1 < result["digits"]["kaiming"]["init_logit_std"]
+    # IDInit's IDIZ head (eps 1e-6): logits start at the 1e-6 scale; Kaiming's are O(1).
+    assert result["digits"]["idinit"]["init_logit_std"] < 1e-4 < 0.1 < result["digits"]["kaiming"]["init_logit_std"]
     assert (tmp_path / "demo.png").read_bytes().startswith(b"\x89PNG")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "demo.png"]
 

@@ -2,7 +2,7 @@
 scikit-learn's handwritten digits (1,797 8x8 images that ship with scikit-learn).
 
 Part 1, digits with BatchNorm: the lab's CIFAR ResNet at depth 20 on 1-channel 8x8 inputs (stages
-at 8x8, 4x4, 2x2; option A zero-filled shortcuts), IDInit against Kaiming and PyTorch's default.
+at 8x8, 4x4, 2x2; the lab's default option A shortcuts), IDInit against Kaiming and PyTorch's default.
 It also measures why IDInit's first epoch looks like chance: the logits' std at initialisation
 (IDInit's head is IDIZ, paper Eq. 12) and the epoch-1 test accuracy once BatchNorm's running
 statistics are re-estimated on the training set.
