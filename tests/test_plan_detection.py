@@ -168,15 +168,23 @@ def test_lab_cifar_resnet_from_the_graph(shortcut):
 
 
 def test_gated_branch_and_layer_scale():
-    """ReZero-style gates are 'scale' and kept; the walk from the add passes through them."""
+    """ReZero-style gates are 'scale' and kept; the walk from the add passes through them. A gate the
+    model set to 0 already closes the branch, so its last conv gets IDI (no second zero on top); an
+    open gate (0.25) leaves the conv a branch end."""
     from idinit.lab.models.cifar_resnet import CifarResNet
 
     model = CifarResNet(8, gate=True)
     plan = idinit.plan(model)
     assert plan["layer1.0.alpha"].role == "scale" and plan["layer1.0.alpha"].init == "keep"
-    assert plan["layer1.0.conv2.weight"].role == "branch_end"
+    closed = plan["layer1.0.conv2.weight"]
+    assert (closed.role, closed.init, closed.source) == ("identity", "identity_", "values")
+    assert "layer1.0.alpha" in closed.note
+    assert idinit.plan(model, keep_model_values=False)["layer1.0.conv2.weight"].role == "branch_end"
     with torch.no_grad():
-        model.layer1[0].alpha.fill_(0.25)
+        for block in model.modules():
+            if getattr(block, "alpha", None) is not None:
+                block.alpha.fill_(0.25)
+    assert idinit.plan(model)["layer1.0.conv2.weight"].role == "branch_end"
     idinit.init_(model, "kaiming")  # a scheme leaves scales as the model made them
     assert model.layer1[0].alpha.item() == 0.25
 
