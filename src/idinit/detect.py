@@ -145,8 +145,8 @@ def _value_roles(model: nn.Module, infos, kinds, scaled: Mapping[str, set[str]],
     """The ``values`` source (:mod:`idinit.values`): kept biases, branch ends behind a small layer scale."""
     found: dict[str, Role] = {}
     for name, info in infos.items():
-        if "bias" in kinds[name] and name in base and base[name].role == "bias":
-            why = values.set_bias(model.get_submodule(info.module), info.param)
+        if name in base and base[name].role == "bias":
+            why = values.set_bias(model.get_submodule(info.module), info.param, kinds[name] == {"unknown"})
             if why:
                 found[name] = Role("keep", "values", f"{why}: kept; overrides={{'{name}': 'bias'}} zeroes it")
     for name, scales in scaled.items():

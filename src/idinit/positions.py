@@ -2,15 +2,26 @@
 
 Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
 
-- **branch ends.** A residual ``add`` is one whose two inputs share an ancestor (the fork) and at
-  least one of which has a linear / conv layer between the fork and the add. The side with more
-  such layers is the branch, the other the skip (an identity, a parameter-free option-A shortcut, or
-  a projection shortcut, whose layers stay ``identity``). Walking back from the add along the branch,
-  through norms, scales, bias adds and activations, the first linear / conv layers reached close the
-  branch (``branch_end``); the norms passed on the way close it too (``branch_end_norm``, the ones
-  "zero_gamma" zeroes). A product with a sigmoid gate (squeeze-excitation) is not followed into the
-  gate. An ``add`` that feeds a softmax (attention scores plus a mask or position bias) is not a
-  residual.
+- **residual sums.** A chain of adds is read as one sum (``attn + mlp + x`` in the parallel blocks
+  of Phi, GPT-J, GPT-NeoX and Falcon: an add whose only consumer is another add, neither input
+  computed from the other, is a partial sum). The sum's terms that share an ancestor (the fork) are
+  its paths; a term sharing none (a position table, a class embedding) is not. A path with no
+  linear / conv layer after the fork is a skip, and then every path with layers is a residual
+  branch; when every path holds layers, the one with fewest is a projection shortcut (its layers
+  stay ``identity``) and a tie is a merge of parallel paths (Inception, RepVGG), not a residual.
+- **merges are not residuals.** What a residual branch computes from the fork exists only to be
+  added back. If a value on the way from the fork to the sum is also used elsewhere, the sum merges
+  two paths of the network: a feature pyramid's ``lateral(c3) + upsample(p4)`` (``p4`` is also a
+  pyramid output), a U-Net block's ``conv1(h) + temb(t)`` (the path from ``t`` runs through the
+  previous blocks). No branch end is looked for there.
+- **branch ends.** Walking back from the sum along each branch, through norms, scales, bias adds and
+  activations, the first linear / conv layers reached close the branch (``branch_end``); the norms
+  passed on the way close it too (``branch_end_norm``, the ones "zero_gamma" zeroes). A product with a
+  sigmoid gate (squeeze-excitation) is not followed into the gate; a product of two computed paths
+  that both hold layers (a state-space scan's ``C @ state``, ``B * x``) closes the branch itself, so
+  the layers behind it (Mamba's ``x_proj``, ``dt_proj``) are no branch ends. Learned scales passed on
+  the way are reported with the end (:mod:`idinit.values` decides about layer scale). An ``add`` that
+  feeds a softmax (attention scores plus a mask or position bias) is not a residual.
 - **attention.** Every scaled-dot-product-attention call, and every softmax between two matmuls, is
   an attention core; walking back from its query, key and value operands (through reshapes, rotary
   embeddings, q/k norms) gives the projections, walking forward from its output gives the output
@@ -188,11 +199,7 @@ def _residuals(g: _Graph, notes: list[str]) -> list[_Residual]:
             fewest = min(layers.values())
             skips = [t for t in linked if layers[t] == fewest]
             if len(skips) > 1:
-                names = "; ".join(_layer_names(g, side[t]) for t in linked)
-                notes.append(f"the add {g.where(a)} sums paths holding the same number of layers ({names}), so none "
-                             "of them is the skip and no branch end is set there. If one path is a residual branch, "
-                             "name its last layer: overrides={'<module>': 'branch_end'}")
-                continue
+                continue  # paths of equal depth merged (Inception, RepVGG, FiLM's scale and shift): no skip
             branches = [t for t in linked if t not in skips]
         skip_ops = set().union(*(side[t] for t in skips))
         branch_ops = set().union(*(side[t] for t in branches))

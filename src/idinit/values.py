@@ -6,10 +6,11 @@ switches both off; an ``overrides=`` entry wins over either):
 
 - **a bias set on purpose** is kept (role ``keep``) instead of zeroed: a focal-loss prior
   (torchvision's RetinaNet / FCOS ``cls_logits.bias = -log((1 - 0.01) / 0.01) = -4.6``, Lin et al.
-  2017), Mamba's ``dt_proj.bias`` (the inverse softplus of time steps drawn in [1e-3, 0.1]). A bias
-  counts as set on purpose when it is finite and either one constant other than 0 (no random draw
-  gives that) or outside the range ``±1/sqrt(fan_in)`` that ``nn.Linear`` / ``nn.ConvNd`` draw their
-  default biases from (no default draw gives that).
+  2017), Mamba's ``dt_proj.bias`` and Mamba2's ``dt_bias`` (the inverse softplus of time steps drawn
+  in [1e-3, 0.1]). A bias counts as set on purpose when it is finite and not all zero, and either one
+  constant (no random draw gives that), or outside the range that ``nn.Linear`` / ``nn.ConvNd`` /
+  the recurrent layers draw their default biases from (no default draw gives that), or a parameter a
+  custom module holds itself (no library default exists for it: the model chose its values).
 - **a branch already closed by a small learned scale** (layer scale: timm's deit3, CaiT, ConvNeXt
   with gamma = 1e-6 per channel; a ReZero / SkipInit gate at 0): the scale already holds the block
   at identity, so its last layer gets IDI (role ``identity``) instead of IDIZ. Stacking both puts
@@ -45,7 +46,10 @@ def _values(param: torch.Tensor) -> torch.Tensor | None:
 
 
 def _default_bound(module: nn.Module) -> float | None:
-    """``1/sqrt(fan_in)``, the bound of ``nn.Linear`` / ``nn.ConvNd``'s default bias; None for others."""
+    """The bound of the default bias draw of ``nn.Linear`` / ``nn.ConvNd`` (``1/sqrt(fan_in)``) and the
+    recurrent layers (``1/sqrt(hidden_size)``); None for other modules."""
+    if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
+        return 1.0 / math.sqrt(module.hidden_size) if module.hidden_size > 0 else None
     if isinstance(module, nn.Linear):
         fan_in = module.in_features
     elif isinstance(module, nn.modules.conv._ConvNd):
@@ -55,14 +59,17 @@ def _default_bound(module: nn.Module) -> float | None:
     return 1.0 / math.sqrt(fan_in) if fan_in > 0 else None
 
 
-def set_bias(module: nn.Module, param: torch.Tensor) -> str | None:
-    """Why ``param`` (a bias of ``module``) looks set on purpose, or None if it does not."""
+def set_bias(module: nn.Module, param: torch.Tensor, own: bool) -> str | None:
+    """Why ``param``, a bias of ``module`` (``own``: one the module holds itself, not a layer type's),
+    looks set on purpose, or None if it does not."""
     values = _values(param)
     if values is None or not bool(values.any()):
         return None
     low, high = float(values.min()), float(values.max())
     if values.numel() > 1 and low == high:
         return f"bias set by the model to the constant {low:.4g}"
+    if own:
+        return f"bias held by {type(module).__name__} itself and set by the model (values {low:.3g} to {high:.3g})"
     bound = _default_bound(module)
     if bound is not None and max(-low, high) > bound * (1 + 1e-6):
         return (f"bias set by the model (values {low:.3g} to {high:.3g}, outside the default draw's "
