@@ -274,3 +274,31 @@ def test_layer_scale_is_not_stacked_with_a_zero_preserving_end(arch):
     old = _gradients(stacked, [f"{block}.{scale}"])
     # the scale's gradient is how the branch opens; IDIZ behind it scales that by ~1e-6
     assert ours[f"{block}.{scale}"] > 1e3 * old[f"{block}.{scale}"], (ours, old)
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. a warning names the parameters and the remedy, and the remedy silences it
+
+class NestedSumBlock(nn.Module):
+    """``x + (h + g(h))`` with ``h = a(x)``: the outer branch ends in a residual sum, not a layer."""
+
+    def __init__(self, d: int = 8):
+        super().__init__()
+        self.a, self.g1, self.g2 = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+
+    def forward(self, x):
+        h = self.a(x)
+        return x + (h + self.g2(torch.relu(self.g1(h))))
+
+
+def test_a_warning_names_the_layers_and_its_override_fixes_the_block():
+    model = nn.Sequential(nn.Linear(4, 8), NestedSumBlock(), nn.Linear(8, 2))
+    with pytest.warns(UserWarning) as record:
+        idinit.plan(model)
+    message = "\n".join(str(w.message) for w in record)
+    assert "overrides={'1.a': 'branch_end'" in message and "1.g2" in message
+    fix = {"1.a": "branch_end"}
+    plan = _quiet_plan(model, overrides=fix)  # the remedy applied, the warning is gone
+    plan.apply(model)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    assert max(_block_changes(model, [model[1]], lambda: model(x))) < 1e-3

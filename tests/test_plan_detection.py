@@ -285,16 +285,15 @@ def test_untraceable_model_needs_example_inputs():
     assert {e.init for e in kaiming if e.name.endswith("weight")} == {"kaiming_normal_"}
 
 
-def test_hf_vit_without_dummy_inputs_says_what_to_pass():
+def test_hf_vit_gets_its_pixel_values_from_the_config():
     from transformers import ViTConfig, ViTForImageClassification
 
     model = ViTForImageClassification(ViTConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
                                                 intermediate_size=32, image_size=16, patch_size=8, num_labels=3))
-    with pytest.raises(ValueError, match="example_inputs"):
-        idinit.plan(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = roles(idinit.plan(model, example_inputs={"pixel_values": torch.randn(1, 3, 16, 16)}))
+        assert roles(idinit.plan(model)) == got  # pixel_values built from image_size / num_channels
     # module names differ between transformers 4.x and 5.x: count roles instead of naming them
     assert got["vit.embeddings.patch_embeddings.projection.weight"] == "stem"
     counts = {r: list(got.values()).count(r) for r in set(got.values())}

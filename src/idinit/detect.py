@@ -37,6 +37,7 @@ from torch import nn
 
 from idinit import registry, values
 from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
+from idinit.inputs import buffers_rebuilt, example_inputs_for
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos
 from idinit.positions import analyse
 from idinit.roles import strongest, user_roles
@@ -106,7 +107,7 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
         found["registry"] = {n: Role(role, src) for n, (role, src) in registry.registry_roles(model, aliases).items()}
     found["tied"] = {n: Role("embedding", "tied", f"tied with {', '.join(info.aliases)}")
                      for n, info in infos.items() if info.aliases and "embedding" in kinds[n]}
-    notes: list[str] = []
+    notes: list[tuple[str, list[str]]] = []  # (message, the modules its remedy names)
     settled = found["user"].keys() | found["registry"].keys()
     wanted = any((ks & MATRIX_KINDS or "unknown" in ks) and n not in settled for n, ks in kinds.items())
     graph, source, graph_found = None, "parameter types and the registry", _GraphFindings()
@@ -134,6 +135,9 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
         elif info.aliases and role.source != "tied":
             role.note = (role.note + "; " if role.note else "") + f"tied with {', '.join(info.aliases)}"
         roles[name] = role
+    # a note whose remedy the user has applied (every module it names has a stated role) is dropped
+    stated = {n.rpartition(".")[0] for n in found["user"]} | set(found["user"])
+    notes = [text for text, modules in notes if not modules or not set(modules) <= stated]
     if notes:
         warn_caller("idinit role detection:\n- " + "\n- ".join(notes))
     residual = graph_found.residual or any(r.role == "branch_end" for r in roles.values()) or \
@@ -158,46 +162,37 @@ def _value_roles(model: nn.Module, infos, kinds, scaled: Mapping[str, set[str]],
     return found
 
 
-def _hf_dummy_inputs(model: nn.Module):
-    """HF transformers models carry ``dummy_inputs`` (a dict of token ids); None for other models."""
-    if not type(model).__module__.startswith("transformers."):
-        return None
-    try:
-        dummy = model.dummy_inputs
-    except Exception:  # a model class whose dummy_inputs cannot be built
-        return None
-    if not isinstance(dummy, Mapping) or not dummy:
-        return None
-    device = next(model.parameters()).device
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}
-
-
 def _build_graph(model, infos, example_inputs, use_registry: bool, need_positions: bool):
     """``(graph or None, where the roles came from)``; raises when the scheme needs a graph and none
-    can be had, naming the remedy."""
+    can be had, the message's first line saying what to pass."""
     names = {id(info.param): name for name, info in infos.items()}
+    remedy = ("pass example_inputs= (a tuple of positional arguments, or a dict of keyword arguments, for one "
+              "forward pass, e.g. example_inputs=(torch.randn(1, 3, 224, 224),) or {'input_ids': ids}), or state "
+              "the roles with overrides=")
     if example_inputs is not None:
         try:
-            return autograd_graph(model, names, example_inputs), "autograd graph of one forward pass on example_inputs"
+            with buffers_rebuilt(model):
+                return autograd_graph(model, names, example_inputs), "autograd graph of one forward pass on example_inputs"
         except GraphUnavailable as err:
-            raise ValueError(f"role detection failed: {err}") from err
+            raise ValueError(f"role detection failed on the example_inputs given: {err}") from err
     tried = []
-    dummy = _hf_dummy_inputs(model)
-    if dummy is not None:
+    built = example_inputs_for(model)
+    if built is not None:
         try:
-            return autograd_graph(model, names, dummy), "autograd graph of one forward pass on model.dummy_inputs"
+            with buffers_rebuilt(model):
+                return autograd_graph(model, names, built[0]), f"autograd graph of one forward pass on {built[1]}"
         except GraphUnavailable as err:
-            tried.append(f"{err} (on model.dummy_inputs)")
+            tried.append(f"{err} (on {built[1]})")
     try:
         return fx_graph(model, names, registry.is_registered if use_registry else (lambda m: False)), "torch.fx graph"
     except GraphUnavailable as err:
         tried.append(str(err))
-    message = ("; ".join(tried) + ". Pass example_inputs= (a tuple of positional arguments, or a dict of keyword "
-               "arguments, for one forward pass) so that the roles can be read off the autograd graph, or state "
-               "them with overrides=")
+    detail = "\n".join(f"  - {t}" for t in tried)
     if need_positions:
-        raise ValueError(f"cannot find where the residual branches of {type(model).__name__} end: {message}")
-    warn_caller(f"{message}. Every layer is planned as 'identity'")
+        raise ValueError(f"{type(model).__name__} needs example inputs to find where its residual branches end: "
+                         f"{remedy}.\nWhat was tried:\n{detail}")
+    warn_caller(f"{type(model).__name__}: no graph, so every layer is planned as 'identity' ({remedy}).\n"
+                f"What was tried:\n{detail}")
     return None, "parameter types only (no graph)"
 
 
@@ -235,9 +230,12 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
                 roles[p] = Role("branch_end_norm", "graph", "norm closing a residual branch")
     opaque = sorted({op.label for op in graph.ops if op_class(op, kinds, owners) == "opaque"})
     if opaque:
-        notes.append("the graph cannot see inside " + ", ".join(opaque) + " (one call using the weights of several "
-                     "layers): its layers are planned as 'identity'; pass example_inputs= to look inside, or name "
-                     "the layer closing each residual branch: overrides={'<module>': 'branch_end'}")
+        held = sorted({owners[p] for op in graph.ops if op.label in opaque for p in op.params
+                       if kinds[p] & MATRIX_KINDS})
+        notes.append(("the graph cannot see inside " + ", ".join(opaque) + " (one call using the weights of "
+                      f"{', '.join(held)}): these layers are planned as 'identity'. Pass example_inputs= to look "
+                      "inside, or state the layer that closes each residual branch, e.g. "
+                      f"overrides={{'{held[-1] if held else '<module>'}': 'branch_end'}}", held))
     for op in graph.ops:
         inside = op.block or op.label in opaque
         for p in op.params:

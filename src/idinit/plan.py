@@ -298,7 +298,8 @@ def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
         warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
-                    "State their roles with overrides= or idinit.tag() to initialise them")
+                    f"State their roles to initialise them, e.g. overrides={{'{p.unclassified[0].name}': 'keep'}} "
+                    "(or 'bias', 'scale', ...), or idinit.tag()")
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p

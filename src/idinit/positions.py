@@ -50,7 +50,7 @@ class Analysis:
     roles: dict[int, tuple[str, str]]  # matrix op -> (role, note)
     end_norms: set[int]                # norm ops that close a residual branch
     residual_adds: int
-    notes: list[str]
+    notes: list[tuple[str, list[str]]]  # (message, the modules its remedy names)
     scaled_ends: dict[int, set[str]]  # branch-end op -> learned scales between it and the add
 
 
@@ -173,7 +173,7 @@ def _layer_names(g: _Graph, ops) -> str:
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") if names else "no layer"
 
 
-def _residuals(g: _Graph, notes: list[str]) -> list[_Residual]:
+def _residuals(g: _Graph) -> list[_Residual]:
     """Every residual sum, one :class:`_Residual` per branch (module docstring)."""
     found = []
     for a, (terms, adds) in _sum_trees(g).items():
@@ -332,13 +332,14 @@ def _math_attention(g: _Graph, softmax: int):
 def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str]) -> Analysis:
     """Positional roles of the graph's linear / conv ops (see the module docstring)."""
     g = _Graph(graph, kinds, owners)
-    notes: list[str] = []
+    notes: list[tuple[str, list[str]]] = []
     found: dict[int, list[tuple[str, str]]] = {}
-    residuals = _residuals(g, notes)
+    residuals = _residuals(g)
     residual_adds = {r.add for r in residuals}
     end_norms: set[int] = set()
     in_branch: set[int] = set()
     scaled: dict[int, set[str]] = {}
+    open_ends: list[tuple[_Residual, list[int]]] = []
     for r in residuals:
         in_branch |= r.branch_ops
         for n in r.skip_ops:
@@ -354,16 +355,20 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         elif walls and all(g.classes[n] == "plain" and n not in residual_adds for n in walls):
             pass  # closed by a product of two computed paths (a state-space scan): no layer to zero
         elif not any(g.classes[n] in ("block", "opaque") for n in walls):  # those are reported on their own
-            nearest = sorted({p.rpartition(".")[0] or p for w in walls for m in g.layers_from(w, False, g.plain)
-                              for p in g.ops[m].params if g.classes[m] == "matrix"})
-            if not nearest:
-                nearest = sorted({p.rpartition(".")[0] or p for m in r.branch_ops if g.classes[m] == "matrix"
-                                  for p in g.ops[m].params})[-1:]
-            fix = ", ".join(f"'{m}': 'branch_end'" for m in nearest) or "'<last layer of the branch>': 'branch_end'"
-            notes.append(f"the residual add {g.where(r.add)}: its branch ({_layer_names(g, r.branch_ops)}) ends in "
-                         f"{_what(g, walls, residual_adds)}, not in a linear/conv layer, so nothing there is set to start "
-                         f"near zero. To make the block start at identity, name the layer(s) whose output reaches "
-                         f"the add: overrides={{{fix}}}")
+            open_ends.append((r, walls))
+    closing = {n for n, candidates in found.items() if any(role == "branch_end" for role, _ in candidates)}
+    for r, walls in open_ends:
+        # the layers nearest the add behind what stopped the walk, less those closing a branch already
+        nearest = sorted({p.rpartition(".")[0] or p for w in walls for m in g.layers_from(w, False, g.plain)
+                          if g.classes[m] == "matrix" and m not in closing for p in g.ops[m].params})
+        if not nearest:
+            nearest = sorted({p.rpartition(".")[0] or p for m in r.branch_ops if g.classes[m] == "matrix"
+                              for p in g.ops[m].params})[-1:]
+        fix = ", ".join(f"'{m}': 'branch_end'" for m in nearest) or "'<last layer of the branch>': 'branch_end'"
+        notes.append((f"the residual add {g.where(r.add)}: its branch ({_layer_names(g, r.branch_ops)}) ends in "
+                      f"{_what(g, walls, residual_adds)}, not in a linear/conv layer, so nothing there is set to "
+                      f"start near zero. To make the block start at identity, name the layer(s) whose output "
+                      f"reaches the add: overrides={{{fix}}}", nearest))
 
     letters, outs = _attention(g, residual_adds)
     for n, held in letters.items():
