@@ -234,8 +234,8 @@ def _private(g: _Graph, adds: set[int], skips, side, common, branch_ops: set[int
 def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
     """Walk back from the add along the branch: ``(layers closing it, norms on the way, walls hit,
     scale parameters on the way)``. A product of two computed values that both hold layers of the
-    branch (a state-space scan, a gated unit without an output layer) closes the branch itself: the
-    walk stops there, as a learned gate would make the branch's own layers no branch end."""
+    branch (a state-space scan, a gated unit without an output layer) stops the walk: the layers
+    behind it only modulate the branch, and zeroing them would not close it but stall it."""
     def is_gate(n: int) -> bool:
         return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3)
 
