@@ -5,6 +5,7 @@ from .beyond_residual import allconv, allconv_short, linear5, res112
 from .grid import Experiment
 from .smoke import smoke
 from .table1 import table1
+from .table4 import table4
 from .table5 import table5
 
 EXPERIMENTS = {
@@ -12,6 +13,7 @@ EXPERIMENTS = {
     "table1-resnet110": lambda: table1(110),
     "table5": lambda: table5(0),
     "table5-warmup5": lambda: table5(5),
+    "table4": table4,
     "smoke": smoke,
     "linear5": linear5,
     "allconv": allconv,
