@@ -55,7 +55,8 @@ def _bert():
 
 def _gpt2():
     from transformers import GPT2Config, GPT2LMHeadModel
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64))
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=64,
+                                            bos_token_id=0, eos_token_id=0))
     probe = BranchProbe()
     for i, block in enumerate(model.transformer.h):
         probe.pair(f"{i}.attn", block.ln_1, block.attn.c_proj)

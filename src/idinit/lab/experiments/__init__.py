@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .beyond_residual import allconv, allconv_short, linear5, res112
 from .grid import Experiment
+from .lm_pretrain import lm_pretrain
 from .smoke import smoke
 from .table1 import table1
 from .table4 import table4
@@ -14,6 +15,7 @@ EXPERIMENTS = {
     "table5": lambda: table5(0),
     "table5-warmup5": lambda: table5(5),
     "table4": table4,
+    "lm-pretrain": lm_pretrain,
     "smoke": smoke,
     "linear5": linear5,
     "allconv": allconv,

@@ -9,10 +9,9 @@ number, beside our random rows its W number, for reference only: neither is the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from .grid import Experiment
-from .text_classification import TextRunConfig, parse_text_overrides
+from .task_grid import TaskExperiment
+from .text_classification import TextRunConfig
 
 ARCH_INITS = {"textcnn": ("default", "orthogonal", "zero", "idinit"),
               "textrnn": ("default", "orthogonal", "zero", "idinit"),
@@ -48,17 +47,6 @@ _PAPER = {
 TARGET = 0.75
 
 
-@dataclass
-class TextExperiment(Experiment):
-    """An experiment of :class:`TextRunConfig` runs (``--set`` keys are that class's fields)."""
-
-    def runs(self, seeds=None, only=None, overrides=None) -> list[TextRunConfig]:
-        changes = parse_text_overrides(overrides or {})
-        if "seed" in changes or "name" in changes:
-            raise ValueError("set seeds with --seeds and do not rename configurations with --set")
-        return [run.replace(**changes) for run in super().runs(seeds=seeds, only=only)]
-
-
 def config_name(dataset: str, embedding: str, arch: str, init: str) -> str:
     return f"{dataset}-{embedding}-{arch}-{init}"
 
@@ -77,7 +65,7 @@ def table4() -> Experiment:
                     column = "G" if embedding == "glove" else "W (Word2Vec; ours: random)"
                     paper[name] = {"acc": glove if embedding == "glove" else word2vec, "epochs_to_target": "",
                                    "source": f"Table 4, {dataset}, {arch}, {LABELS[init]}, {column}"}
-    return TextExperiment(
+    return TaskExperiment(
         name="table4", version=1,
         description="Paper Table 4: TextCNN / TextRNN / Transformer on SST-2 (sentence level) and TREC-6, "
                     "GloVe 6B 50-d and random embeddings, 10 epochs, AdaDelta 1.0 / Adam 1e-4",
@@ -98,4 +86,4 @@ def table4() -> Experiment:
                "paper reports none."])
 
 
-__all__ = ["ARCH_INITS", "TextExperiment", "config_name", "table4"]
+__all__ = ["ARCH_INITS", "config_name", "table4"]

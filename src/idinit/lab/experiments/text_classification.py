@@ -11,7 +11,6 @@ seed sees the same batches and starts from the same embedding table.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
 import platform
@@ -100,27 +99,6 @@ class TextRunConfig:
         return train_text_run(self, run_dir, **kwargs)
 
 
-def parse_text_overrides(pairs) -> dict:
-    """``["epochs=2", "embedding=random"]`` -> typed values for :class:`TextRunConfig` (JSON values,
-    else the string); unknown keys raise ``ValueError`` naming them."""
-    fields = {f.name for f in dataclasses.fields(TextRunConfig)}
-    items = pairs.items() if isinstance(pairs, dict) else [p.split("=", 1) if "=" in p else (p, None) for p in pairs]
-    out = {}
-    for key, raw in items:
-        key = key.strip()
-        if raw is None:
-            raise ValueError(f"--set expects key=value, got {key!r}")
-        if key not in fields:
-            raise ValueError(f"unknown setting {key!r}; known settings: {sorted(fields)}")
-        if isinstance(raw, str):
-            try:
-                raw = json.loads(raw.strip())
-            except json.JSONDecodeError:
-                raw = raw.strip()
-        out[key] = raw
-    return out
-
-
 def _embedding_table(config: TextRunConfig, data: dict, dim: int) -> tuple[torch.Tensor, float]:
     words, vectors = data["glove"]
     if vectors.shape[1] != dim:
@@ -202,7 +180,9 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        loss_sum, correct, steps = 0.0, 0, 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: one host sync an epoch
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        steps = 0
         model.train()
         for start in range(0, len(train), config.batch_size):
             index = order[start:start + config.batch_size]
@@ -214,13 +194,13 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item()
-            correct += int((logits.argmax(1) == labels).sum())
+            loss_sum += loss.detach()
+            correct += (logits.argmax(1) == labels).sum()
             steps += 1
         seconds = time.perf_counter() - t0
-        train_loss = loss_sum / steps
+        train_loss = loss_sum.item() / steps
         record = {"epoch": epoch + 1, "train_loss": train_loss if math.isfinite(train_loss) else None,
-                  "train_acc": correct / len(train), "lr": config.lr, "seconds": seconds,
+                  "train_acc": correct.item() / len(train), "lr": config.lr, "seconds": seconds,
                   "texts_per_s": len(train) / seconds}
         t1 = time.perf_counter()
         for key, split in evals.items():
@@ -244,4 +224,4 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
     return summary
 
 
-__all__ = ["EMBEDDINGS", "OPTIMIZERS", "TextRunConfig", "evaluate_text", "parse_text_overrides", "train_text_run"]
+__all__ = ["EMBEDDINGS", "OPTIMIZERS", "TextRunConfig", "evaluate_text", "train_text_run"]
