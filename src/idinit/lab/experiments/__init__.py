@@ -8,6 +8,7 @@ from .smoke import smoke
 from .table1 import table1
 from .table4 import table4
 from .table5 import table5
+from .vision_recipes import resnet50_cifar, vit_cifar
 
 EXPERIMENTS = {
     "table1": lambda: table1(56),
@@ -16,6 +17,8 @@ EXPERIMENTS = {
     "table5-warmup5": lambda: table5(5),
     "table4": table4,
     "lm-pretrain": lm_pretrain,
+    "vit-cifar": vit_cifar,
+    "resnet50-cifar": resnet50_cifar,
     "smoke": smoke,
     "linear5": linear5,
     "allconv": allconv,
