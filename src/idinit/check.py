@@ -345,10 +345,13 @@ class _Recorder(TorchFunctionMode):
         if sides is not None:
             ta, ra, rb = sides
             owner = self.stack[-1][0] if self.stack else ""
-            for source in sorted(closing):
-                branch, skip = (ra, rb) if source in ta else (rb, ra)
-                self.blocks.append(BlockStat(owner, source, skip, branch, branch / skip if skip else math.inf,
-                                             sorted(self.after.get(source, ()))))
+            order = list(self.sources)
+            for side in (closing & ta, closing - ta):  # one block per side: its latest source is the branch's end
+                if side:
+                    source = max(side, key=order.index)
+                    branch, skip = (ra, rb) if source in ta else (rb, ra)
+                    self.blocks.append(BlockStat(owner, source, skip, branch, branch / skip if skip else math.inf,
+                                                 sorted(self.after.get(source, ()))))
         for source in carried:
             self.after[source].update(self.param_names[id(t)] for t in inputs if id(t) in self.param_names)
         for t in _tensors(out):
@@ -509,19 +512,25 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
         largest = max(siblings, default=0.0)
         if o.rms == 0 or (scale and o.rms < DEAD_OUTPUT * scale) or (largest and o.rms < DEAD_SIBLING * largest):
             behind = [f"{s}.weight" if f"{s}.weight" in params else s for s in o.behind]
+            starved = [s for s in o.behind if (rec.sources[s].reads or 1.0) < STARVED_SHARE]
             why = (f"it lies behind {', '.join(o.behind)} (near-zero gain, and no residual add after them)"
                    if o.behind else "no near-zero layer was seen before it: look for a zero weight, gate or mask")
-            remedy = (f"these layers feed an output, not a residual branch: initialise them as 'identity' "
-                      f"(overrides={{{', '.join(repr(b) for b in behind)}: 'identity'}})" if o.behind else
-                      "find the zero factor on the path to this output and give it a non-zero init")
+            if starved:
+                remedy = f"{', '.join(starved)} read(s) only zero-filled channels: see the starved_branch flag"
+            elif o.behind:
+                wanted = ", ".join(f"{b!r}: 'identity'" for b in behind)
+                remedy = ("these layers feed an output, not a residual branch: initialise them as 'identity' "
+                          f"(overrides={{{wanted}}})")
+            else:
+                remedy = "find the zero factor on the path to this output and give it a non-zero init"
             flags.append(Flag("dead_output", behind or [o.name], f"output {o.name} has RMS {o.rms:.3g} (input scale "
                               f"{_num(scale)}, largest other output {_num(largest or None)}): {why}", remedy))
     for s in rec.layers:
         if s.reads is not None and s.reads < STARVED_SHARE:
             weight = next((p for p in s.params if p.endswith("weight")), s.name)
             flags.append(Flag("starved_branch", [weight], f"{s.name}: the input channels its weights read hold "
-                              f"{s.reads:.2g} of its input's energy; it outputs ~0 ({_num(s.rms_out)}) and its branch "
-                              "starts from nothing", "its nonzero weights touch only zero-filled channels (e.g. IDIC "
+                              f"{s.reads:.2g} of its input's energy; it outputs ~0 ({_num(s.rms_out)}), so what "
+                              "follows it starts from nothing", "its nonzero weights touch only zero-filled channels (e.g. IDIC "
                               "behind an option-A zero-padded shortcut): use a projection (option-B) shortcut, "
                               "conv='channel', or a dense init for this layer"))
     for b in rec.blocks:
