@@ -265,6 +265,7 @@ class _Recorder(TorchFunctionMode):
         self.sources: dict[str, LayerStat] = {}
         self.after: dict[str, set] = {}
         self.tags: dict[int, tuple[torch.Tensor, frozenset]] = {}
+        self.derived: dict[int, tuple[torch.Tensor, frozenset]] = {}
         self.stack: list[tuple[str, nn.Module, Any]] = []
         self.calls: dict[str, int] = {}
         self.busy = False
@@ -279,6 +280,13 @@ class _Recorder(TorchFunctionMode):
 
     def tags_of(self, t) -> frozenset:
         entry = self.tags.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else frozenset()
+
+    def weights_of(self, t) -> frozenset:
+        """The parameters ``t`` is (a parameter itself, or a view / reshape of parameters)."""
+        if id(t) in self.param_names:
+            return frozenset([self.param_names[id(t)]])
+        entry = self.derived.get(id(t))
         return entry[1] if entry is not None and entry[0] is t else frozenset()
 
     def small(self, tags) -> bool:
@@ -352,8 +360,12 @@ class _Recorder(TorchFunctionMode):
                     branch, skip = (ra, rb) if source in ta else (rb, ra)
                     self.blocks.append(BlockStat(owner, source, skip, branch, branch / skip if skip else math.inf,
                                                  sorted(self.after.get(source, ()))))
+        used = [self.weights_of(t) for t in inputs]
+        if inputs and all(used):  # a weight chain (gamma.reshape(...), w.t()): its result stands for the weights
+            for t in _tensors(out):
+                self.derived[id(t)] = (t, frozenset().union(*used))
         for source in carried:
-            self.after[source].update(self.param_names[id(t)] for t in inputs if id(t) in self.param_names)
+            self.after[source].update(*used)
         for t in _tensors(out):
             if carried:
                 self.tags[id(t)] = (t, carried)
