@@ -105,13 +105,13 @@ def _option_value(text: str):
         return text
 
 
-def _pairs(pairs, option: str) -> dict:
+def _pairs(pairs, option: str, parse=_option_value) -> dict:
     found = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise UsageError(f"{option} expects KEY=VALUE, got {pair!r}")
         key, value = pair.split("=", 1)
-        found[key.strip()] = _option_value(value.strip())
+        found[key.strip()] = parse(value.strip())
     return found
 
 
@@ -323,7 +323,7 @@ def cmd_analyse(args) -> int:
         return 0
     if args.name not in ANALYSES:
         raise UsageError(f"unknown analysis {args.name!r}; 'idinit analyse list' lists them: {', '.join(sorted(ANALYSES))}")
-    overrides = {k: str(v) if not isinstance(v, str) else v for k, v in _pairs(args.set, "--set").items()}
+    overrides = _pairs(args.set, "--set", parse=str)  # the analysis converts each to its field's type
     out = args.out or f"runs/analysis-{args.name}"
     _folder(out, "--out")
     with Heartbeat(f"idinit analyse {args.name}"):
