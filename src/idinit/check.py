@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 import torch
@@ -37,169 +36,18 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 from idinit.detect import _as_inputs, _hf_dummy_inputs
+from idinit.findings import (DEAD_OUTPUT, DEAD_SIBLING, EXPLODING, FLAG_KINDS, NEAR_ZERO_GAIN, STARVED_SHARE, VANISHING,
+                             BlockStat, Flag, LayerStat, OutputStat, Report, format_value)
 from idinit.graph import _tensors
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, parameter_infos
 from idinit.plan import plan as make_plan
 
 __all__ = ["check", "Report", "Flag", "FLAG_KINDS"]
 
-FLAG_KINDS = ("dead_output", "starved_branch", "stacked_near_zero_gains", "exploding", "vanishing", "non_finite",
-              "overwritten_prior")
-# A layer whose output RMS is below this fraction of its input's closes a branch the way IDIZ
-# (1e-6, paper Sec. 3.2), exact zeros or a tiny layer scale do.
-NEAR_ZERO_GAIN = 1e-3
-# A layer is starved when the input channels its weights read hold less than this share of its
-# input's energy (results/idic-reads-padding: 1e-12 behind option-A shortcuts, ~1 otherwise).
-STARVED_SHARE = 1e-6
-# Activation RMS beyond these multiples of the first layer's input RMS explodes / vanishes.
-EXPLODING, VANISHING = 1e3, 1e-3
-# An output below this multiple of the first layer's input RMS is dead: one near-zero factor (an
-# IDIZ head, ~1e-6) is by design, two stacked (~1e-12) or exact zeros are not. An output below
-# DEAD_SIBLING times its largest sibling (pyramid levels) is dead too.
-DEAD_OUTPUT, DEAD_SIBLING = 1e-9, 1e-4
-
 _ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
 _ACTIVATION_FUNCTIONS = {"relu", "relu_", "relu6", "gelu", "silu", "silu_", "leaky_relu", "leaky_relu_", "elu",
                          "elu_", "mish", "hardswish", "celu", "selu"}
 _ACTIVATION_MODULE = re.compile(r"relu|gelu|silu|swish|mish|elu", re.IGNORECASE)
-
-
-@dataclass
-class Flag:
-    """One finding: ``kind`` (one of :data:`FLAG_KINDS`), the parameter / module ``names`` it is
-    about, what was measured (``message``) and what to do (``remedy``)."""
-
-    kind: str
-    names: list[str]
-    message: str
-    remedy: str
-
-    def __str__(self) -> str:
-        return f"[{self.kind}] {self.message}\n    remedy: {self.remedy}"
-
-
-@dataclass
-class LayerStat:
-    name: str                     # module name; "#2" etc. for a module's second call
-    type: str
-    role: str = ""                # from idinit.plan ("activation" for ReLU-family calls)
-    rms_in: float | None = None
-    rms_out: float | None = None
-    dead: float | None = None     # share of channels never positive (activations)
-    reads: float | None = None    # share of its input energy on the channels its weights read
-    grad_norm: float | None = None
-    params: list[str] = field(default_factory=list)
-    small: bool = False           # inside a branch opened by a near-zero layer (small by design)
-
-    @property
-    def gain(self) -> float | None:
-        if self.rms_in is None or self.rms_out is None or self.rms_in == 0:
-            return None
-        return self.rms_out / self.rms_in
-
-
-@dataclass
-class BlockStat:
-    name: str              # the module in which the residual add ran
-    branch_end: str        # the layer whose output the branch carries
-    skip_rms: float
-    branch_rms: float
-    distance: float        # |out - skip| / |skip| = |branch| / |skip|
-    after_end: list[str] = field(default_factory=list)  # parameters the branch met after its end layer
-
-
-@dataclass
-class OutputStat:
-    name: str
-    shape: list[int]
-    rms: float
-    behind: list[str] = field(default_factory=list)  # near-zero layers no residual add closed before it
-
-
-class Report:
-    """What :func:`check` measured; ``flags`` lists the findings (empty: nothing found)."""
-
-    def __init__(self, model_name: str, train: bool, layers, blocks, outputs, flags, notes):
-        self.model_name, self.train = model_name, train
-        self.layers: list[LayerStat] = layers
-        self.blocks: list[BlockStat] = blocks
-        self.outputs: list[OutputStat] = outputs
-        self.flags: list[Flag] = flags
-        self.notes: list[str] = notes
-
-    def flagged(self, kind: str) -> list[Flag]:
-        if kind not in FLAG_KINDS:
-            raise ValueError(f"unknown flag kind {kind!r}; kinds are {', '.join(FLAG_KINDS)}")
-        return [f for f in self.flags if f.kind == kind]
-
-    def to_dict(self) -> dict:
-        return {"model": self.model_name, "mode": "train" if self.train else "eval",
-                "layers": [{**asdict(s), "gain": s.gain} for s in self.layers],
-                "blocks": [asdict(b) for b in self.blocks], "outputs": [asdict(o) for o in self.outputs],
-                "flags": [asdict(f) for f in self.flags], "notes": list(self.notes)}
-
-    def __repr__(self) -> str:
-        return f"<Report for {self.model_name}: {len(self.layers)} layers, {len(self.blocks)} blocks, {len(self.flags)} flags>"
-
-    def __str__(self) -> str:
-        lines = [f"{self.model_name}: one forward and backward pass in {'train' if self.train else 'eval'} mode"]
-        rows = [("layer", "type", "role", "rms in", "rms out", "dead", "reads", "grad norm")]
-        for s in self.layers:
-            rows.append((s.name, s.type, s.role, _num(s.rms_in), _num(s.rms_out), _pct(s.dead), _num(s.reads),
-                         _num(s.grad_norm)))
-        lines += _table(rows)
-        if self.blocks:
-            lines.append("")
-            rows = [("residual block", "branch end", "|skip| rms", "|branch| rms", "distance")]
-            rows += [(b.name, b.branch_end, _num(b.skip_rms), _num(b.branch_rms), _num(b.distance)) for b in self.blocks]
-            lines += _table(rows)
-        lines.append("")
-        lines += [f"output {o.name} {'x'.join(map(str, o.shape))}: rms {_num(o.rms)}" for o in self.outputs]
-        lines += [f"note: {n}" for n in self.notes]
-        lines.append(f"{len(self.flags)} flag(s)" + (":" if self.flags else ": nothing found"))
-        lines += [str(f) for f in self.flags]
-        return "\n".join(line.rstrip() for line in lines)
-
-    def plot(self, path) -> None:
-        """Write a PNG: activation RMS and gradient norm per layer (log scale, in execution order) and
-        each residual block's distance. Needs matplotlib (``pip install "idinit[lab]"``)."""
-        try:
-            import matplotlib
-        except ImportError as err:
-            raise ImportError('Report.plot needs matplotlib: pip install "idinit[lab]"') from err
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, axes = plt.subplots(2, 1, figsize=(11, 7), constrained_layout=True)
-        for key, label in (("rms_out", "activation RMS"), ("grad_norm", "gradient norm")):
-            points = [(i, getattr(s, key)) for i, s in enumerate(self.layers) if getattr(s, key)]
-            if points:
-                axes[0].semilogy(*zip(*points), ".", label=label)
-        for f in self.flags:
-            hits = [i for i, s in enumerate(self.layers) if s.name in f.names or any(n.startswith(s.name + ".")
-                                                                                   for n in f.names)]
-            for i in hits[:1]:
-                axes[0].axvline(i, color="red", alpha=0.3)
-        axes[0].set(xlabel="layer (execution order)", title=f"{self.model_name}: {len(self.flags)} flag(s) (red lines)")
-        axes[0].legend()
-        if self.blocks:
-            axes[1].semilogy([max(b.distance, 1e-30) for b in self.blocks], "o-")
-        axes[1].set(xlabel="residual block (execution order)", ylabel="|branch| / |skip|")
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-
-
-def _num(value) -> str:
-    return "-" if value is None else f"{value:.3g}"
-
-
-def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.0f}%"
-
-
-def _table(rows) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
 
 
 def _rms(t: torch.Tensor) -> float:
@@ -246,11 +94,6 @@ def _read_share(module: nn.Module, weight: torch.Tensor, transposed: bool, x: to
     return energy[per_group.reshape(-1)].sum().item() / total
 
 
-def _is_small(stat: LayerStat) -> bool:
-    gain = stat.gain
-    return (gain is not None and gain < NEAR_ZERO_GAIN) or (stat.reads is not None and stat.reads < STARVED_SHARE)
-
-
 class _Recorder(TorchFunctionMode):
     """Module hooks and a torch-function mode for one forward pass (module docstring)."""
 
@@ -291,7 +134,7 @@ class _Recorder(TorchFunctionMode):
 
     def small(self, tags) -> bool:
         """Whether a tensor lies inside a branch opened by a near-zero or starved layer."""
-        return any(_is_small(self.sources[s]) for s in tags)
+        return any(self.sources[s].near_zero for s in tags)
 
     def _pre(self, name: str):
         def hook(module, args):
@@ -316,7 +159,7 @@ class _Recorder(TorchFunctionMode):
                     stat.role = self.roles.get(weight, "")
                     if x is not None:
                         stat.reads = _read_share(module, module.weight, "linear_t" in self.kinds[weight], x)
-                    if _is_small(stat) or stat.role == "branch_end":
+                    if stat.near_zero or stat.role == "branch_end":
                         self.sources[stat.name] = stat
                         self.after.setdefault(stat.name, set())
                         for t in _tensors(output):
@@ -443,7 +286,7 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
         if stat.params:
             found = [grads[p] for p in stat.params if p in grads]
             stat.grad_norm = math.sqrt(sum(g * g for g in found)) if found else None
-    stats = [OutputStat(name, list(t.shape), _rms(t), sorted(s for s in recorder.tags_of(t) if _is_small(recorder.sources[s])))
+    stats = [OutputStat(name, list(t.shape), _rms(t), sorted(s for s in recorder.tags_of(t) if recorder.sources[s].near_zero))
              for name, t in outputs]
     flags = _flags(model, recorder, stats, grads, ref, notes)
     return Report(type(model).__name__, train, recorder.layers, recorder.blocks, stats, flags, notes)
@@ -536,12 +379,12 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
             else:
                 remedy = "find the zero factor on the path to this output and give it a non-zero init"
             flags.append(Flag("dead_output", behind or [o.name], f"output {o.name} has RMS {o.rms:.3g} (input scale "
-                              f"{_num(scale)}, largest other output {_num(largest or None)}): {why}", remedy))
+                              f"{format_value(scale)}, largest other output {format_value(largest or None)}): {why}", remedy))
     for s in rec.layers:
         if s.reads is not None and s.reads < STARVED_SHARE:
             weight = next((p for p in s.params if p.endswith("weight")), s.name)
             flags.append(Flag("starved_branch", [weight], f"{s.name}: the input channels its weights read hold "
-                              f"{s.reads:.2g} of its input's energy; it outputs ~0 ({_num(s.rms_out)}), so what "
+                              f"{s.reads:.2g} of its input's energy; it outputs ~0 ({format_value(s.rms_out)}), so what "
                               "follows it starts from nothing", "its nonzero weights touch only zero-filled channels (e.g. IDIC "
                               "behind an option-A zero-padded shortcut): use a projection (option-B) shortcut, "
                               "conv='channel', or a dense init for this layer"))
@@ -556,7 +399,7 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
             flags.append(Flag("stacked_near_zero_gains", [end, *scales],
                               f"the branch of {b.name or 'the model'} is closed twice: {source.name} has gain {gain:.2g} "
                               f"and {', '.join(scales) or 'what follows it'} another {post:.2g} (branch/skip "
-                              f"{b.distance:.2g}; gradient of {end}: {_num(grad)})",
+                              f"{b.distance:.2g}; gradient of {end}: {format_value(grad)})",
                               f"one zero-preserving factor is enough: keep {', '.join(scales) or 'the scale'} and give "
                               f"{end} an identity init (overrides={{{end!r}: 'identity'}}), or set the scale to 1"))
     trunk = [s for s in rec.layers if s.rms_out is not None and math.isfinite(s.rms_out) and not s.small]
