@@ -296,3 +296,11 @@ def test_plot_writes_a_png(tmp_path):
     report = idinit.check(residual_mlp(3), (torch.randn(4, 16),))
     report.plot(tmp_path / "check.png")
     assert (tmp_path / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_forward_error_names_the_inputs_and_leaves_the_model_as_it_was():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="forward pass of Sequential on example_inputs failed"):
+        idinit.check(model, (torch.randn(3, 5),))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and model.training

@@ -269,8 +269,12 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
             for d in devices:
                 torch.cuda.default_generators[d].manual_seed(seed)
             model.train(train)
-            with recorder:
-                out = model(**example_inputs) if isinstance(example_inputs, Mapping) else model(*example_inputs)
+            try:
+                with recorder:
+                    out = model(**example_inputs) if isinstance(example_inputs, Mapping) else model(*example_inputs)
+            except Exception as err:  # the model's own error on these inputs: name it first
+                raise ValueError(f"the forward pass of {type(model).__name__} on example_inputs failed: "
+                                 f"{type(err).__name__}: {err}") from err
             recorder.close()
             outputs = _outputs(out, recorder)
             grads = _gradients(outputs, params, seed, notes)
@@ -368,7 +372,8 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
         if o.rms == 0 or (scale and o.rms < DEAD_OUTPUT * scale) or (largest and o.rms < DEAD_SIBLING * largest):
             behind = [f"{s}.weight" if f"{s}.weight" in params else s for s in o.behind]
             starved = [s for s in o.behind if (rec.sources[s].reads or 1.0) < STARVED_SHARE]
-            why = (f"it lies behind {', '.join(o.behind)} (near-zero gain, and no residual add after them)"
+            planned = [f"{s} (planned as {rec.sources[s].role})" if rec.sources[s].role else s for s in o.behind]
+            why = (f"it lies behind {', '.join(planned)} (near-zero gain, and no residual add after them)"
                    if o.behind else "no near-zero layer was seen before it: look for a zero weight, gate or mask")
             if starved:
                 remedy = f"{', '.join(starved)} read(s) only zero-filled channels: see the starved_branch flag"
