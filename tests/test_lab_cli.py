@@ -262,6 +262,8 @@ def test_cli_report_names_an_incomplete_summary(capsys, tmp_path):
     summary.write_text(json.dumps({"finished": True, "final_eval_acc": 0.9}))
     err = one_line_error(capsys, ["report", str(tmp_path)])
     assert str(summary) in err and "epochs_to_target" in err
+    (tmp_path / "afile").write_text("x")
+    assert "is a file, not a folder" in one_line_error(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "afile")])
     summary.write_text("{not json")
     assert "not valid JSON" in one_line_error(capsys, ["report", str(tmp_path)])
     assert not (tmp_path / "report.md").exists()
