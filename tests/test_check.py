@@ -50,21 +50,21 @@ def test_starved_branch_is_flagged_with_its_conv():
     assert report.layers[[s.name for s in report.layers].index("conv1")].reads == 0.0
 
 
-def test_option_a_idinit_resnet_starves_the_branches_the_probe_found():
-    """results/idic-reads-padding: with option A, IDIC's conv1 reads zero-filled channels from the second
-    block of stage 2 on; with option B no branch is starved."""
+def test_centred_option_a_idinit_resnet_starves_the_branches_the_probe_found():
+    """results/idic-reads-padding: with zero channels first (centred option A), IDIC's conv1 reads zero-filled
+    channels from the second block of stage 2 on; with zeros after (option A) or option B no branch is starved."""
     from idinit.lab.models import CifarResNet
 
     torch.manual_seed(0)
     x = torch.randn(8, 3, 16, 16)
     starved = {}
-    for shortcut in ("A", "B"):
+    for shortcut in ("A-centred", "A", "B"):
         model = CifarResNet(20, shortcut=shortcut)
         idinit.init_(model, example_inputs=(x[:2],))
         starved[shortcut] = names(idinit.check(model, (x,)), "starved_branch")
-    assert "layer2.1.conv1.weight" in starved["A"] and "layer3.1.conv1.weight" in starved["A"]
-    assert not any(n.startswith("layer1.") for n in starved["A"])
-    assert starved["B"] == []
+    assert "layer2.1.conv1.weight" in starved["A-centred"] and "layer3.1.conv1.weight" in starved["A-centred"]
+    assert not any(n.startswith("layer1.") for n in starved["A-centred"])
+    assert starved["A"] == starved["B"] == []
 
 
 class Pyramid(nn.Module):

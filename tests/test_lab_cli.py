@@ -42,8 +42,8 @@ def test_table5_grid_is_the_eight_ablation_settings():
 def test_grid_selection_seeds_and_overrides():
     exp = get_experiment("table1")
     runs = exp.runs(seeds=[0, 1], only=["idinit-sgd*"], overrides=["epochs=6", "arch=resnet110"])
-    assert [r.run_id for r in runs] == [f"{n}/seed{s}" for n in ("idinit-sgd", "idinit-sgd-B", "idinit-sgd-warmup5",
-                                                                  "idinit-sgd-B-warmup5") for s in (0, 1)]
+    assert [r.run_id for r in runs] == [f"{n}/seed{s}" for w in ("", "-warmup5") for n in (
+        f"idinit-sgd{w}", f"idinit-sgd-B{w}", f"idinit-sgd-Ac{w}") for s in (0, 1)]  # table1 grid v2: -B and -Ac rows
     assert all(r.epochs == 6 and r.arch == "resnet110" for r in runs)
     with pytest.raises(ValueError, match="no configuration"):
         exp.runs(only="nothing*")
@@ -222,12 +222,14 @@ def test_cli_plan_builds_the_model_the_spec_names(capsys):
 
 
 def test_cli_check_prints_json_and_plots(capsys, tmp_path):
-    argv = ["check", "lab:resnet20", "--batch", "4", "--image-size", "16"]
+    argv = ["check", "lab:resnet20-Ac", "--batch", "4", "--image-size", "16"]
     assert cli.main([*argv, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["spec"] == "lab:resnet20" and len(report["blocks"]) == 9
+    assert report["spec"] == "lab:resnet20-Ac" and len(report["blocks"]) == 9
     starved = {n for f in report["flags"] if f["kind"] == "starved_branch" for n in f["names"]}
-    assert "layer2.1.conv1.weight" in starved  # option A behind IDIC (results/idic-reads-padding)
+    assert "layer2.1.conv1.weight" in starved  # centred option A behind IDIC (results/idic-reads-padding)
+    assert cli.main(["check", "lab:resnet20-Ac", "--scheme", "fixup", "--batch", "4", "--image-size", "16"]) == 0
+    assert "FixupResNet" in capsys.readouterr().out
     assert cli.main(["check", "lab:resnet20-B", "--batch", "4", "--image-size", "16", "--plot", str(tmp_path / "c.png")]) == 0
     text = capsys.readouterr().out
     assert "residual block" in text and "starved_branch" not in text

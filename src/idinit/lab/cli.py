@@ -10,7 +10,8 @@
   idinit bench --device cuda
 
 Model specs (plan, check): torchvision:NAME, timm:NAME, hf:MODEL_TYPE (built from its default
-config, no download), lab:NAME or a bare lab name (resnet20 ... resnet110, -B for option-B shortcuts).
+config, no download), lab:NAME or a bare lab name (resnet20 ... resnet110; -B: option-B shortcuts,
+-Ac: option A with centred zero channels).
 A mistake in the command line ends with one line naming it and exit code 2.
 """
 from __future__ import annotations
@@ -282,7 +283,7 @@ def _initialise(args, built, options):
         name = args.spec.removeprefix("lab:")
         if not isinstance(built.model, CifarResNet):
             raise UsageError(f"--scheme {args.scheme} is a variant of the lab's CIFAR ResNets, not of {args.spec}")
-        return build_model(name.removesuffix("-B"), init=args.scheme, shortcut="B" if name.endswith("-B") else "A"), None
+        return build_model(f"resnet{built.model.depth}", init=args.scheme, shortcut=built.model.shortcut_kind), None
     reference = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
     idinit.init_(built.model, scheme=args.scheme, example_inputs=built.example_inputs, **options)
     return built.model, reference
@@ -367,7 +368,7 @@ def cmd_bench(args) -> int:
 
 def _model_options(p) -> None:
     p.add_argument("spec", metavar="SPEC", help="torchvision:NAME, timm:NAME, hf:MODEL_TYPE, lab:NAME or a bare lab "
-                   "name such as resnet56 (resnet56-B: option-B shortcuts)")
+                   "name such as resnet56 (-B: option-B shortcuts, -Ac: centred option A)")
     p.add_argument("--set", nargs="*", metavar="OPTION=VALUE", help="scheme options, e.g. conv=channel loose=0")
     p.add_argument("--model-arg", nargs="*", metavar="KEY=VALUE",
                    help="arguments of the model's builder or HF config fields, e.g. n_layer=2 num_classes=10")

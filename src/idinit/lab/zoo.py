@@ -10,7 +10,8 @@ spec                        model
 ``hf:gpt2``                 HF transformers ``AutoModel`` built from ``AutoConfig.for_model(name)``,
                             the configuration's defaults (no download; shrink it with model arguments,
                             e.g. ``n_layer=2``)
-``lab:resnet56``            the lab's CIFAR ResNets (``-B``: option-B shortcuts), ``allconv``,
+``lab:resnet56``            the lab's CIFAR ResNets (``-B``: option-B shortcuts, ``-Ac``: option A with
+                            centred zero channels), ``allconv``,
                             ``res112``, ``linear5-relu`` / ``linear5-tanh``; a bare ``resnet56`` is
                             the lab's too
 ==========================  ===========================================================================
@@ -21,6 +22,7 @@ as their constructors leave them; the caller initialises them.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,7 +35,12 @@ __all__ = ["Built", "build", "SPEC_FORMS"]
 
 SPEC_FORMS = ("torchvision:NAME (e.g. torchvision:resnet50)", "timm:NAME (e.g. timm:convnext_tiny)",
               "hf:MODEL_TYPE (e.g. hf:gpt2, from its default config)",
-              f"lab:NAME or a bare lab name ({', '.join(ARCHS[:3])}, ..., -B for option B, {', '.join(OTHER_ARCHS)})")
+              f"lab:NAME or a bare lab name ({', '.join(ARCHS[:3])}, ..., -B / -Ac for option B / centred A, "
+              f"{', '.join(OTHER_ARCHS)})")
+
+
+# lab CIFAR ResNet name suffixes -> shortcut (idinit.lab.models.cifar_resnet)
+_SUFFIXES = {"-B": "B", "-Ac": "A-centred"}
 
 
 @dataclass
@@ -62,7 +69,8 @@ def build(spec: str, *, batch: int = 8, image_size: int | None = None, model_arg
     source, _, name = spec.partition(":")
     if not name:
         source, name = "lab", spec
-        if spec.removesuffix("-B") not in ARCHS and _torchvision_has(spec.removesuffix("-B")):
+        base = re.sub(r"-(B|Ac)$", "", spec)
+        if base not in ARCHS and _torchvision_has(base):
             raise ValueError(f"model spec {spec!r} is ambiguous: say lab:{spec} for the lab's CIFAR ResNet or "
                              f"torchvision:{spec} for ImageNet's")
     args = dict(model_args or {})
@@ -105,8 +113,10 @@ def _lab(spec, name, batch, image_size, args, generator) -> Built:
         else:
             model = Linear5(in_channels * size * size, num_classes, name.split("-", 1)[1])
         return Built(model, _images(batch, in_channels, size, generator), f"lab {name}")
-    shortcut = "B" if name.endswith("-B") else "A"
-    arch = name.removesuffix("-B")
+    arch, shortcut = name, "A"
+    for suffix, kind in _SUFFIXES.items():
+        if name.endswith(suffix):
+            arch, shortcut = name.removesuffix(suffix), kind
     try:
         depth = parse_arch(arch)
     except ValueError:
