@@ -230,6 +230,9 @@ def test_cli_check_prints_json_and_plots(capsys, tmp_path):
     assert "layer2.1.conv1.weight" in starved  # centred option A behind IDIC (results/idic-reads-padding)
     assert cli.main(["check", "lab:resnet20-Ac", "--scheme", "fixup", "--batch", "4", "--image-size", "16"]) == 0
     assert "FixupResNet" in capsys.readouterr().out
+    assert cli.main(["check", "lab:resnet20", "--scheme", "none", "--batch", "4", "--image-size", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "scheme none" in text and "overwritten priors not checked" in text
     assert cli.main(["check", "lab:resnet20-B", "--batch", "4", "--image-size", "16", "--plot", str(tmp_path / "c.png")]) == 0
     text = capsys.readouterr().out
     assert "residual block" in text and "starved_branch" not in text

@@ -106,22 +106,23 @@ class Report:
                 "flags": [asdict(f) for f in self.flags], "notes": list(self.notes)}
 
     def __repr__(self) -> str:
-        return f"<Report for {self.model_name}: {len(self.layers)} layers, {len(self.blocks)} blocks, {len(self.flags)} flags>"
+        return (f"<Report for {self.model_name}: {len(self.layers)} layers, {len(self.blocks)} blocks, "
+                f"{len(self.flags)} flags>")
 
     def __str__(self) -> str:
         lines = [f"{self.model_name}: one forward and backward pass in {'train' if self.train else 'eval'} mode"]
+        v = format_value
         rows = [("layer", "type", "role", "rms in", "rms out", "dead", "reads", "grad norm")]
         for s in self.layers:
-            rows.append((s.name, s.type, s.role, format_value(s.rms_in), format_value(s.rms_out), _pct(s.dead), format_value(s.reads),
-                         format_value(s.grad_norm)))
+            rows.append((s.name, s.type, s.role, v(s.rms_in), v(s.rms_out), _pct(s.dead), v(s.reads), v(s.grad_norm)))
         lines += _table(rows)
         if self.blocks:
             lines.append("")
             rows = [("residual block", "branch end", "|skip| rms", "|branch| rms", "distance")]
-            rows += [(b.name, b.branch_end, format_value(b.skip_rms), format_value(b.branch_rms), format_value(b.distance)) for b in self.blocks]
+            rows += [(b.name, b.branch_end, v(b.skip_rms), v(b.branch_rms), v(b.distance)) for b in self.blocks]
             lines += _table(rows)
         lines.append("")
-        lines += [f"output {o.name} {'x'.join(map(str, o.shape))}: rms {format_value(o.rms)}" for o in self.outputs]
+        lines += [f"output {o.name} {'x'.join(map(str, o.shape))}: rms {v(o.rms)}" for o in self.outputs]
         lines += [f"note: {n}" for n in self.notes]
         lines.append(f"{len(self.flags)} flag(s)" + (":" if self.flags else ": nothing found"))
         lines += [str(f) for f in self.flags]

@@ -238,9 +238,11 @@ _LAB_ONLY = ("fixup", "rezero", "skipinit")
 def _scheme_options(args) -> dict:
     from idinit.schemes import check_options
 
-    if args.scheme in _LAB_ONLY:
-        return {}
     options = _pairs(args.set, "--set")
+    if args.scheme in _LAB_ONLY + ("none",):
+        if options:
+            raise UsageError(f"--scheme {args.scheme} takes no --set options")
+        return {}
     try:
         check_options(args.scheme, options)
     except (TypeError, ValueError) as err:
