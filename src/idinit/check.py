@@ -390,9 +390,9 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
             weight = next((p for p in s.params if p.endswith("weight")), s.name)
             flags.append(Flag("starved_branch", [weight], f"{s.name}: the input channels its weights read hold "
                               f"{s.reads:.2g} of its input's energy; it outputs ~0 ({format_value(s.rms_out)}), so what "
-                              "follows it starts from nothing", "its nonzero weights touch only zero-filled channels (e.g. IDIC "
-                              "behind an option-A zero-padded shortcut): use a projection (option-B) shortcut, "
-                              "conv='channel', or a dense init for this layer"))
+                              "follows it starts from nothing", "its nonzero weights touch only channels that are ~0 here (zero "
+                              "padding channels, e.g. IDIC behind a centred option-A shortcut, or dead ReLU channels): "
+                              "use a projection (option-B) shortcut, conv='channel', or a dense init for this layer"))
     for b in rec.blocks:
         source = rec.sources[b.branch_end]
         gain = source.gain
