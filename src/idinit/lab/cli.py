@@ -282,7 +282,6 @@ def _initialise(args, built, options):
     if args.scheme in _LAB_ONLY:
         from .models import CifarResNet, build_model
 
-        name = args.spec.removeprefix("lab:")
         if not isinstance(built.model, CifarResNet):
             raise UsageError(f"--scheme {args.scheme} is a variant of the lab's CIFAR ResNets, not of {args.spec}")
         return build_model(f"resnet{built.model.depth}", init=args.scheme, shortcut=built.model.shortcut_kind), None
