@@ -382,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="IDInit vs Kaiming vs PyTorch default on scikit-learn's digits (CPU, < 2 min)")
     p.add_argument("--out", default="runs/demo", help="folder for demo.png and demo.json (default runs/demo)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs per run (default 15)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs per run (default 10)")
     p.add_argument("--seeds", type=int, default=2, help="seeds per initialisation (default 2)")
     p.set_defaults(func=cmd_demo)
 
