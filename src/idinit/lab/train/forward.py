@@ -68,7 +68,8 @@ def packed(members: list[nn.Module], memory_format=torch.contiguous_format) -> F
 def packable(config: RunConfig) -> bool:
     """Whether the run's model is a plain :class:`CifarResNet` variant (Fixup's is not; AllConv,
     Linear-5 and Res-112 are other architectures)."""
-    return config.init != "fixup" and config.arch.startswith("resnet") and config.arch[6:].isdigit()
+    return (isinstance(config, RunConfig) and config.init != "fixup" and config.arch.startswith("resnet")
+            and config.arch[6:].isdigit())
 
 
 def pack_key(config: RunConfig) -> tuple:
