@@ -75,7 +75,7 @@ def writable(tensor: Tensor, fn: str, layout: str = "rows") -> None:
     if tensor.dtype in _PACKED:
         raise ValueError(f"{fn}: dtype {tensor.dtype} packs two values per element; initialise a wider "
                          "tensor and convert it")
-    reason = check_placements(tensor, fn, layout)
+    reason = check_placements(tensor, fn, layout, pattern=False)
     if reason:
         raise ValueError(reason)
     if tensor.device.type != "meta" and _overlaps(local_of(tensor)):
@@ -135,12 +135,18 @@ def _check_scalar(value, name: str, fn: str) -> float:
 
 def _check_value(value: float, dtype: torch.dtype, what: str, fn: str) -> None:
     """Refuse a value the tensor's dtype cannot hold: overflow to inf, or a non-zero that rounds to 0."""
+    if value in _HELD.get(dtype, ()):
+        return
     info = torch.finfo(dtype)
     if value > info.max:
         raise ValueError(f"{fn}: {what} = {value:.4g} overflows {dtype} (largest finite {info.max:.4g})")
     if value > 0 and float(torch.tensor(value, dtype=torch.float64).to(dtype)) == 0.0:
         raise ValueError(f"{fn}: {what} = {value:.4g} rounds to 0 in {dtype} (smallest positive "
                          f"{info.smallest_normal * info.eps:.4g}); pass 0 to mean zero")
+    _HELD.setdefault(dtype, set()).add(value)
+
+
+_HELD: dict = {}  # values already found representable, per dtype (a plan checks the same few again and again)
 
 
 def check_generator(generator, devices, fn: str) -> None:

@@ -72,14 +72,14 @@ def standard_normal(segments: Sequence[tuple[int, int, int]], device: torch.devi
         lo, hi = key & _M32, key >> 32
     else:
         # per-row key halves and row numbers; one small host table, copied without a synchronisation
-        table = torch.tensor([[k & _M32, k >> 32, s - sum(counts[:i])] for i, (k, s, _) in enumerate(segments)],
-                             dtype=torch.int64)
-        table = table.to(device, non_blocking=True)
-        which = torch.repeat_interleave(torch.arange(len(segments), device=device),
-                                        torch.tensor(counts).to(device, non_blocking=True), output_size=total)
-        per_row = table[which]
+        starts = [sum(counts[:i]) for i in range(len(segments))]
+        flat = [*starts] + [v for (k, s, _), start in zip(segments, starts) for v in (k & _M32, k >> 32, s - start)]
+        flat = torch.tensor(flat, dtype=torch.int64).to(device, non_blocking=True)
+        position = torch.arange(total, device=device, dtype=torch.int64)
+        which = torch.searchsorted(flat[:len(segments)], position, right=True) - 1
+        per_row = flat[len(segments):].view(-1, 3)[which]
         lo, hi = per_row[:, 0], per_row[:, 1]
-        rows = torch.arange(total, device=device, dtype=torch.int64) + per_row[:, 2]
+        rows = position + per_row[:, 2]
     h = _mix(_mix((rows & _M32) ^ lo) ^ hi ^ (rows >> 32))
     u1 = (_mix(h ^ 0x68E31DA4).double() + 0.5) * 2.0**-32
     u2 = _mix(h ^ 0x1B56C4E9).double() * 2.0**-32

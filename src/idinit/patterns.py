@@ -116,7 +116,8 @@ def _centre_region(region: Region) -> Region:
     """The centre tap (``k // 2`` per spatial dim, as ``torch.nn.init.dirac_``) of a kernel region."""
     centre = tuple(k // 2 for k in region.trailing[1:])
     local = region.local[(slice(None), slice(None), *centre)]
-    return Region(local, region.rows, region.trailing[:1], region.row0, region.col0 // math.prod(region.trailing[1:]))
+    return Region(local, region.rows, region.trailing[:1], region.row0, region.col0 // math.prod(region.trailing[1:]),
+                  region.block)
 
 
 def _zero_preserving(region: Region, eps: float) -> None:
@@ -183,8 +184,8 @@ def fill(jobs: list[Job], seed: Optional[int]) -> None:
         values = _identity_values([job for job in jobs if _noisy(job)], seed)
         for job in jobs:
             if job.init in PATTERNS:
-                for b, region in enumerate(regions(job.tensor, job.layout, job.blocks)):
-                    _write(job, region, values.get((job.name, b)))
+                for region in regions(job.tensor, job.layout, job.blocks):
+                    _write(job, region, values.get((job.name, region.block)))
 
 
 def _identity_values(jobs: list[Job], seed: Optional[int]) -> dict:

@@ -38,6 +38,7 @@ class Region:
     trailing: tuple
     row0: int = 0
     col0: int = 0
+    block: int = 0  # which row block of the tensor (fused projections are filled block by block)
 
     @property
     def n_cols(self) -> int:
@@ -77,16 +78,18 @@ def _layout_dims(layout: str, ndim: int) -> list[int]:
     return dims
 
 
-def check_placements(tensor, fn: str, layout: str = "rows") -> Optional[str]:
-    """Why ``tensor``'s placements cannot be written shard by shard (None when they can)."""
+def check_placements(tensor, fn: str, layout: str = "rows", pattern: bool = True) -> Optional[str]:
+    """Why ``tensor``'s placements cannot be written shard by shard (None when they can). A constant fill
+    (``pattern=False``) takes any placement but ``Partial`` (whose value is the sum over ranks)."""
     if not is_dtensor(tensor):
         return None
     dims = _layout_dims(layout, tensor.dim())
     for placement in tensor.placements:
-        if isinstance(placement, Replicate):
+        if isinstance(placement, Replicate) or (not pattern and not placement.is_partial()):
             continue
         if type(placement) is not Shard:
-            return (f"{fn}: DTensor placement {placement} is not supported (Replicate and Shard are); "
+            return (f"{fn}: DTensor placement {type(placement).__name__} ({placement}) is not supported (Replicate "
+                    "and Shard are); "
                     "redistribute to Shard or Replicate first")
         dim = placement.dim % tensor.dim()
         if dims.index(dim) > 1:
@@ -113,5 +116,6 @@ def regions(tensor: Tensor, layout: str = "rows", blocks: int = 1) -> list[Regio
     for start in range(0, shape[0], per_block):
         lo, hi = max(first, start), min(first + n, start + per_block)
         if hi > lo:
-            found.append(Region(local[lo - first:hi - first], per_block, trailing, lo - start, offset[1] * k))
+            found.append(Region(local[lo - first:hi - first], per_block, trailing, lo - start, offset[1] * k,
+                                start // per_block))
     return found
