@@ -180,6 +180,14 @@ def check(job: Job, fn: str) -> bool:
     return go
 
 
+def _derived_from(tensor: Tensor) -> Optional[str]:
+    """The autograd node ``tensor`` (or the tensor it is a view of) was computed by; None for a leaf."""
+    base = tensor
+    while base._is_view() and base._base is not None:
+        base = base._base
+    return type(base.grad_fn).__name__ if base.grad_fn is not None else None
+
+
 def _device(tensor: Tensor):
     return local_of(tensor).device if is_dtensor(tensor) else tensor.device
 
@@ -192,6 +200,12 @@ def _run(fn: str, tensor: Tensor, init: str, args: dict, generator=None, random:
         check_generator(generator, [_device(tensor)] if tensor.device.type != "meta" else [], fn)
     if not go:
         return tensor
+    derived = _derived_from(tensor)
+    if derived is not None:
+        warnings.warn(f"{fn}: this tensor is computed from others ({derived}), e.g. the output of a "
+                      "parametrization (weight_norm, spectral_norm, orthogonal): what is written here is lost when "
+                      "it is recomputed; initialise the tensors it comes from (module.parametrizations.weight."
+                      "original) instead", stacklevel=3)
     seed = draw_seed(generator) if random and args.get("loose", 0.0) > 0 else None
     fill([job], seed)
     return tensor
