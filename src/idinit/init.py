@@ -46,7 +46,7 @@ from torch import Tensor
 
 from idinit.noise import Z_MAX, draw_seed
 from idinit.patterns import Job, fill
-from idinit.sharded import check_placements, is_dtensor, local_of
+from idinit.sharded import check_placements, local_of
 
 __all__ = ["identity_", "channel_identity_", "zero_preserving_", "hadamard_"]
 
@@ -61,8 +61,9 @@ _PACKED = tuple(getattr(torch, n) for n in ("float4_e2m1fn_x2",) if hasattr(torc
 # validation: everything is checked before the first write
 
 
-def writable(tensor: Tensor, fn: str, layout: str = "rows") -> None:
-    """Raise if ``tensor`` cannot be written in place with a defined result (any initialiser)."""
+def writable(tensor: Tensor, fn: str, layout: str = "rows", local: Optional[Tensor] = None) -> None:
+    """Raise if ``tensor`` cannot be written in place with a defined result (any initialiser); ``local`` is
+    its local data (:func:`idinit.sharded.local_of`) when the caller has it already."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{fn}: expected a torch.Tensor, got {type(tensor).__name__}")
     if tensor.is_nested:
@@ -78,7 +79,7 @@ def writable(tensor: Tensor, fn: str, layout: str = "rows") -> None:
     reason = check_placements(tensor, fn, layout, pattern=False)
     if reason:
         raise ValueError(reason)
-    if tensor.device.type != "meta" and _overlaps(local_of(tensor)):
+    if tensor.device.type != "meta" and _overlaps(local if local is not None else local_of(tensor)):
         raise ValueError(f"{fn}: several elements of this tensor share one memory location (an expand()ed or "
                          "as_strided view); writing it would give them all the last value: clone() it first")
 
@@ -100,9 +101,9 @@ def _overlaps(tensor: Tensor) -> bool:
     return False
 
 
-def _check_tensor(tensor: Tensor, fn: str) -> bool:
+def _check_tensor(tensor: Tensor, fn: str, local: Optional[Tensor] = None) -> bool:
     """Raise on tensors no pattern is defined for; return False when there is nothing to write."""
-    writable(tensor, fn)
+    writable(tensor, fn, local=local)
     if tensor.dim() < 2:
         raise ValueError(
             f"{fn}: needs a tensor with at least 2 dimensions (a Linear weight or a conv kernel), "
@@ -165,9 +166,9 @@ def check_generator(generator, devices, fn: str) -> None:
 def check(job: Job, fn: str) -> bool:
     """Validate one job (tensor, arguments against its dtype) without writing; False: nothing to write."""
     if job.init not in ("identity_", "channel_identity_", "zero_preserving_", "hadamard_"):
-        writable(job.tensor, fn, job.layout)
+        writable(job.tensor, fn, job.layout, job.local)
         return job.tensor.numel() > 0 and job.tensor.device.type != "meta"
-    go = _check_tensor(job.tensor, fn)
+    go = _check_tensor(job.tensor, fn, job.local)
     dtype, args = job.tensor.dtype, job.args
     if "gain" in args:
         _check_value(args["gain"] + args.get("loose", 0.0) * Z_MAX, dtype, "gain + loose * 6.77 (the largest z)", fn)
@@ -188,16 +189,12 @@ def _derived_from(tensor: Tensor) -> Optional[str]:
     return type(base.grad_fn).__name__ if base.grad_fn is not None else None
 
 
-def _device(tensor: Tensor):
-    return local_of(tensor).device if is_dtensor(tensor) else tensor.device
-
-
 def _run(fn: str, tensor: Tensor, init: str, args: dict, generator=None, random: bool = False) -> Tensor:
     """Validate, then write one tensor: the body of every public initialiser."""
     job = Job(fn, tensor, init, args)
     go = check(job, fn)
     if random:
-        check_generator(generator, [_device(tensor)] if tensor.device.type != "meta" else [], fn)
+        check_generator(generator, [job.local.device] if tensor.device.type != "meta" else [], fn)
     if not go:
         return tensor
     derived = _derived_from(tensor)

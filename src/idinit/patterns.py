@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from idinit.noise import standard_normal, tensor_key, vanishes
-from idinit.sharded import Region, local_of, regions
+from idinit.sharded import Region, local_and_offset, regions
 
 __all__ = ["Job", "fill", "PATTERNS"]
 
@@ -40,6 +40,14 @@ class Job:
     args: dict = field(default_factory=dict)
     layout: str = "rows"
     blocks: int = 1
+    box: tuple = field(init=False, repr=False)  # (local data, global offset): looked up once
+
+    def __post_init__(self):  # a non-tensor is refused by the validation, which reads .local
+        self.box = local_and_offset(self.tensor) if isinstance(self.tensor, Tensor) else (self.tensor, ())
+
+    @property
+    def local(self) -> Tensor:
+        return self.box[0]
 
 
 def _pieces(row0: int, n: int, period: int, phase: int, base: int, col0: int, width: int):
@@ -175,7 +183,7 @@ def fill(jobs: list[Job], seed: Optional[int]) -> None:
     """Write every job (in place, under ``torch.no_grad()``); the loose noise of job ``name``'s block ``b``
     comes from ``(seed, "name#b", row)`` only. Jobs are assumed validated (:func:`idinit.init.check`)."""
     with torch.no_grad():
-        locals_ = [local_of(job.tensor) for job in jobs]
+        locals_ = [job.local for job in jobs]
         if locals_:
             torch._foreach_zero_(locals_)
         ones = [local for job, local in zip(jobs, locals_) if job.init == "ones_"]
@@ -184,7 +192,7 @@ def fill(jobs: list[Job], seed: Optional[int]) -> None:
         values = _identity_values([job for job in jobs if _noisy(job)], seed)
         for job in jobs:
             if job.init in PATTERNS:
-                for region in regions(job.tensor, job.layout, job.blocks):
+                for region in regions(job.tensor, job.layout, job.blocks, job.box):
                     _write(job, region, values.get((job.name, region.block)))
 
 
@@ -196,7 +204,7 @@ def _identity_values(jobs: list[Job], seed: Optional[int]) -> dict:
     for job in jobs:
         rows = job.tensor.shape[1 if job.layout in ("t", "transpose01") else 0]
         per_block = rows // job.blocks if job.blocks > 1 and rows % job.blocks == 0 else rows
-        device = local_of(job.tensor).device
+        device = job.local.device
         key = (device, job.tensor.dtype, float(job.args.get("gain", 1.0)), float(job.args["loose"]))
         for b in range(rows // per_block):
             groups.setdefault(key, []).append((job.name, b, per_block))

@@ -155,11 +155,12 @@ class Plan:
                 if tensor_init.check(job, e.name):
                     jobs.append(job)
                     noisy = noisy or (e.init in _RANDOM and e.args.get("loose", 0.0) > 0)
+                    devices.add(job.local.device)
             else:
                 tensor_init.writable(param, e.name)
                 calls.append((e, param))
-            if param.device.type != "meta":
-                devices.add(local_of(param).device)
+                if param.device.type != "meta":
+                    devices.add(local_of(param).device)
         tensor_init.check_generator(generator, devices, "init_")
         resets = {e.name.rpartition(".")[0] for e in self.entries if e.init == "reset_parameters"}
         if resets and generator is not None:

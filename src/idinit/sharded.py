@@ -13,13 +13,14 @@ dimensions, ``Partial`` and strided sharding are refused before anything is writ
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Optional
 
 from torch import Tensor
 
-__all__ = ["Region", "is_dtensor", "local_of", "regions", "check_placements"]
+__all__ = ["Region", "is_dtensor", "local_of", "local_and_offset", "regions", "check_placements"]
 
 try:  # torch.distributed is optional (some builds ship without it)
     from torch.distributed.tensor import DTensor, Replicate, Shard
@@ -54,20 +55,29 @@ def is_dtensor(tensor) -> bool:
     return DTensor is not None and isinstance(tensor, DTensor)
 
 
-def _local_and_offset(tensor: Tensor) -> tuple[Tensor, tuple]:
+def local_and_offset(tensor: Tensor) -> tuple[Tensor, tuple]:
     """This process's data of ``tensor`` and the global index of its first element."""
     if not is_dtensor(tensor):
         return tensor, (0,) * tensor.dim()
-    local_shape, offset = compute_local_shape_and_global_offset(tensor.shape, tensor.device_mesh, tensor.placements)
-    local = tensor.to_local()
-    if tuple(local.shape) != tuple(local_shape):  # padded shards keep the padding at the end
+    local_shape, offset = _box(tuple(tensor.shape), tensor.device_mesh, tuple(tensor.placements))
+    # the attribute FSDP2 itself reads; to_local() costs an autograd Function call per parameter
+    local = getattr(tensor, "_local_tensor", None)
+    local = tensor.to_local() if local is None else local
+    if tuple(local.shape) != local_shape:  # padded shards keep the padding at the end
         local = local[tuple(slice(0, n) for n in local_shape)]
-    return local, tuple(offset)
+    return local, offset
+
+
+@functools.lru_cache(maxsize=4096)
+def _box(shape: tuple, mesh, placements: tuple) -> tuple[tuple, tuple]:
+    """Local shape and global offset of this rank's shard (a model has a few distinct shapes: cached)."""
+    local_shape, offset = compute_local_shape_and_global_offset(shape, mesh, placements)
+    return tuple(local_shape), tuple(offset)
 
 
 def local_of(tensor: Tensor) -> Tensor:
     """The data of ``tensor`` this process holds (the tensor itself unless it is a DTensor)."""
-    return _local_and_offset(tensor)[0]
+    return local_and_offset(tensor)[0]
 
 
 def _layout_dims(layout: str, ndim: int) -> list[int]:
@@ -98,12 +108,13 @@ def check_placements(tensor, fn: str, layout: str = "rows", pattern: bool = True
     return None
 
 
-def regions(tensor: Tensor, layout: str = "rows", blocks: int = 1) -> list[Region]:
+def regions(tensor: Tensor, layout: str = "rows", blocks: int = 1, box: Optional[tuple] = None) -> list[Region]:
     """The regions of ``tensor`` this process holds, one per row block (blocks that hold no row of the
     local shard are left out). ``layout`` is how the stored tensor reads as ``(out, in, ...)``: ``rows``,
-    ``t`` or ``transpose01`` (see :class:`idinit.plan.PlanEntry`)."""
+    ``t`` or ``transpose01`` (see :class:`idinit.plan.PlanEntry`); ``box`` is
+    :func:`local_and_offset` of ``tensor`` when the caller has it already."""
     shape = tuple(tensor.shape)
-    local, offset = _local_and_offset(tensor)
+    local, offset = box or local_and_offset(tensor)
     dims = _layout_dims(layout, tensor.dim())
     if layout in ("t", "transpose01"):
         local = local.transpose(0, 1)
