@@ -54,7 +54,9 @@ def build(name: str, device: str) -> nn.Module:
     config = (GPT2Config if family == "gpt2" else LlamaConfig)(**overrides)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    return model.to_empty(device=device).eval()
+    model = model.to_empty(device=device).eval()
+    model.tie_weights()  # to_empty() unties shared parameters (GPT-2: lm_head and wte); HF re-ties them
+    return model
 
 
 def sync(device: str) -> None:
