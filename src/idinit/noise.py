@@ -8,7 +8,7 @@ entry, the noise of the unsharded one) nor on the order in which tensors are ini
 
 The uniforms lie in ``[2^-33, 1 - 2^-33]``, so :math:`|z_m| \le` :data:`Z_MAX`; the tail beyond
 6.76 sigma (probability 1.4e-11) is not drawn. The hash uses only exact int64 arithmetic (every
-product stays below 2^63), identical on every device. The float64 ``log``/``cos`` of the transform are
+product stays below 2^63), identical on every device; rows up to 2^33 are distinct. The float64 ``log``/``cos`` of the transform are
 not correctly rounded on every device, so two devices (or CPU thread counts) can differ in the last
 float64 bit; the float32 result then differs with probability about 2^-29 per entry. Every rank of a
 sharded model computes the same full batch of rows, so sharded and unsharded results are bitwise equal.
@@ -62,29 +62,29 @@ def _mix(h):
 def standard_normal(segments: Sequence[tuple[int, int, int]], device: torch.device | str) -> Tensor:
     """``z`` (float32) for the rows ``[start, start + n)`` of each ``(key, start, n)``, concatenated.
 
-    All segments are computed in one batch of about 30 element-wise operations, whatever their number.
+    All segments are computed in one batch of about 40 element-wise operations, whatever their number.
+    Row ``m`` of key ``k`` hashes the counters ``2m`` and ``2m + 1`` (its two uniforms) with ``k``.
     """
-    counts = [n for _, _, n in segments]
-    total = sum(counts)
+    total = sum(n for _, _, n in segments)
     if len(segments) == 1:
         key, start, _ = segments[0]
-        rows = torch.arange(start, start + total, device=device, dtype=torch.int64)
+        counter = torch.arange(2 * start, 2 * (start + total), device=device, dtype=torch.int64)
         lo, hi = key & _M32, key >> 32
     else:
-        # per-row key halves and row numbers; one small host table, copied without a synchronisation
-        starts = [sum(counts[:i]) for i in range(len(segments))]
-        flat = [*starts] + [v for (k, s, _), start in zip(segments, starts) for v in (k & _M32, k >> 32, s - start)]
-        flat = torch.tensor(flat, dtype=torch.int64).to(device, non_blocking=True)
-        position = torch.arange(total, device=device, dtype=torch.int64)
-        which = torch.searchsorted(flat[:len(segments)], position, right=True) - 1
-        per_row = flat[len(segments):].view(-1, 3)[which]
-        lo, hi = per_row[:, 0], per_row[:, 1]
-        rows = position + per_row[:, 2]
-    h = _mix(_mix((rows & _M32) ^ lo) ^ hi ^ (rows >> 32))
-    u1 = (_mix(h ^ 0x68E31DA4).double() + 0.5) * 2.0**-32
-    u2 = _mix(h ^ 0x1B56C4E9).double() * 2.0**-32
-    z = (u1.log() * -2.0).sqrt() * (u2 * (2.0 * math.pi)).cos()
-    return z.float()
+        # per-segment (first position, key halves, counter shift): one small host table, copied to the
+        # device without a synchronisation; each position finds its segment by a binary search
+        starts, table, at = [], [], 0
+        for key, start, n in segments:
+            starts.append(2 * at)
+            table += [key & _M32, key >> 32, 2 * (start - at)]
+            at += n
+        flat = torch.tensor(starts + table, dtype=torch.int64).to(device, non_blocking=True)
+        position = torch.arange(2 * total, device=device, dtype=torch.int64)
+        per = flat[len(segments):].view(-1, 3)[torch.searchsorted(flat[:len(segments)], position, right=True) - 1]
+        lo, hi, counter = per[:, 0], per[:, 1], position + per[:, 2]
+    u = (_mix(_mix(counter ^ lo) ^ hi).double() + 0.5) * 2.0**-32
+    u1, u2 = u.view(-1, 2).unbind(1)
+    return ((u1.log() * -2.0).sqrt() * (u2 * (2.0 * math.pi)).cos()).float()
 
 
 @functools.lru_cache(maxsize=256)

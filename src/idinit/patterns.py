@@ -59,20 +59,18 @@ def _pieces(row0: int, n: int, period: int, phase: int, base: int, col0: int, wi
         return []
     a, b = row0 + phase, row0 + n + phase  # shifted rows m + phase
     first, last = a // period, (b - 1) // period
-
-    def run(block: int):
-        return max(block * period + k_lo, a), min(block * period + k_hi, b)
-
     found = []
-    lo, hi = run(first)
-    if hi > lo:
-        found.append((lo, 1, hi - lo))
-    if last > first:
-        if last - first > 1:
-            found.append(((first + 1) * period + k_lo, last - first - 1, k_hi - k_lo))
-        lo, hi = run(last)
+    # periods whose run lies whole inside [a, b) make one piece; a cut first or last period its own
+    full_lo = first if a <= first * period + k_lo else first + 1
+    full_hi = last if b >= last * period + k_hi else last - 1
+    for block in sorted({first, last}):
+        if full_lo <= block <= full_hi:
+            continue
+        lo, hi = max(block * period + k_lo, a), min(block * period + k_hi, b)
         if hi > lo:
             found.append((lo, 1, hi - lo))
+    if full_hi >= full_lo:
+        found.append((full_lo * period + k_lo, full_hi - full_lo + 1, k_hi - k_lo))
     return [(s - phase, base + s % period - col0, blocks, length) for s, blocks, length in found]
 
 
@@ -97,7 +95,7 @@ def _write_cyclic(region: Region, base: int, period: int, phase: int, value: Uni
         else:  # trailing dims that do not merge (e.g. kernel[:, :, ::2]): index the entries
             steps = torch.arange(blocks, device=local.device)[:, None] * period
             within = torch.arange(length, device=local.device)[None, :]
-            cols = _unravel(j + within + steps * 0, local.shape[1:])
+            cols = _unravel((j + within).expand(blocks, length), local.shape[1:])
             target = (i + steps + within, *cols)
         if isinstance(value, Tensor):
             values = value.as_strided((blocks, length), (period, 1), value.storage_offset() + m)
