@@ -8,10 +8,11 @@ entry, the noise of the unsharded one) nor on the order in which tensors are ini
 
 The uniforms lie in ``[2^-33, 1 - 2^-33]``, so :math:`|z_m| \le` :data:`Z_MAX`; the tail beyond
 6.76 sigma (probability 1.4e-11) is not drawn. The hash uses only exact int64 arithmetic (every
-product stays below 2^63), identical on every device; rows up to 2^33 are distinct. The float64 ``log``/``cos`` of the transform are
-not correctly rounded on every device, so two devices (or CPU thread counts) can differ in the last
-float64 bit; the float32 result then differs with probability about 2^-29 per entry. Every rank of a
-sharded model computes the same full batch of rows, so sharded and unsharded results are bitwise equal.
+product stays below 2^63), identical on every device; rows up to 2^33 are distinct. The float64
+``log``/``cos`` of the transform are not correctly rounded on every device, so two devices (or CPU
+thread counts) can differ in the last float64 bit; the float32 result then differs with probability
+about 2^-29 per entry. Every rank of a sharded model computes the same full batch of rows, so sharded
+and unsharded results are bitwise equal.
 """
 from __future__ import annotations
 
