@@ -97,6 +97,21 @@ def test_float8_gets_the_pattern(dtype):
     assert torch.equal(idinit.hadamard_(torch.empty(2, 4, dtype=dtype)).float(), torch.eye(2, 4))
 
 
+def test_a_tall_hadamard_in_float8_is_the_rounded_scaled_block():
+    t = torch.full((6, 3), 7.0).to(torch.float8_e4m3fn)
+    idinit.hadamard_(t)  # float8 has no multiplication: scaled in float32, rounded once
+    h = torch.tensor([[1, 1, 1], [1, -1, 1], [1, 1, -1], [1, -1, -1], [1, 1, 1], [1, -1, 1]]) / math.sqrt(8)
+    assert torch.equal(t.float(), h.to(torch.float8_e4m3fn).float())
+
+
+@pytest.mark.parametrize("fn", ALL)
+def test_a_dtype_without_zero_or_negatives_is_refused(fn):
+    t = torch.full((4, 4), 2.0).to(torch.float8_e8m0fnu)
+    with pytest.raises(ValueError, match="cannot hold 0 and negative"):
+        fn(t)
+    assert torch.all(t.float() == 2.0)
+
+
 @pytest.mark.parametrize("value", [np.float32(2.0), np.float64(2.0), np.int64(2), torch.tensor(2.0),
                                    torch.tensor(2, dtype=torch.int32), torch.tensor(2.0, dtype=torch.float64)])
 def test_numpy_scalars_and_0d_tensors_are_accepted_like_python_numbers(value):

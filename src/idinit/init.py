@@ -36,6 +36,7 @@ it is filled in place) when ``groups == 1`` so that dim 0 is the output.
 """
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import warnings
@@ -114,12 +115,23 @@ def _check_tensor(tensor: Tensor, fn: str, local: Optional[Tensor] = None) -> bo
             f"{fn}: needs a real floating-point tensor, got dtype {tensor.dtype} "
             "(integer, bool and complex tensors are refused)"
         )
+    if not _signed(tensor.dtype):
+        raise ValueError(f"{fn}: dtype {tensor.dtype} cannot hold 0 and negative values, which the patterns need")
     if tensor.dim() >= 3 and any(s == 0 for s in tensor.shape[2:]):
         raise ValueError(f"{fn}: kernel of shape {tuple(tensor.shape)} has a zero-sized spatial dimension")
     if tensor.numel() == 0:
         warnings.warn(f"{fn}: initialising a zero-element tensor of shape {tuple(tensor.shape)}: nothing to do")
         return False
     return tensor.device.type != "meta"  # meta tensors carry no data: validated, then left alone
+
+
+@functools.lru_cache(maxsize=None)
+def _signed(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` holds 0 and -1 exactly (float8_e8m0fnu, a scale format, holds neither)."""
+    try:
+        return torch.tensor([0.0, -1.0]).to(dtype).float().tolist() == [0.0, -1.0]
+    except RuntimeError:
+        return False
 
 
 def _check_scalar(value, name: str, fn: str) -> float:

@@ -167,8 +167,10 @@ def _hadamard(region: Region) -> None:
     local = target.local
     block = _sylvester_hadamard_block(range(target.row0, target.row0 + local.shape[0]),
                                       range(target.col0, target.col0 + local.shape[1]), local.device)
-    # +-1 is exact in every dtype, so scaling after the cast rounds 1/sqrt(p) once
-    local.copy_(block.to(local.dtype).mul_(1.0 / math.sqrt(p)))
+    # +-1 times 1/sqrt(p) in float32 (float64 for float64 tensors), then one rounding to the tensor's
+    # dtype: what a multiplication in the dtype itself gives, also where it has no multiplication (float8)
+    work = torch.float64 if local.dtype == torch.float64 else torch.float32
+    local.copy_(block.to(work).mul_(1.0 / math.sqrt(p)))
 
 
 def _noisy(job: Job) -> bool:
