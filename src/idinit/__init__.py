@@ -7,6 +7,7 @@ Tensor level, in the style of :mod:`torch.nn.init` (in place, returns the tensor
     idinit.channel_identity_(conv.weight)    # channel-maintain conv (the paper's ablation)
     idinit.hadamard_(linear.weight)          # ZerO's partial identity / scaled Hadamard
 """
+from idinit.check import Report, check
 from idinit.init import channel_identity_, hadamard_, identity_, zero_preserving_
 from idinit.plan import Plan, PlanEntry, init_, plan
 from idinit.roles import ROLES, tag
@@ -15,4 +16,4 @@ from idinit.schemes import SCHEMES
 __version__ = "0.1.0"
 
 __all__ = ["identity_", "channel_identity_", "zero_preserving_", "hadamard_"]
-__all__ += ["plan", "init_", "Plan", "PlanEntry", "tag", "ROLES", "SCHEMES"]
+__all__ += ["check", "Report", "plan", "init_", "Plan", "PlanEntry", "tag", "ROLES", "SCHEMES"]

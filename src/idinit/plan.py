@@ -271,7 +271,7 @@ def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
 
 def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
          overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = False,
-         use_registry: bool = True, **options: Any) -> Plan:
+         use_registry: bool = True, keep_model_values: bool = True, **options: Any) -> Plan:
     """Decide, without touching any weight, what every parameter of ``model`` gets under ``scheme``.
 
     Args:
@@ -288,6 +288,9 @@ def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *
             module's ``reset_parameters()`` instead; needed after ``to_empty()``, where "kept" means
             uninitialised memory.
         use_registry: use the registry of known blocks (switch off to see the graph's own answer).
+        keep_model_values: keep what the model set on purpose (a prior bias, a small layer scale
+            closing a branch: see :mod:`idinit.values`); False plans by position alone. Off under
+            ``reset_kept=True``, which says the model's values are uninitialised memory.
         **options: the scheme's options, e.g. for ``"idinit"``: ``loose=1e-6``, ``conv="patch"``,
             ``branch_end="zero_preserving"``, ``activation="relu"``, ``eps=1e-6``.
 
@@ -296,7 +299,8 @@ def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *
         warning) and left untouched; an unknown scheme or option raises.
     """
     options = check_options(scheme, options)
-    found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme))
+    found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme),
+                   keep_model_values and not reset_kept)  # reset_kept: the values are to_empty() garbage
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
@@ -316,7 +320,8 @@ def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
         warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
-                    "State their roles with overrides= or idinit.tag() to initialise them")
+                    f"State their roles to initialise them, e.g. overrides={{'{p.unclassified[0].name}': 'keep'}} "
+                    "(or 'bias', 'scale', ...), or idinit.tag()")
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p
