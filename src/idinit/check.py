@@ -35,10 +35,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from idinit.detect import _as_inputs, _hf_dummy_inputs
+from idinit.detect import _as_inputs
 from idinit.findings import (DEAD_OUTPUT, DEAD_SIBLING, EXPLODING, FLAG_KINDS, NEAR_ZERO_GAIN, STARVED_SHARE, VANISHING,
                              BlockStat, Flag, LayerStat, OutputStat, Report, format_value)
 from idinit.graph import _tensors
+from idinit.inputs import example_inputs_for
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, parameter_infos
 from idinit.plan import plan as make_plan
 
@@ -247,7 +248,8 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
     if not isinstance(model, nn.Module):
         raise TypeError(f"check expects an nn.Module, got {type(model).__name__}")
     if example_inputs is None:
-        example_inputs = _hf_dummy_inputs(model)
+        built = example_inputs_for(model)
+        example_inputs = None if built is None else built[0]
         if example_inputs is None:
             raise ValueError(f"check needs example_inputs= for {type(model).__name__}: one forward pass's arguments, "
                              "e.g. (torch.randn(8, 3, 64, 64),) for an image model")
@@ -308,11 +310,13 @@ def _reference_state(reference) -> dict[str, torch.Tensor] | None:
 
 
 def _roles(model: nn.Module, example_inputs, notes: list[str]) -> dict[str, str]:
-    """Each parameter's role from the library's own analysis (:func:`idinit.plan`)."""
+    """Each parameter's role from the library's own analysis (:func:`idinit.plan`), read from the
+    graph alone (``keep_model_values=False``): a branch end behind a small layer scale is still the
+    end of a residual block here, whatever the idinit scheme would put in it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            found = make_plan(model, "idinit", example_inputs, include_frozen=True)
+            found = make_plan(model, "idinit", example_inputs, include_frozen=True, keep_model_values=False)
         except (ValueError, TypeError) as err:
             notes.append(f"roles unknown ({err}); blocks are found from near-zero layers only")
             return {}
