@@ -49,7 +49,7 @@ def test_negative_or_non_finite_scalars_are_refused(fn, arg, bad):
     assert torch.count_nonzero(t) == 0  # nothing half-written
 
 
-@pytest.mark.parametrize("bad", ["1.0", None, True, torch.tensor(1.0)])
+@pytest.mark.parametrize("bad", ["1.0", None, True, torch.tensor([1.0]), torch.tensor(1 + 0j)])
 def test_non_number_scalars_are_refused(bad):
     with pytest.raises(TypeError, match="gain must be a real number"):
         idinit.identity_(torch.zeros(3, 3), gain=bad)

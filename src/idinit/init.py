@@ -5,11 +5,14 @@ Flat, in-place functions in the style of :mod:`torch.nn.init`: each fills ``tens
 ``nn.Linear.weight`` ``(D_out, D_in)`` and ``nn.Conv2d.weight`` ``(c_out, c_in/groups, *k)``.
 Tensors of three or more dimensions are convolution kernels; they are read as the matrix
 ``K.reshape(c_out, -1)`` whose column ``j`` is ``(c_in_index, *tap)`` in row-major order
-(SPEC §2 [decision]), without ever materialising that reshape: the pattern is written by index
-arithmetic on the tensor's own device, so transposed or sliced views are filled in place.
+(SPEC §2 [decision]), without ever materialising that reshape: the pattern is written through
+strided views of the tensor itself (:mod:`idinit.patterns`), so transposed or sliced views, and the
+local shards of a DTensor (:mod:`idinit.sharded`), are filled in place.
 
 Every function writes a pattern with at most two non-zeros per output row, so its cost is one
-``zero_()`` pass plus O(D_out) index writes; no dense ``eye`` of the full size is built.
+``zero_()`` pass plus O(D_out) element writes; no dense ``eye`` of the full size is built, no index
+tensor, nothing copied from the host. Every argument is checked before the first write: a refused
+call leaves the tensor as it was.
 
 =========================  ==================================================  ============
 function                   pattern                                             paper
@@ -33,12 +36,18 @@ it is filled in place) when ``groups == 1`` so that dim 0 is the output.
 """
 from __future__ import annotations
 
+import functools
 import math
+import numbers
 import warnings
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor
+
+from idinit.noise import Z_MAX, draw_seed
+from idinit.patterns import Job, fill
+from idinit.sharded import check_placements, local_of
 
 __all__ = ["identity_", "channel_identity_", "zero_preserving_", "hadamard_"]
 
@@ -46,15 +55,56 @@ __all__ = ["identity_", "channel_identity_", "zero_preserving_", "hadamard_"]
 DEFAULT_LOOSE = 1e-6
 DEFAULT_EPS = 1e-6
 
+_PACKED = tuple(getattr(torch, n) for n in ("float4_e2m1fn_x2",) if hasattr(torch, n))
+
 
 # ---------------------------------------------------------------------------------------------
-# validation
+# validation: everything is checked before the first write
 
 
-def _check_tensor(tensor: Tensor, fn: str) -> bool:
-    """Raise on tensors no pattern is defined for; return False when there is nothing to write."""
+def writable(tensor: Tensor, fn: str, layout: str = "rows", local: Optional[Tensor] = None) -> None:
+    """Raise if ``tensor`` cannot be written in place with a defined result (any initialiser); ``local`` is
+    its local data (:func:`idinit.sharded.local_of`) when the caller has it already."""
     if not isinstance(tensor, Tensor):
         raise TypeError(f"{fn}: expected a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.is_nested:
+        raise ValueError(f"{fn}: nested tensors are not supported")
+    if tensor.layout != torch.strided:
+        raise ValueError(f"{fn}: needs a dense (strided) tensor, got layout {tensor.layout}")
+    if tensor.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(f"{fn}: an inference tensor can only be written inside torch.inference_mode(); "
+                         "clone() it outside inference mode first")
+    if tensor.dtype in _PACKED:
+        raise ValueError(f"{fn}: dtype {tensor.dtype} packs two values per element; initialise a wider "
+                         "tensor and convert it")
+    reason = check_placements(tensor, fn, layout, pattern=False)
+    if reason:
+        raise ValueError(reason)
+    if tensor.device.type != "meta" and _overlaps(local if local is not None else local_of(tensor)):
+        raise ValueError(f"{fn}: several elements of this tensor share one memory location (an expand()ed or "
+                         "as_strided view); writing it would give them all the last value: clone() it first")
+
+
+def _overlaps(tensor: Tensor) -> bool:
+    """Whether two elements of ``tensor`` share memory (torch.nn.init refuses these as well)."""
+    if tensor.is_contiguous():
+        return False
+    verdict = torch._debug_has_internal_overlap(tensor)  # 0: no, 1: yes, 2: too hard to tell
+    if verdict != 2:
+        return verdict == 1
+    # sufficient condition: each stride exceeds the extent of all smaller ones
+    reach = 0
+    for size, stride in sorted(((s, abs(st)) for s, st in zip(tensor.shape, tensor.stride()) if s > 1),
+                               key=lambda d: d[1]):
+        if stride <= reach:
+            return True
+        reach += stride * (size - 1)
+    return False
+
+
+def _check_tensor(tensor: Tensor, fn: str, local: Optional[Tensor] = None) -> bool:
+    """Raise on tensors no pattern is defined for; return False when there is nothing to write."""
+    writable(tensor, fn, local=local)
     if tensor.dim() < 2:
         raise ValueError(
             f"{fn}: needs a tensor with at least 2 dimensions (a Linear weight or a conv kernel), "
@@ -65,6 +115,8 @@ def _check_tensor(tensor: Tensor, fn: str) -> bool:
             f"{fn}: needs a real floating-point tensor, got dtype {tensor.dtype} "
             "(integer, bool and complex tensors are refused)"
         )
+    if not _signed(tensor.dtype):
+        raise ValueError(f"{fn}: dtype {tensor.dtype} cannot hold 0 and negative values, which the patterns need")
     if tensor.dim() >= 3 and any(s == 0 for s in tensor.shape[2:]):
         raise ValueError(f"{fn}: kernel of shape {tuple(tensor.shape)} has a zero-sized spatial dimension")
     if tensor.numel() == 0:
@@ -73,8 +125,20 @@ def _check_tensor(tensor: Tensor, fn: str) -> bool:
     return tensor.device.type != "meta"  # meta tensors carry no data: validated, then left alone
 
 
-def _check_scalar(value: float, name: str, fn: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+@functools.lru_cache(maxsize=None)
+def _signed(dtype: torch.dtype) -> bool:
+    """Whether ``dtype`` holds 0 and -1 exactly (float8_e8m0fnu, a scale format, holds neither)."""
+    try:
+        return torch.tensor([0.0, -1.0]).to(dtype).float().tolist() == [0.0, -1.0]
+    except RuntimeError:
+        return False
+
+
+def _check_scalar(value, name: str, fn: str) -> float:
+    """A finite number >= 0; Python and NumPy numbers and 0-d real tensors are accepted (as torch.nn.init)."""
+    if isinstance(value, Tensor) and value.dim() == 0 and not value.is_complex() and value.dtype != torch.bool:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{fn}: {name} must be a real number, got {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value) or value < 0:
@@ -82,52 +146,78 @@ def _check_scalar(value: float, name: str, fn: str) -> float:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# index arithmetic
+def _check_value(value: float, dtype: torch.dtype, what: str, fn: str) -> None:
+    """Refuse a value the tensor's dtype cannot hold: overflow to inf, or a non-zero that rounds to 0."""
+    if value in _HELD.get(dtype, ()):
+        return
+    info = torch.finfo(dtype)
+    if value > info.max:
+        raise ValueError(f"{fn}: {what} = {value:.4g} overflows {dtype} (largest finite {info.max:.4g})")
+    if value > 0 and float(torch.tensor(value, dtype=torch.float64).to(dtype)) == 0.0:
+        raise ValueError(f"{fn}: {what} = {value:.4g} rounds to 0 in {dtype} (smallest positive "
+                         f"{info.smallest_normal * info.eps:.4g}); pass 0 to mean zero")
+    _HELD.setdefault(dtype, set()).add(value)
 
 
-def _unravel(flat: Tensor, sizes: Sequence[int]) -> list[Tensor]:
-    """Row-major multi-index of ``flat`` into ``sizes`` (the inverse of ``reshape(-1)``)."""
-    idx = []
-    for size in reversed(sizes):
-        idx.append(flat % size)
-        flat = flat // size
-    return idx[::-1]
+_HELD: dict = {}  # values already found representable, per dtype (a plan checks the same few again and again)
 
 
-def _flat_index(tensor: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, ...]:
-    """Index tuple into ``tensor`` of entries ``(rows, cols)`` of its ``(shape[0], -1)`` matrix."""
-    return (rows, *_unravel(cols, tensor.shape[1:]))
+def check_generator(generator, devices, fn: str) -> None:
+    """A ``torch.Generator`` on the CPU or on the tensors' device, or None."""
+    if generator is None:
+        return
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"{fn}: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    kind = generator.device.type
+    if kind != "cpu" and any(torch.device(d).type != kind for d in devices):
+        raise ValueError(f"{fn}: generator is on {generator.device}, the tensor on "
+                         f"{', '.join(sorted({str(d) for d in devices}))}; pass a CPU generator or one on the "
+                         "tensor's device")
 
 
-def _centre(tensor: Tensor) -> tuple[int, ...]:
-    """Centre tap of a kernel; ``k // 2`` for even sizes, as ``torch.nn.init.dirac_``."""
-    return tuple(k // 2 for k in tensor.shape[2:])
+def check(job: Job, fn: str) -> bool:
+    """Validate one job (tensor, arguments against its dtype) without writing; False: nothing to write."""
+    if job.init not in ("identity_", "channel_identity_", "zero_preserving_", "hadamard_"):
+        writable(job.tensor, fn, job.layout, job.local)
+        return job.tensor.numel() > 0 and job.tensor.device.type != "meta"
+    go = _check_tensor(job.tensor, fn, job.local)
+    dtype, args = job.tensor.dtype, job.args
+    if "gain" in args:
+        _check_value(args["gain"] + args.get("loose", 0.0) * Z_MAX, dtype, "gain + loose * 6.77 (the largest z)", fn)
+        _check_value(args["gain"], dtype, "gain", fn)
+    if "eps" in args:
+        _check_value(args["eps"], dtype, "eps", fn)
+    reason = check_placements(job.tensor, fn, job.layout)
+    if reason:
+        raise ValueError(reason)
+    return go
 
 
-def _diagonal_values(
-    n: int, gain: float, loose: float, generator: Optional[torch.Generator], like: Tensor
-) -> Tensor:
-    """``gain + loose * z`` for the ``n`` identity entries, ``z ~ N(0, 1)`` drawn in float32.
-
-    The noise is drawn on the generator's device (so a CPU generator works for a CUDA tensor) in
-    float32, whatever the tensor's dtype, so a seed gives the same ``z`` for every dtype. The sum is
-    formed in float64 for float64 tensors and in float32 otherwise, then cast: near 1.0, a std of
-    1e-6 is below half the resolution of bfloat16 (2^-8) and float16 (2^-11), so the perturbation
-    vanishes there (SPEC §1).
-    """
-    work = torch.float64 if like.dtype == torch.float64 else torch.float32
-    values = torch.full((n,), gain, dtype=work, device=like.device)
-    if loose > 0:
-        device = generator.device if generator is not None else like.device
-        z = torch.randn(n, generator=generator, dtype=torch.float32, device=device)
-        values += loose * z.to(device=like.device, dtype=work)
-    return values.to(like.dtype)
+def _derived_from(tensor: Tensor) -> Optional[str]:
+    """The autograd node ``tensor`` (or the tensor it is a view of) was computed by; None for a leaf."""
+    base = tensor
+    while base._is_view() and base._base is not None:
+        base = base._base
+    return type(base.grad_fn).__name__ if base.grad_fn is not None else None
 
 
-def _idi_columns(rows: Tensor, n_cols: int) -> Tensor:
-    """IDI (paper Eq. 3): output ``m`` copies input ``m mod D_in``."""
-    return rows % n_cols
+def _run(fn: str, tensor: Tensor, init: str, args: dict, generator=None, random: bool = False) -> Tensor:
+    """Validate, then write one tensor: the body of every public initialiser."""
+    job = Job(fn, tensor, init, args)
+    go = check(job, fn)
+    if random:
+        check_generator(generator, [job.local.device] if tensor.device.type != "meta" else [], fn)
+    if not go:
+        return tensor
+    derived = _derived_from(tensor)
+    if derived is not None:
+        warnings.warn(f"{fn}: this tensor is computed from others ({derived}), e.g. the output of a "
+                      "parametrization (weight_norm, spectral_norm, orthogonal): what is written here is lost when "
+                      "it is recomputed; initialise the tensors it comes from (module.parametrizations.weight."
+                      "original) instead", stacklevel=3)
+    seed = draw_seed(generator) if random and args.get("loose", 0.0) > 0 else None
+    fill([job], seed)
+    return tensor
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,32 +248,32 @@ def identity_(
 
     Loose condition (paper Sec. 3.1.2): every :math:`\tau` entry becomes :math:`\tau + \epsilon z`,
     :math:`z \sim \mathcal{N}(0, 1)`, ``loose`` being the std :math:`\epsilon`; all other entries
-    stay exactly zero. ``loose=0`` turns it off. The noise is drawn in float32 and vanishes when the
-    tensor is float16 or bfloat16.
+    stay exactly zero. ``loose=0`` turns it off. ``z`` is float32 (the sum is formed in float32, in
+    float64 for float64 tensors) and vanishes when the tensor is float16 or bfloat16. ``z`` of row
+    ``m`` is a function of ``(seed, m)`` (:mod:`idinit.noise`), where ``seed`` is one number drawn
+    from ``generator``: so a CPU generator gives the same tensor on every device, and a DTensor
+    (FSDP2, tensor parallel) gets on each rank exactly the entries of the unsharded tensor.
+
+    A DTensor sharded along dim 0 or 1 (``Shard``) or replicated is written shard by shard in place,
+    nothing gathered; every rank must pass a generator in the same state (as after the same
+    ``torch.manual_seed``), as for any random DTensor operation.
 
     Args:
         tensor: a floating-point tensor with at least 2 dimensions (any device; meta is a no-op).
         gain: :math:`\tau`; ``sqrt(2)`` for the first layer of a ReLU network, 1 elsewhere
             (paper appendix B).
         loose: std of the perturbation of the identity entries (default 1e-6).
-        generator: the random generator for the perturbation (its device may differ from the
-            tensor's); the same seed gives bitwise the same tensor.
+        generator: where the seed of the perturbation comes from (one draw per call
+            when ``loose > 0``): a CPU generator, one on the tensor's device,
+            or None for the global CPU generator (also for CUDA tensors); the same seed gives bitwise
+            the same tensor.
 
     Returns:
         ``tensor``, filled in place.
     """
     fn = "identity_"
-    gain = _check_scalar(gain, "gain", fn)
-    loose = _check_scalar(loose, "loose", fn)
-    if not _check_tensor(tensor, fn):
-        return tensor
-    with torch.no_grad():
-        n_rows, n_cols = tensor.shape[0], math.prod(tensor.shape[1:])
-        rows = torch.arange(n_rows, device=tensor.device)
-        values = _diagonal_values(n_rows, gain, loose, generator, tensor)
-        tensor.zero_()
-        tensor[_flat_index(tensor, rows, _idi_columns(rows, n_cols))] = values
-    return tensor
+    args = {"gain": _check_scalar(gain, "gain", fn), "loose": _check_scalar(loose, "loose", fn)}
+    return _run(fn, tensor, "identity_", args, generator, random=True)
 
 
 def channel_identity_(
@@ -201,19 +291,8 @@ def channel_identity_(
     :func:`identity_`. Arguments as in :func:`identity_`.
     """
     fn = "channel_identity_"
-    gain = _check_scalar(gain, "gain", fn)
-    loose = _check_scalar(loose, "loose", fn)
-    if not _check_tensor(tensor, fn):
-        return tensor
-    if tensor.dim() == 2:
-        return identity_(tensor, gain=gain, loose=loose, generator=generator)
-    with torch.no_grad():
-        n_rows = tensor.shape[0]
-        rows = torch.arange(n_rows, device=tensor.device)
-        values = _diagonal_values(n_rows, gain, loose, generator, tensor)
-        tensor.zero_()
-        tensor[(rows, rows % tensor.shape[1], *_centre(tensor))] = values
-    return tensor
+    args = {"gain": _check_scalar(gain, "gain", fn), "loose": _check_scalar(loose, "loose", fn)}
+    return _run(fn, tensor, "channel_identity_", args, generator, random=True)
 
 
 def zero_preserving_(tensor: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
@@ -239,41 +318,7 @@ def zero_preserving_(tensor: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
         eps: the coefficient :math:`\varepsilon` (default 1e-6); 0 gives an exact zero.
     """
     fn = "zero_preserving_"
-    eps = _check_scalar(eps, "eps", fn)
-    if not _check_tensor(tensor, fn):
-        return tensor
-    with torch.no_grad():
-        n_rows, n_cols = tensor.shape[0], math.prod(tensor.shape[1:])
-        rows = torch.arange(n_rows, device=tensor.device)
-        tensor.zero_()
-        if n_cols == 1:
-            sign = 1.0 - 2.0 * (rows % 2).to(tensor.dtype)
-            tensor[_flat_index(tensor, rows, torch.zeros_like(rows))] = eps * sign
-            return tensor
-        if n_rows < n_cols:
-            plus = rows
-            minus = n_rows + rows % (n_cols - n_rows)
-        else:
-            plus = rows % n_cols
-            minus = (rows + 1) % n_cols
-        tensor[_flat_index(tensor, rows, plus)] = eps
-        tensor[_flat_index(tensor, rows, minus)] = -eps
-    return tensor
-
-
-def _sylvester_hadamard_block(n_rows: int, n_cols: int, device: torch.device) -> Tensor:
-    """``H_p[:n_rows, :n_cols]`` of the Sylvester Hadamard matrix, entries ``(-1)^popcount(i & j)``.
-
-    ``popcount(i & j) = sum_b bit_b(i) * bit_b(j)`` is the product of the ``(n_rows, B)`` and
-    ``(B, n_cols)`` bit matrices (B = bits of the largest index, exact in float32), so only the
-    requested block is built, never the full ``p x p`` matrix.
-    """
-    n_bits = max(1, (max(n_rows, n_cols) - 1).bit_length())
-    shifts = torch.arange(n_bits, device=device)
-    row_bits = ((torch.arange(n_rows, device=device)[:, None] >> shifts) & 1).to(torch.float32)
-    col_bits = ((torch.arange(n_cols, device=device)[:, None] >> shifts) & 1).to(torch.float32)
-    popcount = row_bits @ col_bits.T
-    return 1.0 - 2.0 * torch.remainder(popcount, 2.0)
+    return _run(fn, tensor, "zero_preserving_", {"eps": _check_scalar(eps, "eps", fn)})
 
 
 def hadamard_(tensor: Tensor) -> Tensor:
@@ -291,18 +336,4 @@ def hadamard_(tensor: Tensor) -> Tensor:
     for even sizes), which holds that ``c_out x c_in/groups`` matrix (ZerO's convolution rule).
     """
     fn = "hadamard_"
-    if not _check_tensor(tensor, fn):
-        return tensor
-    with torch.no_grad():
-        m, n = tensor.shape[0], tensor.shape[1]
-        target = tensor if tensor.dim() == 2 else tensor[(slice(None), slice(None), *_centre(tensor))]
-        tensor.zero_()
-        if m <= n:
-            rows = torch.arange(m, device=tensor.device)
-            target[rows, rows] = 1.0
-        else:
-            p = 1 << (m - 1).bit_length()
-            # +-1 is exact in every dtype, so scaling after the cast rounds 1/sqrt(p) once
-            block = _sylvester_hadamard_block(m, n, tensor.device).to(tensor.dtype)
-            target.copy_(block.mul_(1.0 / math.sqrt(p)))
-    return tensor
+    return _run(fn, tensor, "hadamard_", {})

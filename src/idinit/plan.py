@@ -17,6 +17,9 @@ from torch import nn
 
 import idinit.init as tensor_init
 from idinit.detect import detect, warn_caller
+from idinit.noise import draw_seed
+from idinit.patterns import PATTERNS, Job, fill
+from idinit.sharded import local_of
 from idinit.roles import MATRIX_ROLES, is_bias_name
 from idinit.schemes import assign, blocks_of, check_options, needs_positions
 
@@ -124,31 +127,53 @@ class Plan:
     def apply(self, model: nn.Module, generator: torch.Generator | None = None) -> "Plan":
         """Initialise ``model``'s parameters as planned (in place, under ``torch.no_grad()``).
 
-        ``reset_parameters`` entries run first, module by module, children before parents; then every
-        other entry in order, drawing from ``generator`` (or the global RNG). Norm layers whose
-        parameters are initialised also get their running statistics reset. Returns the plan.
+        Everything is checked first (the plan against the model, every tensor and argument against its
+        dtype, the generator); a refusal leaves the model unchanged. Then ``reset_parameters`` entries
+        run, module by module, children before parents; then all pattern and constant fills at once (one
+        ``_foreach_zero_`` over them and strided writes, :mod:`idinit.patterns`); then the
+        ``torch.nn.init`` entries in order, drawing from ``generator`` (or the global RNG). The loose
+        noise of parameter ``name`` depends only on one seed drawn from ``generator`` and on ``name``,
+        so it is the same whatever else the plan holds, and a sharded (DTensor / FSDP2) parameter gets
+        on each rank its part of the unsharded result. Norm layers whose parameters are initialised
+        also get their running statistics reset. Returns the plan.
         """
         params = dict(model.named_parameters())
+        jobs, calls, devices, noisy = [], [], set(), False
         for e in self.entries:
             if e.name not in params:
                 raise ValueError(f"plan does not match the model: it has no parameter {e.name!r}")
-            if tuple(params[e.name].shape) != tuple(e.shape):
+            param = params[e.name]
+            if tuple(param.shape) != tuple(e.shape):
                 raise ValueError(f"plan does not match the model: {e.name!r} has shape "
-                                 f"{tuple(params[e.name].shape)}, the plan says {tuple(e.shape)}")
+                                 f"{tuple(param.shape)}, the plan says {tuple(e.shape)}")
             if e.init not in INITIALISERS:
                 raise ValueError(f"{e.name}: unknown initialiser {e.init!r}; known: {', '.join(INITIALISERS)}")
+            if e.init in ("keep", "reset_parameters"):
+                continue
+            if e.init in PATTERNS or e.init in ("zeros_", "ones_"):
+                job = Job(e.name, param, e.init, e.args, e.layout, e.blocks)
+                if tensor_init.check(job, e.name):
+                    jobs.append(job)
+                    noisy = noisy or (e.init in _RANDOM and e.args.get("loose", 0.0) > 0)
+                    devices.add(job.local.device)
+            else:
+                tensor_init.writable(param, e.name)
+                calls.append((e, param))
+                if param.device.type != "meta":
+                    devices.add(local_of(param).device)
+        tensor_init.check_generator(generator, devices, "init_")
         resets = {e.name.rpartition(".")[0] for e in self.entries if e.init == "reset_parameters"}
         if resets and generator is not None:
             raise ValueError("this plan calls modules' reset_parameters() (the 'default' scheme, reset_kept=True), "
                              "which draw from the global RNG and take no generator: seed with torch.manual_seed()")
         with torch.no_grad():
-            _reset_modules(model, resets, {e.name for e in self.entries if e.init != "reset_parameters"})
-            for e in self.entries:
-                if e.init in ("keep", "reset_parameters"):
-                    continue
-                view = _view(params[e.name], e.layout)
-                for block in _blocks(view, e.blocks):
-                    _fill(block, e.init, e.args, generator)
+            _reset_modules(model, resets, {e.name for e in self.entries if e.init == "keep"})
+            fill(jobs, draw_seed(generator) if noisy else None)
+            for e, param in calls:
+                if param.device.type != "meta":
+                    view = _view(param, e.layout)
+                    for block in _blocks(view, e.blocks):
+                        _fill(block, e.init, e.args, generator)
             norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
                      and e.init != "keep"}
             for name in norms:
@@ -179,21 +204,14 @@ def _blocks(view: torch.Tensor, blocks: int) -> tuple[torch.Tensor, ...]:
 
 
 def _fill(view: torch.Tensor, init: str, args: Mapping[str, Any], generator) -> None:
-    if init == "ones_":
-        view.fill_(1.0)
-    elif init == "zeros_":
-        view.zero_()
-    elif init in ("identity_", "channel_identity_", "zero_preserving_", "hadamard_"):
-        kwargs = dict(args, generator=generator) if init in _RANDOM else dict(args)
-        _INITIALISERS[init](view, **kwargs)
-    else:
-        # torch.nn.init's fills go through a contiguous buffer: orthogonal_ needs view_as(), which
-        # a transposed view cannot give. The random draws are the same either way.
-        target = view if view.is_contiguous() else torch.empty(view.shape, dtype=view.dtype, device=view.device)
-        kwargs = dict(args, generator=generator) if generator is not None else dict(args)
-        _INITIALISERS[init](target, **kwargs)
-        if target is not view:
-            view.copy_(target)
+    """One ``torch.nn.init`` initialiser on one (block of a) parameter."""
+    # torch.nn.init's fills go through a contiguous buffer: orthogonal_ needs view_as(), which
+    # a transposed view cannot give. The random draws are the same either way.
+    target = view if view.is_contiguous() else torch.empty(view.shape, dtype=view.dtype, device=view.device)
+    kwargs = dict(args, generator=generator) if generator is not None else dict(args)
+    _INITIALISERS[init](target, **kwargs)
+    if target is not view:
+        view.copy_(target)
 
 
 def _post_order(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
@@ -206,13 +224,17 @@ def _reset_method(module: nn.Module):
     return getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
 
 
-def _reset_modules(model: nn.Module, names: set[str], protected: set[str]) -> None:
+def _reset_modules(model: nn.Module, names: set[str], kept: set[str]) -> None:
     """Call ``reset_parameters()`` of the named modules, children before parents (the order in which
     a constructor runs them, so that e.g. MultiheadAttention's zero ``out_proj.bias`` wins), then put
-    back every parameter the plan does not reset (frozen, kept) that a reset touched."""
+    back the kept parameters (frozen, unclassified) under those modules that a reset touched. Only those
+    are copied (every other parameter is written after the resets), so the peak memory stays the
+    model's size plus the kept parameters of the reset modules."""
     if not names:
         return
-    saved = {n: p.detach().clone() for n, p in model.named_parameters() if n in protected}
+    prefixes = tuple(f"{n}." for n in names if n) if "" not in names else ("",)
+    saved = {n: p.detach().clone() for n, p in model.named_parameters()
+             if n in kept and n.startswith(prefixes) and p.device.type != "meta"}
     for name, module in _post_order(model):
         if name in names:
             _reset_method(module)()

@@ -1,0 +1,166 @@
+"""IDInit of an FSDP2-sharded Llama-7B, shard by shard: time against the sharded zero_() floor, and a checksum
+equal to the unsharded init's.
+
+    torchrun --nproc-per-node 2 scripts/gpu_fsdp_llama7b.py --out results/speed/fsdp-llama7b-2xh200.md
+    torchrun --nproc-per-node 2 scripts/gpu_fsdp_llama7b.py --device cpu --model tiny --out /tmp/fsdp.md  # check
+
+Every rank builds the model on the meta device (HF Llama config, 7B defaults), plans it (roles need no
+weights), shards every decoder layer and the root with ``fully_shard`` and materialises its shards with
+``to_empty``. Timed (median of ``--repeat`` after a warm-up, synchronised, per rank): ``p.zero_()`` on every
+local shard (the floor) and ``Plan.apply`` of the idinit plan. Then each parameter's checksum, exact and
+order-free so that shards can be added up: over its elements, the sum of the bit patterns (as integers), of
+their squares and of bit pattern times (global flat index mod 65521 + 1), in int64 (wrapping: exact modulo
+2^64), reduced over the ranks. Rank 0 then builds the same model unsharded on its own device, zeroes it (the
+parameters the plan keeps, the embeddings, then hold zeros on both sides), applies the same plan with the
+same seed and compares the checksums parameter by parameter. The report (markdown, with a JSON block) goes to ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+
+import idinit  # noqa: E402
+from idinit.sharded import is_dtensor  # noqa: E402
+from init_apply import MODELS, build  # noqa: E402
+
+_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def checksum(tensor: torch.Tensor, flat_offset: int) -> torch.Tensor:
+    """``[sum(b), sum(b^2), sum(b * (i mod 65521 + 1))]`` (int64) of the bit patterns ``b`` of ``tensor``,
+    ``i`` the global flat index (the local data's first element is ``flat_offset``)."""
+    bits = tensor.detach().contiguous().view(_INT[tensor.element_size()]).reshape(-1).to(torch.int64)
+    index = torch.arange(bits.numel(), device=bits.device, dtype=torch.int64) + flat_offset
+    return torch.stack([bits.sum(), (bits * bits).sum(), (bits * (index % 65521 + 1)).sum()])
+
+
+def checksums(model) -> dict[str, list[int]]:
+    """Checksums of every parameter (DTensor shards are summed over the ranks)."""
+    found = {}
+    for name, p in model.named_parameters():
+        if is_dtensor(p):
+            from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+            _, offset = compute_local_shape_and_global_offset(p.shape, p.device_mesh, p.placements)
+            row = p.numel() // p.shape[0] if p.dim() else 1
+            part = checksum(p.to_local(), offset[0] * row if p.dim() else 0)
+            dist.all_reduce(part)
+        else:
+            part = checksum(p, 0)
+        found[name] = [int(v) for v in part.tolist()]
+    return found
+
+
+def median_ms(step, device, repeat: int) -> tuple[float, list[float]]:
+    step()
+    times = []
+    for _ in range(repeat):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dist.barrier()
+        t0 = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="report file (markdown with a JSON block)")
+    parser.add_argument("--model", default="llama-7b", choices=sorted(MODELS))
+    parser.add_argument("--dtype", default=None, choices=["bfloat16", "float32"],
+                        help="default: the model's (bf16 for llama-7b); float32 keeps the loose noise")
+    parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+
+    cuda = args.device == "cuda"
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if args.dtype:
+        family, overrides, _ = MODELS[args.model]
+        MODELS[args.model] = (family, overrides, getattr(torch, args.dtype))
+    dtype = MODELS[args.model][2]
+    t0 = time.perf_counter()
+    model = build(args.model, "meta")
+    plan = idinit.plan(model)
+    plan_s = time.perf_counter() - t0
+    mesh = init_device_mesh(device.type, (world,))
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    model.to_empty(device=device)
+    shards = [p.to_local() for p in model.parameters()]
+
+    def floor():
+        with torch.no_grad():
+            for s in shards:
+                s.zero_()
+
+    floor_ms, floor_all = median_ms(floor, device, args.repeat)
+    apply_ms, apply_all = median_ms(lambda: plan.apply(model, generator=torch.Generator().manual_seed(0)),
+                                    device, args.repeat)
+    sharded = checksums(model)
+    per_rank = [None] * world
+    dist.all_gather_object(per_rank, {"rank": rank, "floor_ms": floor_ms, "apply_ms": apply_ms,
+                                      "floor_runs": floor_all, "apply_runs": apply_all})
+    del model, shards
+    if cuda:
+        torch.cuda.empty_cache()
+
+    if rank == 0:
+        reference = build(args.model, str(device))
+        with torch.no_grad():  # the sharded model's kept parameters (embeddings) hold the floor's zeros
+            for p in reference.parameters():
+                p.zero_()
+        t0 = time.perf_counter()
+        plan.apply(reference, generator=torch.Generator().manual_seed(0))
+        if cuda:
+            torch.cuda.synchronize(device)
+        single_ms = (time.perf_counter() - t0) * 1e3
+        unsharded = checksums(reference)
+        differ = [n for n in unsharded if unsharded[n] != sharded[n]]
+        n_params = sum(p.numel() for p in reference.parameters())
+        machine = torch.cuda.get_device_name(device) if cuda else "CPU"
+        report = {
+            "model": args.model, "parameters": n_params, "dtype": str(dtype), "world": world, "device": machine,
+            "torch": torch.__version__, "plan_s": plan_s, "per_rank": per_rank,
+            "single_device_apply_ms_one_run": single_ms, "checksum_parameters": len(unsharded),
+            "checksum_differ": differ, "checksum_equal": not differ,
+            "kept_by_the_plan_zero_on_both_sides": [e.name for e in plan if e.init == "keep"],
+            "command": "torchrun --nproc-per-node %d %s" % (world, " ".join(sys.argv)),
+        }
+        lines = [f"# FSDP2 IDInit of {args.model} ({n_params / 1e9:.2f} B parameters, {dtype}) on {world} x {machine}",
+                 "", f"command: `{report['command']}`; torch {torch.__version__}; median of {args.repeat} after a warm-up",
+                 "", "| rank | zero_() on its shards (ms) | Plan.apply (ms) | x floor |", "|---|---|---|---|"]
+        for r in per_rank:
+            lines.append(f"| {r['rank']} | {r['floor_ms']:.2f} | {r['apply_ms']:.2f} | {r['apply_ms'] / r['floor_ms']:.2f} |")
+        lines += ["", f"plan on the meta device: {plan_s:.2f} s; unsharded apply on one device (one run): {single_ms:.1f} ms",
+                  f"checksums of {len(unsharded)} parameters, sharded vs unsharded: "
+                  + ("all equal" if not differ else f"{len(differ)} differ: {', '.join(differ[:10])}"),
+                  "", "```json", json.dumps(report, indent=1), "```", ""]
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines))
+        print("\n".join(lines[:8 + world + 3]))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""Where a tensor's data lies in its pattern: plain tensors, row blocks and DTensor shards.
+
+The initialisers of :mod:`idinit.init` write a pattern defined on a whole ``(rows, *trailing)``
+matrix. A :class:`Region` is the part of that matrix one process holds: a local tensor plus the
+pattern row of its first row and the flattened pattern column of its first column. A plain tensor
+is one region holding everything; a fused projection filled block by block gives one region per block;
+a DTensor (FSDP2's ``fully_shard``, tensor parallelism) gives the box of the global tensor its local
+shard covers, so each rank writes its own entries in place and nothing is gathered.
+
+Supported placements: ``Replicate`` and ``Shard(d)`` along the output dimension (d = 0) or the input
+dimension (d = 1) of the pattern, on any number of mesh dimensions. A shard cutting a kernel's spatial
+dimensions, ``Partial`` and strided sharding are refused before anything is written.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from torch import Tensor
+
+__all__ = ["Region", "is_dtensor", "local_of", "local_and_offset", "regions", "check_placements"]
+
+try:  # torch.distributed is optional (some builds ship without it)
+    from torch.distributed.tensor import DTensor, Replicate, Shard
+    from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
+except ImportError:  # pragma: no cover - builds without distributed support
+    DTensor = None
+
+
+@dataclass
+class Region:
+    """``local`` holds pattern rows ``[row0, row0 + local.shape[0])`` of a ``(rows, *trailing)`` pattern
+    and, on its ``(rows, -1)`` flattening, the columns ``[col0, col0 + width)``."""
+
+    local: Tensor
+    rows: int
+    trailing: tuple
+    row0: int = 0
+    col0: int = 0
+    block: int = 0  # which row block of the tensor (fused projections are filled block by block)
+
+    @property
+    def n_cols(self) -> int:
+        """Columns of the whole pattern (``c_in * prod(k)``)."""
+        return math.prod(self.trailing)
+
+    @property
+    def width(self) -> int:
+        return math.prod(self.local.shape[1:])
+
+
+def is_dtensor(tensor) -> bool:
+    return DTensor is not None and isinstance(tensor, DTensor)
+
+
+def local_and_offset(tensor: Tensor) -> tuple[Tensor, tuple]:
+    """This process's data of ``tensor`` and the global index of its first element."""
+    if not is_dtensor(tensor):
+        return tensor, (0,) * tensor.dim()
+    local_shape, offset = _box(tuple(tensor.shape), tensor.device_mesh, tuple(tensor.placements))
+    # the attribute FSDP2 itself reads; to_local() costs an autograd Function call per parameter
+    local = getattr(tensor, "_local_tensor", None)
+    local = tensor.to_local() if local is None else local
+    if tuple(local.shape) != local_shape:  # padded shards keep the padding at the end
+        local = local[tuple(slice(0, n) for n in local_shape)]
+    return local, offset
+
+
+@functools.lru_cache(maxsize=4096)
+def _box(shape: tuple, mesh, placements: tuple) -> tuple[tuple, tuple]:
+    """Local shape and global offset of this rank's shard (a model has a few distinct shapes: cached)."""
+    local_shape, offset = compute_local_shape_and_global_offset(shape, mesh, placements)
+    return tuple(local_shape), tuple(offset)
+
+
+def local_of(tensor: Tensor) -> Tensor:
+    """The data of ``tensor`` this process holds (the tensor itself unless it is a DTensor)."""
+    return local_and_offset(tensor)[0]
+
+
+def _layout_dims(layout: str, ndim: int) -> list[int]:
+    """Stored dimension of each pattern dimension."""
+    dims = list(range(ndim))
+    if layout in ("t", "transpose01"):
+        dims[0], dims[1] = 1, 0
+    return dims
+
+
+def check_placements(tensor, fn: str, layout: str = "rows", pattern: bool = True) -> Optional[str]:
+    """Why ``tensor``'s placements cannot be written shard by shard (None when they can). A constant fill
+    (``pattern=False``) takes any placement but ``Partial`` (whose value is the sum over ranks)."""
+    if not is_dtensor(tensor):
+        return None
+    dims = _layout_dims(layout, tensor.dim())
+    for placement in tensor.placements:
+        if isinstance(placement, Replicate) or (not pattern and not placement.is_partial()):
+            continue
+        if type(placement) is not Shard:
+            return (f"{fn}: DTensor placement {type(placement).__name__} ({placement}) is not supported (Replicate "
+                    "and Shard are); "
+                    "redistribute to Shard or Replicate first")
+        dim = placement.dim % tensor.dim()
+        if dims.index(dim) > 1:
+            return (f"{fn}: DTensor sharded along dimension {dim} of a kernel of shape {tuple(tensor.shape)} "
+                    "(a spatial dimension); only the output and input dimensions can be sharded")
+    return None
+
+
+def regions(tensor: Tensor, layout: str = "rows", blocks: int = 1, box: Optional[tuple] = None) -> list[Region]:
+    """The regions of ``tensor`` this process holds, one per row block (blocks that hold no row of the
+    local shard are left out). ``layout`` is how the stored tensor reads as ``(out, in, ...)``: ``rows``,
+    ``t`` or ``transpose01`` (see :class:`idinit.plan.PlanEntry`); ``box`` is
+    :func:`local_and_offset` of ``tensor`` when the caller has it already."""
+    shape = tuple(tensor.shape)
+    local, offset = box or local_and_offset(tensor)
+    dims = _layout_dims(layout, tensor.dim())
+    if layout in ("t", "transpose01"):
+        local = local.transpose(0, 1)
+    shape = tuple(shape[d] for d in dims)
+    offset = tuple(offset[d] for d in dims)
+    trailing, k = shape[1:], math.prod(shape[2:])
+    per_block = shape[0] // blocks if blocks > 1 and shape[0] % blocks == 0 else shape[0]
+    first, n = offset[0], local.shape[0]
+    found = []
+    for start in range(0, shape[0], per_block):
+        lo, hi = max(first, start), min(first + n, start + per_block)
+        if hi > lo:
+            found.append(Region(local[lo - first:hi - first], per_block, trailing, lo - start, offset[1] * k,
+                                start // per_block))
+    return found

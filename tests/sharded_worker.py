@@ -1,0 +1,152 @@
+"""The body of tests/test_sharded.py, run in every process of a gloo group (imported by the spawned children).
+
+Each check initialises a DTensor (or an FSDP2-sharded model) shard by shard and compares the gathered
+result with the same initialisation of the unsharded tensor, bit for bit (loose noise included).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor, init_device_mesh
+
+import idinit
+
+FNS = {
+    "identity_": lambda t, g: idinit.identity_(t, gain=math.sqrt(2.0), loose=1e-3, generator=g),
+    "channel_identity_": lambda t, g: idinit.channel_identity_(t, loose=1e-3, generator=g),
+    "zero_preserving_": lambda t, g: idinit.zero_preserving_(t, eps=1e-3),
+    "hadamard_": lambda t, g: idinit.hadamard_(t),
+}
+# tall, wide, uneven, 1 column, conv2d (square / tall), conv1d, depthwise
+SHAPES = [(12, 8), (8, 12), (10, 7), (9, 1), (6, 4, 3, 3), (40, 2, 3, 3), (7, 5, 3), (5, 1, 3, 3)]
+
+
+def _unsharded(fn, shape, dtype, seed):
+    return FNS[fn](torch.full(shape, float("nan"), dtype=dtype), torch.Generator().manual_seed(seed))
+
+
+def check_tensors(mesh, placement_sets) -> int:
+    """Every public initialiser on every shape and placement: gathered == unsharded. Returns the count."""
+    count = 0
+    for placements in placement_sets:
+        for shape in SHAPES:
+            for fn in FNS:
+                for dtype in (torch.float32, torch.float64) if fn == "identity_" else (torch.float32,):
+                    dt = distribute_tensor(torch.full(shape, float("nan"), dtype=dtype), mesh, placements)
+                    before = dt.to_local().data_ptr()
+                    assert FNS[fn](dt, torch.Generator().manual_seed(5)) is dt
+                    assert dt.to_local().data_ptr() == before  # written in place
+                    got, want = dt.full_tensor(), _unsharded(fn, shape, dtype, 5)
+                    assert torch.equal(got, want), (fn, shape, placements, dtype, got, want)
+                    count += 1
+    # the noise is there (it is what could differ between shardings)
+    noisy = _unsharded("identity_", (12, 8), torch.float64, 5)
+    assert (noisy[noisy != 0] - math.sqrt(2.0)).abs().max() > 1e-5
+    return count
+
+
+class Block(nn.Module):
+    """A residual block with a fused attention projection (3 row blocks) and a tall MLP."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.attn = nn.MultiheadAttention(d, 2, batch_first=True)
+        self.up = nn.Linear(d, 3 * d)
+        self.down = nn.Linear(3 * d, d)
+
+    def forward(self, x):
+        h = self.norm(x)
+        x = x + self.attn(h, h, h, need_weights=False)[0]
+        return x + self.down(torch.relu(self.up(x)))
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.conv = nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Linear(6, 5)
+
+    def forward(self, x):
+        x = torch.relu(self.stem(x))
+        x = x + self.conv(torch.relu(x))
+        return self.head(x.mean((2, 3)))
+
+
+def check_fsdp(mesh) -> None:
+    """FSDP2 (fully_shard, Shard(0) on every parameter): Plan.apply on the sharded model == unsharded."""
+    from torch.distributed.fsdp import fully_shard
+
+    for make, inputs in ((lambda: nn.Sequential(Block(), Block()), (torch.randn(2, 5, 8),)),
+                         (ConvNet, (torch.randn(2, 3, 8, 8),))):
+        torch.manual_seed(0)
+        model = make()
+        plan = idinit.plan(model, example_inputs=inputs)
+        reference = copy.deepcopy(model)
+        plan.apply(reference, generator=torch.Generator().manual_seed(9))
+        for module in model.modules():
+            if isinstance(module, (Block, nn.Conv2d)):
+                fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        pointers = {n: p.to_local().data_ptr() for n, p in model.named_parameters()}
+        plan.apply(model, generator=torch.Generator().manual_seed(9))
+        for (name, p), want in zip(model.named_parameters(), reference.parameters()):
+            assert p.to_local().data_ptr() == pointers[name], name
+            assert torch.equal(p.full_tensor(), want), name
+
+
+def check_column_sharded_model(mesh) -> None:
+    """Tensor-parallel style: a Linear weight Shard(1), a conv kernel Shard(1), a replicated one."""
+    torch.manual_seed(0)
+    model = ConvNet()
+    plan = idinit.plan(model, example_inputs=(torch.randn(2, 3, 8, 8),))
+    reference = copy.deepcopy(model)
+    plan.apply(reference, generator=torch.Generator().manual_seed(4))
+    for module, placement in ((model.stem, Shard(1)), (model.conv, Shard(1)), (model.head, Replicate())):
+        for name, p in list(module.named_parameters()):
+            chosen = placement if p.dim() > 1 else Replicate()
+            setattr(module, name, nn.Parameter(distribute_tensor(p.detach(), mesh, [chosen])))
+    plan.apply(model, generator=torch.Generator().manual_seed(4))
+    for (name, p), want in zip(model.named_parameters(), reference.parameters()):
+        assert torch.equal(p.full_tensor(), want), name
+
+
+def check_refusals(mesh) -> None:
+    """Placements that cannot be written shard by shard are refused before anything is written."""
+    from torch.distributed.tensor import DTensor, Partial
+
+    kernel = distribute_tensor(torch.full((4, 4, 4, 4), 7.0), mesh, [Shard(2)])
+    partial = DTensor.from_local(torch.full((4, 4), 7.0), mesh, [Partial()])
+    for t, message in ((kernel, "spatial dimension"), (partial, "Partial")):
+        before = t.to_local().clone()
+        try:
+            idinit.identity_(t)
+        except ValueError as e:
+            assert message in str(e), e
+        else:
+            raise AssertionError(f"{t.placements} was accepted")
+        assert torch.equal(t.to_local(), before)
+
+
+def run(rank: int, world: int, path: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world)
+    try:
+        mesh = init_device_mesh("cpu", (world,))
+        if world == 2:
+            count = check_tensors(mesh, [[Shard(0)], [Shard(1)], [Replicate()]])
+            assert count == 3 * len(SHAPES) * (len(FNS) + 1)
+        else:  # uneven and empty shards along both dimensions, then a 2 x 2 mesh cutting both at once
+            check_tensors(mesh, [[Shard(0)], [Shard(1)]])
+            mesh2 = init_device_mesh("cpu", (2, 2))
+            check_tensors(mesh2, [[Shard(0), Shard(1)], [Shard(0), Shard(0)]])
+        check_fsdp(mesh)
+        check_column_sharded_model(mesh)
+        check_refusals(mesh)
+    finally:
+        dist.destroy_process_group()
