@@ -5,20 +5,31 @@ A :class:`Plan` is a list of :class:`PlanEntry` rows (one per parameter, tied pa
 prints as a table and can be edited before :meth:`Plan.apply`. Applying works on any device,
 on a model built on the meta device after ``to_empty()`` (same seed, bitwise the same weights as
 an eager model) and writes only parameters (plus the running statistics of the norm layers it
-initialises, which belong to the old weights).
+initialises, which belong to the old weights: the plan lists them).
+
+:func:`init_` does the whole job on a model as it comes: it unwraps ``torch.compile`` /
+``DataParallel`` / ``DistributedDataParallel``, re-ties an HF model's tied weights that ``to_empty()``
+untied, rebuilds the buffers with the model's own methods, plans, gives what the scheme keeps the
+model's own init (:mod:`idinit.model_init`) and applies the rest: nothing is left uninitialised.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
 import torch
 from torch import nn
 
 import idinit.init as tensor_init
+from idinit import model_init
 from idinit.detect import detect, warn_caller
-from idinit.roles import MATRIX_ROLES, is_bias_name
+from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
 from idinit.schemes import assign, blocks_of, check_options, needs_positions
+
+Scheme = Literal["idinit", "kaiming", "xavier", "orthogonal", "default", "zero_gamma", "zero"]
+Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
 
 __all__ = ["Plan", "PlanEntry", "plan", "init_"]
 
@@ -71,9 +82,12 @@ class Plan:
     """What :func:`init_` does to each parameter; iterate it, index it by name, print it, edit it."""
 
     def __init__(self, model_name: str, scheme: str, options: dict, entries: list[PlanEntry],
-                 source: str, residual: bool, notes: list[str]):
+                 source: str, residual: bool, notes: list[str], states: dict[str, str] | None = None):
         self.model_name, self.scheme, self.options = model_name, scheme, options
         self.entries, self.source, self.residual, self.notes = entries, source, residual, notes
+        # {buffer name: what happens to it}: the running statistics apply() resets, and (filled by
+        # init_) the buffers rebuilt with the model's own methods or left as they were
+        self.states: dict[str, str] = dict(states or {})
 
     def __iter__(self) -> Iterator[PlanEntry]:
         return iter(self.entries)
@@ -117,6 +131,11 @@ class Plan:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+        by_action: dict[str, list[str]] = {}
+        for name, action in self.states.items():
+            by_action.setdefault(action, []).append(name)
+        for action, names in by_action.items():
+            lines.append(f"buffers {action}: {', '.join(names)}")
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(line.rstrip() for line in lines)
@@ -196,29 +215,14 @@ def _fill(view: torch.Tensor, init: str, args: Mapping[str, Any], generator) -> 
             view.copy_(target)
 
 
-def _post_order(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    for name, child in model.named_children():
-        yield from _post_order(child, f"{prefix}{name}.")
-    yield prefix.rstrip("."), model
-
-
 def _reset_method(module: nn.Module):
     return getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
 
 
 def _reset_modules(model: nn.Module, names: set[str], protected: set[str]) -> None:
-    """Call ``reset_parameters()`` of the named modules, children before parents (the order in which
-    a constructor runs them, so that e.g. MultiheadAttention's zero ``out_proj.bias`` wins), then put
-    back every parameter the plan does not reset (frozen, kept) that a reset touched."""
-    if not names:
-        return
-    saved = {n: p.detach().clone() for n, p in model.named_parameters() if n in protected}
-    for name, module in _post_order(model):
-        if name in names:
-            _reset_method(module)()
-    params = dict(model.named_parameters())
-    for n, value in saved.items():
-        params[n].copy_(value)
+    """The model's own init (:func:`idinit.model_init.run_model_init`) on the named modules, then put
+    back every parameter in ``protected`` that it touched."""
+    model_init.run_model_init(model, names, protected)
 
 
 def _join(*notes: str) -> str:
@@ -243,69 +247,226 @@ def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
     note = r.note
     if layout == "stored":
         note = _join(note, "grouped ConvTranspose: pattern on the stored (c_in, c_out/g, ...) layout")
-    return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout,
-                     blocks_of(r.role, info.gates) if matrix else 1, info.kind)
+    blocks = blocks_of(r.role, info.gates) if matrix else 1
+    rows = shape[1] if layout in ("t", "transpose01") else shape[0] if shape else 0
+    if blocks > 1 and rows % blocks:
+        # apply() fills a fused projection block by block only when its rows split evenly; say what it does
+        note = _join(note, f"{rows} rows do not split into {blocks} equal blocks: filled as one matrix")
+        blocks = 1
+    return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout, blocks, info.kind)
 
 
-def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
-         overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = False,
-         use_registry: bool = True, **options: Any) -> Plan:
-    """Decide, without touching any weight, what every parameter of ``model`` gets under ``scheme``.
+_KEPT_ROLES = ("embedding", "scale", "keep", "unclassified")
+
+
+def _check_arguments(model: Any, overrides: Any, flags: Mapping[str, Any], example_inputs: Any) -> nn.Module:
+    """Refuse wrong argument types by name, before anything is read or written; returns the unwrapped model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise TypeError("overrides must be a dict {name pattern: role}, e.g. {'layer*.conv2': 'branch_end'}, "
+                            f"got {type(overrides).__name__} {overrides!r}"[:300])
+        for key, role in overrides.items():
+            if not isinstance(key, str) or not isinstance(role, str):
+                raise TypeError(f"overrides must map name patterns (str) to roles (str), got {key!r}: {role!r}")
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}")
+    model = model_init.unwrap(model)
+    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        how = ("run model(*example_inputs) (or model(**example_inputs)) once" if example_inputs is not None
+               else "run one forward pass")
+        raise ValueError(f"model: parameter {lazy[0]!r} is uninitialised (a lazy module such as nn.LazyLinear, whose "
+                         f"shape is known only after a forward pass): {how} to materialise it, then plan; idinit "
+                         "does not run it for you (a forward pass may change the model's state)")
+    return model
+
+
+@contextlib.contextmanager
+def _state_restored(model: nn.Module) -> Iterator[None]:
+    """Role detection may run the model's forward pass (example_inputs, HF dummy_inputs): afterwards every
+    buffer holds its old tensor and values (also one the forward replaced rather than wrote) and the
+    global RNG (CPU and every initialised CUDA device) is where it was, as if planning never ran."""
+    buffers = [(m, name, t, t.detach().clone()) for m in model.modules() for name, t in m._buffers.items()
+               if t is not None and t.device.type != "meta"]
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    cpu_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if cuda else None
+    try:
+        yield
+    finally:
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+        with torch.no_grad():
+            for module, name, tensor, value in buffers:
+                module._buffers[name] = tensor
+                if not torch.equal(tensor, value):
+                    tensor.copy_(value)
+
+
+def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
+    """The running statistics apply() resets: those of every norm layer whose parameters it initialises."""
+    states: dict[str, str] = {}
+    modules = {e.name.rpartition(".")[0] for e in entries if e.role in ("norm", "branch_end_norm") and e.init != "keep"}
+    for name in sorted(modules):
+        module = model.get_submodule(name)
+        if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
+            for buffer, value in module.named_buffers(recurse=False):
+                if value is not None:
+                    states[f"{name}.{buffer}" if name else buffer] = "reset with their norm layer (reset_running_stats())"
+    return states
+
+
+def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+         overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = True,
+         use_registry: bool = True, loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
+         branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
+         eps: float | None = None) -> Plan:
+    """Decide, without touching any weight, buffer or the global RNG, what every parameter of ``model`` gets.
 
     Args:
-        model: any ``nn.Module`` (on any device, meta included).
-        scheme: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``, ``"default"``,
-            ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
+        model: any ``nn.Module`` (on any device, meta included); a ``torch.compile``d model,
+            ``nn.DataParallel`` or ``DistributedDataParallel`` is planned as the model inside, under
+            its own parameter names.
+        scheme: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``, ``"default"`` (the
+            model's own init: HF ``_init_weights``, timm ``init_weights()``, else each module's
+            ``reset_parameters()``), ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
         example_inputs: one forward pass's arguments (a tuple of positional arguments, a dict of
             keyword arguments, or one tensor). Without them the roles come from torch.fx (or,
             for HF transformers models, from a forward pass on ``model.dummy_inputs``); with them,
-            from the autograd graph of that pass, which sees through any Python control flow.
+            from the autograd graph of that pass, which sees through any Python control flow. The
+            buffers the pass changes and the global RNG are restored.
         overrides: ``{name pattern: role}``; wins over everything detected (see :mod:`idinit.roles`).
         include_frozen: also initialise parameters with ``requires_grad=False`` (left alone by default).
-        reset_kept: parameters the scheme keeps (embeddings, scales, unclassified) get their
-            module's ``reset_parameters()`` instead; needed after ``to_empty()``, where "kept" means
-            uninitialised memory.
+        reset_kept: parameters the scheme keeps (embeddings, learned scales, unclassified ones) get
+            the model's own init (:mod:`idinit.model_init`; what the model made them, drawn again), so
+            that a model materialised with ``to_empty()`` has no uninitialised memory left. ``False``
+            leaves them as they are (weights you loaded yourself). A role stated as ``"keep"`` and a
+            frozen parameter are never touched.
         use_registry: use the registry of known blocks (switch off to see the graph's own answer).
-        **options: the scheme's options, e.g. for ``"idinit"``: ``loose=1e-6``, ``conv="patch"``,
-            ``branch_end="zero_preserving"``, ``activation="relu"``, ``eps=1e-6``.
+        loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (SPEC §3.1; default 1e-6, 0: none).
+        conv: ``"idinit"``: ``"patch"`` (IDIC, patch-maintain; default) or ``"channel"`` (the centre-tap
+            channel-maintain of the paper's Table 2 ablation).
+        branch_end: ``"idinit"``: ``"zero_preserving"`` (IDIZ; default) or ``"zero"`` (exact zeros) on the
+            last layer of each residual branch.
+        activation: ``"idinit"``: the network's activation, which sets the stem's gain (sqrt(2) for
+            ReLU-like ones, 1 for tanh / sigmoid / linear; default ``"relu"``).
+        eps: ``"idinit"``: the +-eps of IDIZ (default 1e-6).
 
     Returns:
         the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
-        warning) and left untouched; an unknown scheme or option raises.
+        warning); an unknown scheme, an option of another scheme or an argument of the wrong type raises.
     """
-    options = check_options(scheme, options)
-    found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme))
+    model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
+                                                "use_registry": use_registry}, example_inputs)
+    given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps}
+    options = check_options(scheme, {k: v for k, v in given.items() if v is not None})
+    with _state_restored(model):
+        found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme))
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
-        has_reset = _reset_method(model.get_submodule(info.module)) is not None
-        if entry.init == "reset_parameters" and not has_reset:
+        own = model_init.describe(model, info.module)
+        stated_keep = entry.role == "keep" and found.roles.get(name) is not None and found.roles[name].source != "type"
+        if entry.init == "reset_parameters" and own is None:
             entry.init = "keep"
-            entry.note = _join(entry.note, "its module has no reset_parameters()")
+            entry.note = _join(entry.note, "its module has no init of its own (no reset_parameters())")
         if not info.param.requires_grad and not include_frozen:
             entry.init, entry.args = "keep", {}
             entry.note = _join(entry.note, "frozen (requires_grad=False): include_frozen=True initialises it")
-        elif entry.init == "keep" and reset_kept and has_reset:
+        elif entry.init == "keep" and reset_kept and own is not None and not stated_keep:
             entry.init, entry.args = "reset_parameters", {}
         elif info.param.numel() == 0:
             entry.init, entry.args = "keep", {}
+        if entry.init == "reset_parameters":
+            entry.note = _join(entry.note, f"the model's own init: {own}")
         entries.append(entry)
-    p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes)
+    p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes,
+             _norm_states(model, entries))
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
-        warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
-                    "State their roles with overrides= or idinit.tag() to initialise them")
+        warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched (or given the model's own init "
+                    f"where it has one: reset_kept), no rule fits: {listing}. State their roles with overrides= or idinit.tag() to initialise them")
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p
 
 
-def init_(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
-          generator: torch.Generator | None = None, **kwargs: Any) -> Plan:
+def _kept_modules(model: nn.Module, overrides: Mapping[str, str] | None, include_frozen: bool) -> set[str]:
+    """Modules whose parameters are all left as they are (frozen, or stated ``keep``): their buffers too."""
+    params = dict(model.named_parameters())
+    aliases = {n: n for n in params}
+    stated = {n for n, (role, _) in user_roles(model, overrides, aliases).items() if role == "keep"}
+    kept = set()
+    for name, module in model.named_modules():
+        own = [f"{name}.{n}" if name else n for n, _ in module.named_parameters(recurse=False)]
+        own = [n for n in own if n in params]
+        if own and all(n in stated or (not params[n].requires_grad and not include_frozen) for n in own):
+            kept.add(name)
+    return kept
+
+
+def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> None:
+    """The model's own init on the plan's ``reset_parameters`` entries. A kept parameter (embedding, scale)
+    that the method does not write is put back and its entry says so."""
+    resets = [e for e in p if e.init == "reset_parameters"]
+    if not resets:
+        return
+    params = dict(model.named_parameters())
+    watched = {e.name: params[e.name].detach().clone() for e in resets
+               if e.role in _KEPT_ROLES and params[e.name].is_floating_point()}
+    protected = {e.name for e in p if e.init == "keep"}
+    with torch.no_grad(), model_init.seeded_from(generator, model):
+        for name in watched:
+            params[name].fill_(float("nan"))
+        model_init.run_model_init(model, {e.name.rpartition(".")[0] for e in resets}, protected)
+        for name, value in watched.items():
+            if torch.isnan(params[name]).any():
+                params[name].copy_(value)
+                entry = p[name]
+                entry.init = "keep"
+                entry.note = _join(entry.note, "left as it was: the model's own init does not write it")
+
+
+def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+          generator: torch.Generator | None = None, overrides: Mapping[str, str] | None = None,
+          include_frozen: bool = False, reset_kept: bool = True, use_registry: bool = True,
+          loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
+          branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
+          eps: float | None = None) -> Plan:
     """Initialise ``model`` in place with ``scheme`` and return the :class:`Plan` that was applied.
 
-    Same arguments as :func:`plan`, plus ``generator`` for the random draws (the loose perturbation,
-    Kaiming, ...); the same seed gives bitwise the same weights, eager or built on the meta device
-    and materialised with ``to_empty()``.
+    The arguments are those of :func:`plan`, plus ``generator`` for every random draw (the loose noise,
+    Kaiming, and the model's own init, which runs from a seed drawn from it without moving the global
+    RNG). The same seed gives bitwise the same weights, eager or built on the meta device and
+    materialised with ``to_empty()``. In order, on the model inside any ``torch.compile`` /
+    ``DataParallel`` / ``DistributedDataParallel`` wrapper:
+
+    1. an HF model's tied weights that ``to_empty()`` untied are tied again (``tie_weights()``);
+    2. buffers are rebuilt with the model's own methods (HF ``_init_weights``, timm
+       ``init_non_persistent_buffers()``, ``reset_running_stats()``, ``reset_parameters()``), except
+       those of modules left as they are (frozen, ``keep``); ``plan.states`` lists each buffer's fate;
+    3. the plan is made (:func:`plan`);
+    4. the parameters it gives the model's own init get it (embeddings, scales: ``reset_kept``);
+    5. the plan is applied (:meth:`Plan.apply`).
     """
-    return plan(model, scheme, example_inputs, **kwargs).apply(model, generator=generator)
+    model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
+                                                "use_registry": use_registry}, example_inputs)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    retied = model_init.tie_hf_weights(model)
+    rebuilt = model_init.rebuild_buffers(model, _kept_modules(model, overrides, include_frozen))
+    p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
+             reset_kept=reset_kept, use_registry=use_registry, loose=loose, conv=conv, branch_end=branch_end,
+             activation=activation, eps=eps)
+    if retied:
+        p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
+    p.states = {**rebuilt, **p.states}
+    _own_init(model, p, generator)
+    rest = Plan(p.model_name, p.scheme, p.options, [e if e.init != "reset_parameters" else dataclasses.replace(e, init="keep")
+                                                     for e in p.entries], p.source, p.residual, p.notes, p.states)
+    rest.apply(model, generator=generator)
+    return p
