@@ -80,10 +80,9 @@ def _per_module_init(module: nn.Module) -> bool:
 
 
 def _hf_owner(model: nn.Module, name: str) -> nn.Module | None:
-    """The model whose ``_init_weights(module)`` initialises module ``name``: the nearest HF
-    ``PreTrainedModel`` holding it (itself included), as transformers' ``smart_apply`` dispatches each
-    module to its own sub-model's ``_init_weights``; else the root model if it has such a method."""
-    owner = model if _is_hf_pretrained(model) or _per_module_init(model) else None
+    """The nearest HF ``PreTrainedModel`` holding module ``name`` (itself included), as transformers'
+    ``smart_apply`` dispatches each module to its own sub-model's ``_init_weights``."""
+    owner = model if _is_hf_pretrained(model) else None
     path = ""
     for part in name.split(".") if name else []:
         path = f"{path}.{part}" if path else part
@@ -110,28 +109,6 @@ def _reset_method(module: nn.Module) -> Callable[[], object] | None:
     return _no_argument_method(module, "reset_parameters") or _no_argument_method(module, "_reset_parameters")
 
 
-def _subtree_method(model: nn.Module, name: str) -> Callable[[], object] | None:
-    """A whole-subtree init taking no argument: timm's ``init_weights()``, torchvision MaxViT's
-    ``_init_weights()``. Not for a module with a per-module owner: HF's own ``init_weights`` skips modules
-    already marked initialised, so its ``_init_weights(module)`` is used instead."""
-    module = model.get_submodule(name)
-    if _hf_owner(model, name) is not None:
-        return None
-    return _no_argument_method(module, "init_weights") or _no_argument_method(module, "_init_weights")
-
-
-def describe(model: nn.Module, name: str) -> str | None:
-    """What the model's own init of module ``name`` calls, for the plan (None: it has none)."""
-    owner = _hf_owner(model, name)
-    if owner is not None:
-        return f"{type(owner).__name__}._init_weights"
-    module = model.get_submodule(name)
-    if _subtree_method(model, name) is not None:
-        return f"{type(module).__name__}.{_subtree_method(model, name).__name__}()"
-    method = _reset_method(module)
-    return None if method is None else f"{type(module).__name__}.{method.__name__}()"
-
-
 @contextlib.contextmanager
 def _hf_flags_cleared(tensors) -> Iterator[None]:
     """transformers' init functions skip a tensor marked ``_is_hf_initialized`` (set when it was loaded):
@@ -146,20 +123,32 @@ def _hf_flags_cleared(tensors) -> Iterator[None]:
             setattr(t, _HF_FLAG, True)
 
 
-def _call_own_init(model: nn.Module, name: str) -> bool:
-    """Run the own init of module ``name``; False when it has none."""
+def _own_init(model: nn.Module, name: str) -> tuple[str, Callable[[], object], bool] | None:
+    """``(what it is, the call, whether it covers the module's whole subtree)`` for the own init of
+    module ``name`` (the order of the module docstring), or None when it has none. HF's own
+    ``init_weights()`` is not used: it skips modules already marked initialised."""
     module = model.get_submodule(name)
     owner = _hf_owner(model, name)
     if owner is not None:
-        tensors = list(module.parameters()) + list(module.buffers())
-        with _hf_flags_cleared(tensors):
-            owner._init_weights(module)
-        return True
-    method = _subtree_method(model, name) or _reset_method(module)
-    if method is None:
-        return False
-    method()
-    return True
+        def call() -> None:
+            with _hf_flags_cleared(list(module.parameters()) + list(module.buffers())):
+                owner._init_weights(module)
+        return f"{type(owner).__name__}._init_weights", call, False
+    subtree = _no_argument_method(module, "init_weights") or _no_argument_method(module, "_init_weights")
+    if subtree is not None:
+        return f"{type(module).__name__}.{subtree.__name__}()", subtree, True
+    if name and _per_module_init(model):
+        return f"{type(model).__name__}._init_weights", lambda: model._init_weights(module), False
+    reset = _reset_method(module)
+    if reset is not None:
+        return f"{type(module).__name__}.{reset.__name__}()", reset, False
+    return None
+
+
+def describe(model: nn.Module, name: str) -> str | None:
+    """What the model's own init of module ``name`` calls, for the plan (None: it has none)."""
+    found = _own_init(model, name)
+    return None if found is None else found[0]
 
 
 def _post_order(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
@@ -184,16 +173,21 @@ def run_model_init(model: nn.Module, names: set[str], protected: set[str]) -> se
         holders = {n for n in owners if n == name or n.startswith(f"{name}.") or not name}
         if name in names or (holders and holders <= names):
             run.append(name)
-    for name in run:
-        if _subtree_method(model, name) is not None:
+    calls = {name: _own_init(model, name) for name in run}
+    for name, found in calls.items():
+        if found is not None and found[2]:
             covered.update(n for n in run if n != name and (not name or n.startswith(f"{name}.")))
     params = dict(model.named_parameters())
     saved = {n: params[n].detach().clone() for n in protected if n in params}
     missing = set()
     with torch.no_grad():
         for name in run:
-            if name not in covered and not _call_own_init(model, name) and name in names:
-                missing.add(name)
+            if name in covered:
+                continue
+            if calls[name] is None:
+                missing.update({name} & names)
+            else:
+                calls[name][1]()
         for n, value in saved.items():
             params[n].copy_(value)
     return missing
@@ -208,6 +202,8 @@ def _buffer_recipes(model: nn.Module, name: str) -> list[tuple[str, Callable[[],
     owner = _hf_owner(model, name)
     if owner is not None:
         recipes.append((f"{type(owner).__name__}._init_weights", lambda: owner._init_weights(module)))
+    elif name and _per_module_init(model):
+        recipes.append((f"{type(model).__name__}._init_weights", lambda: model._init_weights(module)))
     for attribute in ("init_non_persistent_buffers", "reset_running_stats"):
         method = _no_argument_method(module, attribute)
         if method is not None:

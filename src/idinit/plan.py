@@ -135,7 +135,8 @@ class Plan:
         for name, action in self.states.items():
             by_action.setdefault(action, []).append(name)
         for action, names in by_action.items():
-            lines.append(f"buffers {action}: {', '.join(names)}")
+            shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more: plan.states lists all)" if len(names) > 12 else "")
+            lines.append(f"{len(names)} buffer(s) {action}: {shown}")
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(line.rstrip() for line in lines)
@@ -257,6 +258,7 @@ def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
 
 
 _KEPT_ROLES = ("embedding", "scale", "keep", "unclassified")
+_NO_OWN_INIT = "kept as it is: no method of the model draws it again (after to_empty() it is uninitialised memory)"
 
 
 def _check_arguments(model: Any, overrides: Any, flags: Mapping[str, Any], example_inputs: Any) -> nn.Module:
@@ -377,8 +379,11 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         if not info.param.requires_grad and not include_frozen:
             entry.init, entry.args = "keep", {}
             entry.note = _join(entry.note, "frozen (requires_grad=False): include_frozen=True initialises it")
-        elif entry.init == "keep" and reset_kept and own is not None and not stated_keep:
-            entry.init, entry.args = "reset_parameters", {}
+        elif entry.init == "keep" and reset_kept and not stated_keep and info.param.numel():
+            if own is None:
+                entry.note = _join(entry.note, _NO_OWN_INIT)
+            else:
+                entry.init, entry.args = "reset_parameters", {}
         elif info.param.numel() == 0:
             entry.init, entry.args = "keep", {}
         if entry.init == "reset_parameters":
@@ -466,6 +471,15 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
         p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
     p.states = {**rebuilt, **p.states}
     _own_init(model, p, generator)
+    stuck = [e.name for e in p if e.init == "keep" and (_NO_OWN_INIT in e.note or "own init does not write" in e.note)]
+    if stuck:
+        warn_caller(f"idinit.init_: {len(stuck)} parameter(s) kept as they are, no method of the model initialises "
+                    f"them: {', '.join(stuck)}. If the model was materialised with to_empty(), they hold "
+                    "uninitialised memory: set them yourself, or state their roles with overrides=")
+    left = [n for n, action in p.states.items() if action.startswith("left")]
+    if left:
+        warn_caller(f"idinit.init_: {len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}. If the "
+                    "model was materialised with to_empty(), they hold uninitialised memory: set them yourself")
     rest = Plan(p.model_name, p.scheme, p.options, [e if e.init != "reset_parameters" else dataclasses.replace(e, init="keep")
                                                      for e in p.entries], p.source, p.residual, p.notes, p.states)
     rest.apply(model, generator=generator)
