@@ -166,7 +166,11 @@ def run_model_init(model: nn.Module, names: set[str], protected: set[str]) -> se
     Returns the modules that had no own init."""
     if not names:
         return set()
-    owners = {n.rpartition(".")[0] for n, _ in model.named_parameters()}
+    # a tied parameter is initialised under each of its names, as transformers does (lm_head and wte)
+    canonical = {id(p): n.rpartition(".")[0] for n, p in model.named_parameters()}
+    tied = {n.rpartition(".")[0] for n, p in model.named_parameters(remove_duplicate=False) if canonical[id(p)] in names}
+    names = set(names) | tied
+    owners = set(canonical.values())
     run: list[str] = []
     covered: set[str] = set()
     for name, module in _post_order(model):
