@@ -34,7 +34,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-__all__ = ["unwrap", "describe", "run_model_init", "rebuild_buffers", "tie_hf_weights", "seeded_from"]
+__all__ = ["unwrap", "describe", "run_model_init", "run_on_parameters", "modules_holding_only", "rebuild_buffers",
+           "tie_hf_weights", "seeded_from"]
 
 _HF_FLAG = "_is_hf_initialized"
 
@@ -195,6 +196,35 @@ def run_model_init(model: nn.Module, names: set[str], protected: set[str]) -> se
         for n, value in saved.items():
             params[n].copy_(value)
     return missing
+
+
+def run_on_parameters(model: nn.Module, names: set[str], watched: set[str], protected: set[str]) -> set[str]:
+    """The model's own init for parameters ``names`` (:func:`run_model_init` on their modules). Each
+    floating parameter in ``watched`` is marked (NaN) first: those the init leaves marked get their old
+    value back and are returned, so that nothing is reported as initialised that was not."""
+    if not names:
+        return set()
+    params = dict(model.named_parameters())
+    saved = {n: params[n].detach().clone() for n in watched if params[n].is_floating_point()}
+    with torch.no_grad():
+        for n in saved:
+            params[n].fill_(float("nan"))
+        run_model_init(model, {n.rpartition(".")[0] for n in names}, protected)
+        unwritten = {n for n in saved if torch.isnan(params[n]).any()}
+        for n in unwritten:
+            params[n].copy_(saved[n])
+    return unwritten
+
+
+def modules_holding_only(model: nn.Module, untouched: set[str]) -> set[str]:
+    """The modules all of whose own parameters are in ``untouched`` (frozen, stated ``keep``): their
+    buffers are left as they are too."""
+    found = set()
+    for name, module in model.named_modules():
+        own = [f"{name}.{n}" if name else n for n, _ in module.named_parameters(recurse=False)]
+        if own and all(n in untouched for n in own):
+            found.add(name)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------

@@ -400,40 +400,18 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     return p
 
 
-def _kept_modules(model: nn.Module, overrides: Mapping[str, str] | None, include_frozen: bool) -> set[str]:
-    """Modules whose parameters are all left as they are (frozen, or stated ``keep``): their buffers too."""
-    params = dict(model.named_parameters())
-    aliases = {n: n for n in params}
-    stated = {n for n, (role, _) in user_roles(model, overrides, aliases).items() if role == "keep"}
-    kept = set()
-    for name, module in model.named_modules():
-        own = [f"{name}.{n}" if name else n for n, _ in module.named_parameters(recurse=False)]
-        own = [n for n in own if n in params]
-        if own and all(n in stated or (not params[n].requires_grad and not include_frozen) for n in own):
-            kept.add(name)
-    return kept
-
-
 def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> None:
-    """The model's own init on the plan's ``reset_parameters`` entries. A kept parameter (embedding, scale)
-    that the method does not write is put back and its entry says so."""
+    """The model's own init on the plan's ``reset_parameters`` entries; a kept parameter (embedding,
+    scale) that it does not write is put back and its entry says so."""
     resets = [e for e in p if e.init == "reset_parameters"]
-    if not resets:
-        return
-    params = dict(model.named_parameters())
-    watched = {e.name: params[e.name].detach().clone() for e in resets
-               if e.role in _KEPT_ROLES and params[e.name].is_floating_point()}
-    protected = {e.name for e in p if e.init == "keep"}
-    with torch.no_grad(), model_init.seeded_from(generator, model):
-        for name in watched:
-            params[name].fill_(float("nan"))
-        model_init.run_model_init(model, {e.name.rpartition(".")[0] for e in resets}, protected)
-        for name, value in watched.items():
-            if torch.isnan(params[name]).any():
-                params[name].copy_(value)
-                entry = p[name]
-                entry.init = "keep"
-                entry.note = _join(entry.note, "left as it was: the model's own init does not write it")
+    watched = {e.name for e in resets if e.role in _KEPT_ROLES}
+    with model_init.seeded_from(generator, model):
+        unwritten = model_init.run_on_parameters(model, {e.name for e in resets}, watched,
+                                                 {e.name for e in p if e.init == "keep"})
+    for entry in p:
+        if entry.name in unwritten:
+            entry.init = "keep"
+            entry.note = _join(entry.note, "left as it was: the model's own init does not write it")
 
 
 def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
@@ -463,7 +441,10 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     retied = model_init.tie_hf_weights(model)
-    rebuilt = model_init.rebuild_buffers(model, _kept_modules(model, overrides, include_frozen))
+    params = dict(model.named_parameters())
+    stated = {n for n, (role, _) in user_roles(model, overrides, {n: n for n in params}).items() if role == "keep"}
+    untouched = stated | {n for n, t in params.items() if not t.requires_grad and not include_frozen}
+    rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
     p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
              reset_kept=reset_kept, use_registry=use_registry, loose=loose, conv=conv, branch_end=branch_end,
              activation=activation, eps=eps)
@@ -475,7 +456,8 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     if stuck:
         warn_caller(f"idinit.init_: {len(stuck)} parameter(s) kept as they are, no method of the model initialises "
                     f"them: {', '.join(stuck)}. If the model was materialised with to_empty(), they hold "
-                    "uninitialised memory: set them yourself, or state their roles with overrides=")
+                    "uninitialised memory: set them yourself, or state their roles with overrides= (a model built eagerly "
+                    "holds what its constructor made: reset_kept=False says to keep it)")
     left = [n for n, action in p.states.items() if action.startswith("left")]
     if left:
         warn_caller(f"idinit.init_: {len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}. If the "
