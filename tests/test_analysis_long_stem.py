@@ -26,7 +26,7 @@ def test_layout_of_the_measurement(record):
     assert len(layers) == 1 + 54 + 3  # 3 stages x 18 blocks
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B"])
+@pytest.mark.parametrize("shortcut", ["A", "A-centred", "B"])
 def test_kaiming_explodes_fixup_and_idinit_keep_the_scale(record, shortcut):
     # Kaiming: each block roughly doubles the variance, sqrt(2)^54 ~ 1e8 in std
     assert std_at(record, shortcut, "kaiming", "layer3.17") > 1e5 * std_at(record, shortcut, "kaiming", "conv1")
@@ -35,9 +35,11 @@ def test_kaiming_explodes_fixup_and_idinit_keep_the_scale(record, shortcut):
         assert 0.2 < ratio <= 1.2, (init, ratio)  # option A halves the live channels per stage: ~0.5 each
 
 
-def test_option_a_kills_idinit_stem_end_but_not_channel_maintain(record):
-    assert std_at(record, "A", "idinit", "stem_end") < 1e-9  # measured ~4e-13
-    assert std_at(record, "A", "idinit-channel", "stem_end") > 0.1
+def test_centred_option_a_kills_idinit_stem_end_but_not_channel_maintain(record):
+    assert std_at(record, "A-centred", "idinit", "stem_end") < 1e-9  # measured ~4e-13
+    assert std_at(record, "A-centred", "idinit-channel", "stem_end") > 0.1
+    # zeros appended after the input's channels (Fixup code base): the patch conv reads real channels
+    assert std_at(record, "A", "idinit", "stem_end") > 0.3 * std_at(record, "A", "idinit", "conv1")
     assert std_at(record, "B", "idinit", "stem_end") > 0.3 * std_at(record, "B", "idinit", "conv1")
 
 

@@ -12,7 +12,10 @@ scheme          what it does
                 (``conv="channel"``) on every layer, gain sqrt(2) on the stem of a ReLU-like
                 network (``activation``); IDIZ / IDIZC on branch ends, attention output
                 projections and, in a residual network, the head (``branch_end="zero"`` puts
-                exact zeros there instead). Norms 1 / 0, biases 0. Options ``loose`` and ``eps``.
+                exact zeros there instead). Norms 1 / 0, biases 0. Options ``loose`` and ``eps``;
+                ``branch_end_norm="zero"`` sets the norm weight closing each branch to 0 as
+                Zero-gamma does (not in the paper: an option for BN networks trained at a high
+                learning rate without warm-up, see ``results/analysis-startup``).
 ``kaiming``     He et al. 2015: convolutions ``kaiming_normal_(mode="fan_out", relu)`` as
                 torchvision's ResNet; linear layers ``kaiming_normal_(mode="fan_in", relu)``,
                 He et al.'s own fully-connected form (and that of the CIFAR ResNet code the
@@ -52,7 +55,8 @@ __all__ = ["SCHEMES", "SCHEME_OPTIONS", "check_options", "assign", "needs_positi
 
 # scheme -> its options and their defaults
 SCHEME_OPTIONS: dict[str, dict[str, Any]] = {
-    "idinit": {"loose": 1e-6, "conv": "patch", "branch_end": "zero_preserving", "activation": "relu", "eps": 1e-6},
+    "idinit": {"loose": 1e-6, "conv": "patch", "branch_end": "zero_preserving", "activation": "relu", "eps": 1e-6,
+               "branch_end_norm": "one"},
     "kaiming": {},
     "xavier": {},
     "orthogonal": {},
@@ -68,7 +72,8 @@ SCHEMES = tuple(SCHEME_OPTIONS)
 STEM_GAIN = {"relu": math.sqrt(2.0), "gelu": math.sqrt(2.0), "silu": math.sqrt(2.0), "elu": math.sqrt(2.0),
              "leaky_relu": math.sqrt(2.0), "tanh": 1.0, "sigmoid": 1.0, "linear": 1.0, "identity": 1.0}
 
-_CHOICES = {"conv": ("patch", "channel"), "branch_end": ("zero_preserving", "zero"), "activation": tuple(STEM_GAIN)}
+_CHOICES = {"conv": ("patch", "channel"), "branch_end": ("zero_preserving", "zero"), "activation": tuple(STEM_GAIN),
+            "branch_end_norm": ("one", "zero")}
 
 
 def needs_positions(scheme: str) -> bool:
@@ -117,7 +122,8 @@ def assign(scheme: str, role: str, kind: str, options: Mapping[str, Any], residu
     if role == "norm":
         return ("ones_" if kind == "norm_weight" else "zeros_"), {}
     if role == "branch_end_norm":
-        return ("zeros_" if scheme == "zero_gamma" else "ones_"), {}
+        zeroed = scheme == "zero_gamma" or (scheme == "idinit" and options["branch_end_norm"] == "zero")
+        return ("zeros_" if zeroed else "ones_"), {}
     if role not in _MATRIX:
         raise ValueError(f"no rule for role {role!r}")
     conv = kind in ("conv", "conv_transpose")

@@ -19,6 +19,9 @@ name                       what it measures                                     
                            and after training, IDInit vs Kaiming
 ``long-stem``              activation std through Res-112's 109-layer stem (no BN) at     C.6, Fig 19
                            init: Kaiming / Fixup / IDInit, option A / B shortcuts          (t = 0)
+``startup``                the first SGD steps of ResNet-56 (lr 0.2, no warm-up): loss,   Table 1
+                           gradient / update norms, BN input scale, branch/skip ratios,   (ours)
+                           per init, with interventions applied to every init alike
 =========================  ============================================================  =============
 
 ``run_analysis(name, out_dir=..., overrides={"steps": "200"})`` runs one; the CLI's
@@ -28,7 +31,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import dead_neurons, isometry, long_stem, momentum, rank, remaining_weight, signal, weight_distribution
+from . import (dead_neurons, isometry, long_stem, momentum, rank, remaining_weight, signal, startup,
+               weight_distribution)
 
 ANALYSES: dict[str, Callable[..., dict]] = {
     "momentum": momentum.run,
@@ -39,6 +43,7 @@ ANALYSES: dict[str, Callable[..., dict]] = {
     "dead-neurons": dead_neurons.run,
     "weight-distribution": weight_distribution.run,
     "long-stem": long_stem.run,
+    "startup": startup.run,
 }
 
 

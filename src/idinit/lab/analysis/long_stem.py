@@ -36,7 +36,7 @@ INITS = ("kaiming", "fixup", "idinit", "idinit-channel")
 @dataclass(frozen=True)
 class Settings:
     inits: tuple[str, ...] = INITS
-    shortcuts: tuple[str, ...] = ("A", "B")
+    shortcuts: tuple[str, ...] = ("A", "A-centred", "B")
     images: int = 32           # CIFAR-10 evaluation images per draw
     seeds: int = 3             # independent initialisations (and image draws)
     eval_images: int = 2000    # draws come from the first N evaluation images
@@ -45,8 +45,10 @@ class Settings:
         bad = [i for i in self.inits if i not in INITS]
         if bad or not self.inits:
             raise ValueError(f"long-stem: unknown init(s) {bad}; valid: {INITS}")
-        if not self.shortcuts or any(s not in ("A", "B") for s in self.shortcuts):
-            raise ValueError(f"long-stem: shortcuts must be 'A' and/or 'B', got {self.shortcuts}")
+        from idinit.lab.models import SHORTCUTS
+
+        if not self.shortcuts or any(s not in SHORTCUTS for s in self.shortcuts):
+            raise ValueError(f"long-stem: shortcuts must be among {SHORTCUTS}, got {self.shortcuts}")
         if min(self.images, self.seeds, self.eval_images) < 1:
             raise ValueError("long-stem: images, seeds and eval_images must be >= 1")
 

@@ -2,8 +2,11 @@
 
 Settings (paper section 4.3 and appendix B.2; SPEC section 6): SGD lr 0.2, momentum 0.9, weight
 decay 5e-4; Adam lr 1e-3, betas (0.9, 0.999); 200 epochs, cosine, batch 1024; final-epoch accuracy
-and epochs to 80% evaluation accuracy. Option A (zero-filled) shortcuts, as the code bases the
-paper cites; IDInit and Kaiming also with option B.
+and epochs to 80% evaluation accuracy. Option A shortcuts as in the Fixup code base the paper's
+CIFAR baselines come from (subsample, BN, zeros appended after: ``shortcut="A"``); IDInit and
+Kaiming also with option B (``-B``) and with zeros on both sides (``-Ac``, the lab's option A
+before 2026-11-29). ``idinit_bn0`` is IDInit with ``branch_end_norm="zero"`` (not in the paper:
+the branch-closing BN weight at 0, see ``results/analysis-startup``).
 
 Beyond the paper: every configuration also exists with a 5-epoch linear warm-up
 (``<name>-warmup5``). With no warm-up, IDInit and Kaiming on ResNet-56 stalled at chance for ~8
@@ -57,23 +60,31 @@ def paper_numbers(depth: int, names: list[str]) -> dict[str, dict]:
     return out
 
 
+SHORTCUT_SUFFIX = {"A": "", "B": "-B", "A-centred": "-Ac"}
+# IDInit with the branch-closing norm at 0 (an option of the library, not the paper's scheme)
+VARIANTS = {"idinit_bn0": ("idinit", {"branch_end_norm": "zero"})}
+
+
 def table1(depth: int = 56) -> Experiment:
     configs = []
     for warmup in (0, WARMUP_EPOCHS):
         for opt, opt_settings in OPTIMIZERS.items():
-            for init in INITS:
-                for shortcut in ("A", "B") if init in ("idinit", "kaiming") else ("A",):
-                    name = f"{init}-{opt}" + ("-B" if shortcut == "B" else "") + (f"-warmup{warmup}" if warmup else "")
+            for label in INITS + tuple(VARIANTS):
+                init, options = VARIANTS.get(label, (label, {}))
+                for shortcut in SHORTCUT_SUFFIX if label in ("idinit", "kaiming") else ("A",):
+                    name = f"{label}-{opt}" + SHORTCUT_SUFFIX[shortcut] + (f"-warmup{warmup}" if warmup else "")
                     configs.append(RunConfig(name=name, arch=f"resnet{depth}", init=init, shortcut=shortcut,
-                                             batch_size=1024, epochs=200, warmup_epochs=warmup,
-                                             target_accuracy=0.80, **opt_settings))
+                                             init_options=dict(options), batch_size=1024, epochs=200,
+                                             warmup_epochs=warmup, target_accuracy=0.80, **opt_settings))
     return Experiment(
-        name=f"table1" if depth == 56 else f"table1-resnet{depth}", version=1,
+        name="table1" if depth == 56 else f"table1-resnet{depth}", version=2,
         description=f"Paper Table 1: ResNet-{depth}, CIFAR-10, 7 initialisations x SGD/Adam, option A "
-                    "(IDInit and Kaiming also option B), each with and without a 5-epoch warm-up",
+                    "(IDInit and Kaiming also option B and centred A), each with and without a 5-epoch warm-up",
         configs=configs, seeds=(0,), paper=paper_numbers(depth, [c.name for c in configs]),
         notes=["Batch size 1024 (SPEC section 6; the paper does not state it for Table 1).",
                "Adam runs with no weight decay (the paper states none for Adam).",
                "ReZero keeps BN and adds a zero-initialised gate; SkipInit removes BN (SPEC section 5).",
+               "Version 2 (2026-11-29): option A is the Fixup code base's (zeros after, shortcut BN); version 1's "
+               "option A is the '-Ac' rows.",
                "The paper states no warm-up; '-warmup5' rows are ours (see shared/NOTES.md), with the paper's "
                "number beside them only for reference."])

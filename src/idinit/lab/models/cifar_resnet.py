@@ -1,12 +1,18 @@
 """CIFAR ResNets of He et al. (2016), section 4.2: depth 6n+2, three stages of 16/32/64 channels.
 
-Two down-sampling shortcuts (He et al. 2016, section 4.2):
+Three down-sampling shortcuts (``shortcut=``; He et al. 2016, section 4.2, options A and B):
 
-- option A, :class:`ZeroPadShortcut`: stride-2 subsampling and zero-filled extra channels; no
-  parameters. This is the shortcut of the code bases the IDInit paper cites for dead neurons
-  (akamaster/pytorch_resnet_cifar10, hongyi-zhang/Fixup), written as a real module so the model
-  pickles and traces.
-- option B, :class:`ProjectionShortcut`: 1x1 convolution with stride 2, then BN.
+- ``"A"`` (the default), :class:`ZeroPadShortcut` with ``placement="after"``: the shortcut of the
+  Fixup code base (hongyi-zhang/Fixup, ``cifar/models/resnet_cifar.py``), which the paper's CIFAR
+  baselines (Fixup, Zero-gamma, mixup training) come from: stride-2 subsampling (their
+  ``AvgPool2d(1, stride)``), a BatchNorm on the subsampled input, and the zero channels concatenated
+  **after** the input's channels. Without BN (SkipInit, Fixup, Res-112) there is no shortcut BN, as
+  in Fixup's own ``fixup_resnet_cifar.py``.
+- ``"A-centred"``: zero channels half before and half after the input's, no BN (akamaster's
+  ``pytorch_resnet_cifar10``; this lab's option A until 2026-11-29). With IDIC's flatten order a
+  square 3x3 branch conv reads only its first ``ceil(C/9)`` input channels at init, which this
+  placement fills with zeros: most branches then read nothing at init (``results/idic-reads-padding``).
+- ``"B"``, :class:`ProjectionShortcut`: 1x1 convolution with stride 2, then BN.
 
 Every block is plain on purpose (``relu(shortcut(x) + bn2(conv2(relu(bn1(conv1(x))))))``): the
 library's graph-based role detection finds ``conv2`` as the branch end and ``bn2`` as the norm
@@ -26,25 +32,33 @@ DEPTHS = (20, 32, 44, 56, 110)
 WIDTHS = (16, 32, 64)
 
 
-class ZeroPadShortcut(nn.Module):
-    """Option A shortcut: ``x[:, :, ::stride, ::stride]`` with ``out_channels - in_channels`` zero
-    channels added, half before and half after the input's (as akamaster's CIFAR ResNet)."""
+SHORTCUTS = ("A", "A-centred", "B")
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 2):
+
+class ZeroPadShortcut(nn.Module):
+    """Option A shortcut: ``x[:, :, ::stride, ::stride]``, then BN (``norm=True``), then
+    ``out_channels - in_channels`` zero channels, all after the input's (``placement="after"``,
+    the Fixup code base) or half before and half after (``"centred"``, without BN)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 2, placement: str = "after",
+                 norm: bool = True):
         super().__init__()
         if out_channels < in_channels:
             raise ValueError(f"ZeroPadShortcut cannot reduce channels ({in_channels} -> {out_channels})")
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.pad_front = (out_channels - in_channels) // 2
+        if placement not in ("after", "centred"):
+            raise ValueError(f"placement must be 'after' or 'centred', got {placement!r}")
+        self.in_channels, self.out_channels, self.stride, self.placement = in_channels, out_channels, stride, placement
+        self.pad_front = (out_channels - in_channels) // 2 if placement == "centred" else 0
         self.pad_back = out_channels - in_channels - self.pad_front
+        self.norm = nn.BatchNorm2d(in_channels) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride > 1:
             x = x[:, :, ::self.stride, ::self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.pad_front, self.pad_back))
+        return F.pad(self.norm(x), (0, 0, 0, 0, self.pad_front, self.pad_back))
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}, placement={self.placement!r}"
 
 
 class ProjectionShortcut(nn.Sequential):
@@ -58,13 +72,17 @@ class ProjectionShortcut(nn.Sequential):
 
 
 def make_shortcut(kind: str, in_channels: int, out_channels: int, stride: int, norm: bool = True) -> nn.Module:
-    """The identity when shapes match, otherwise option ``"A"`` or ``"B"``."""
-    if kind not in ("A", "B"):
-        raise ValueError(f"shortcut must be 'A' (zero-filled) or 'B' (1x1 conv), got {kind!r}")
+    """The identity when shapes match, otherwise option ``"A"``, ``"A-centred"`` or ``"B"``
+    (module docstring). ``norm=False`` (networks without BN) leaves the BN out of A and B."""
+    if kind not in SHORTCUTS:
+        raise ValueError(f"shortcut must be one of {SHORTCUTS} ('A': zeros after, Fixup code base; "
+                         f"'A-centred': zeros on both sides; 'B': 1x1 conv), got {kind!r}")
     if stride == 1 and in_channels == out_channels:
         return nn.Identity()
     if kind == "A":
-        return ZeroPadShortcut(in_channels, out_channels, stride)
+        return ZeroPadShortcut(in_channels, out_channels, stride, placement="after", norm=norm)
+    if kind == "A-centred":
+        return ZeroPadShortcut(in_channels, out_channels, stride, placement="centred", norm=False)
     return ProjectionShortcut(in_channels, out_channels, stride, norm=norm)
 
 

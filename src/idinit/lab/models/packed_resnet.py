@@ -111,7 +111,7 @@ class PackedCifarResNet(nn.Module):
         if isinstance(shortcut, ZeroPadShortcut):  # option A, per member: pad each model's own channels
             b, _, h, w = x.shape
             s = shortcut.stride
-            x = x[:, :, ::s, ::s]
+            x = self._norm(f"{path}.norm", x[:, :, ::s, ::s])
             x = x.reshape(b, self.n, shortcut.in_channels, x.shape[-2], x.shape[-1])
             x = F.pad(x, (0, 0, 0, 0, shortcut.pad_front, shortcut.pad_back))
             return x.reshape(b, self.n * shortcut.out_channels, x.shape[-2], x.shape[-1])

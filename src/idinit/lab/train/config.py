@@ -6,6 +6,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from ..models.cifar_resnet import SHORTCUTS
+
 DATASETS = ("cifar10", "mnist")
 # fields added after run folders existed -> their default (see RunConfig.to_dict)
 LATER_FIELDS = {"dataset": "cifar10"}
@@ -22,7 +24,7 @@ class RunConfig:
     name: str = "run"                      # configuration name inside an experiment, e.g. "idinit-sgd"
     arch: str = "resnet56"
     init: str = "idinit"
-    shortcut: str = "A"
+    shortcut: str = "A"                   # "A" (zeros after + BN, Fixup code base), "A-centred", "B"
     init_options: dict = field(default_factory=dict)
     optimizer: str = "sgd"                 # "sgd" or "adam"
     lr: float = 0.2
@@ -49,8 +51,8 @@ class RunConfig:
     def __post_init__(self):
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.shortcut not in ("A", "B"):
-            raise ValueError(f"shortcut must be 'A' or 'B', got {self.shortcut!r}")
+        if self.shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}")
         if self.dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {DATASETS}, got {self.dataset!r}")
         if self.dataset != "cifar10" and self.train_chunks is not None:
