@@ -35,7 +35,8 @@ def from_config(config: Any, model_class: Any = None, *, scheme: Scheme = "idini
                 overrides: Mapping[str, str] | None = None, loose: float | None = None,
                 conv: Literal["patch", "channel"] | None = None,
                 branch_end: Literal["zero_preserving", "zero"] | None = None,
-                activation: Activation | None = None, eps: float | None = None) -> tuple[nn.Module, Plan]:
+                activation: Activation | None = None, eps: float | None = None,
+                branch_end_norm: Literal["one", "zero"] | None = None) -> tuple[nn.Module, Plan]:
     """Build the transformers model of ``config`` on the meta device, materialise it on ``device`` and
     initialise it with ``scheme`` (:func:`idinit.init_`). Returns ``(model, plan)``.
 
@@ -43,7 +44,8 @@ def from_config(config: Any, model_class: Any = None, *, scheme: Scheme = "idini
         config: a transformers ``PretrainedConfig``.
         model_class: an ``AutoModel*`` class (anything with ``from_config``) or a model class called as
             ``model_class(config)``; default ``AutoModelForCausalLM``.
-        scheme, generator, example_inputs, overrides, loose, conv, branch_end, activation, eps: as in
+        scheme, generator, example_inputs, overrides, loose, conv, branch_end, activation, eps,
+            branch_end_norm: as in
             :func:`idinit.init_`.
         device: where the weights are materialised.
         dtype: the parameters' dtype (default: the config's, else float32).
@@ -60,5 +62,5 @@ def from_config(config: Any, model_class: Any = None, *, scheme: Scheme = "idini
         model = model.to(dtype)
     model.to_empty(device=device)
     plan = init_(model, scheme, example_inputs, generator=generator, overrides=overrides, loose=loose, conv=conv,
-                 branch_end=branch_end, activation=activation, eps=eps)
+                 branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
     return model, plan

@@ -326,7 +326,7 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
          overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = True,
          use_registry: bool = True, loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
          branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
-         eps: float | None = None) -> Plan:
+         eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
     """Decide, without touching any weight, buffer or the global RNG, what every parameter of ``model`` gets.
 
     Args:
@@ -357,6 +357,8 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         activation: ``"idinit"``: the network's activation, which sets the stem's gain (sqrt(2) for
             ReLU-like ones, 1 for tanh / sigmoid / linear; default ``"relu"``).
         eps: ``"idinit"``: the +-eps of IDIZ (default 1e-6).
+        branch_end_norm: ``"idinit"``: ``"one"`` (the paper; default) or ``"zero"`` (the norm weight closing
+            each residual branch set to 0 as Zero-gamma does; not in the paper, see :mod:`idinit.schemes`).
 
     Returns:
         the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
@@ -364,7 +366,8 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     """
     model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
                                                 "use_registry": use_registry}, example_inputs)
-    given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps}
+    given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
+             "branch_end_norm": branch_end_norm}
     options = check_options(scheme, {k: v for k, v in given.items() if v is not None})
     with _state_restored(model):
         found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme))
@@ -419,7 +422,7 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
           include_frozen: bool = False, reset_kept: bool = True, use_registry: bool = True,
           loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
           branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
-          eps: float | None = None) -> Plan:
+          eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
     """Initialise ``model`` in place with ``scheme`` and return the :class:`Plan` that was applied.
 
     The arguments are those of :func:`plan`, plus ``generator`` for every random draw (the loose noise,
@@ -447,7 +450,7 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
     p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
              reset_kept=reset_kept, use_registry=use_registry, loose=loose, conv=conv, branch_end=branch_end,
-             activation=activation, eps=eps)
+             activation=activation, eps=eps, branch_end_norm=branch_end_norm)
     if retied:
         p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
     p.states = {**rebuilt, **p.states}
