@@ -120,3 +120,14 @@ def test_every_scheme_option_is_a_named_keyword_argument():
                 assert set(typing.get_args(literal)) == set(_CHOICES[option]), (function.__name__, option)
     scheme = typing.get_args(typing.get_type_hints(idinit.plan)["scheme"])
     assert set(scheme) == set(SCHEME_OPTIONS)
+
+
+def test_init_that_fails_to_plan_leaves_the_buffers_as_they_were():
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].running_mean.fill_(5.0)
+    state = torch.get_rng_state()
+    with pytest.raises(ValueError, match="matches no parameter or module"):
+        idinit.init_(model, overrides={"nope*": "head"})
+    assert torch.all(model[1].running_mean == 5.0)  # init_ rebuilds buffers before planning: undone
+    assert torch.equal(torch.get_rng_state(), state)

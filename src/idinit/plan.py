@@ -287,26 +287,35 @@ def _check_arguments(model: Any, overrides: Any, flags: Mapping[str, Any], examp
 
 
 @contextlib.contextmanager
-def _state_restored(model: nn.Module) -> Iterator[None]:
+def _state_restored(model: nn.Module, buffers_on_error_only: bool = False) -> Iterator[None]:
     """Role detection may run the model's forward pass (example_inputs, HF dummy_inputs): afterwards every
     buffer holds its old tensor and values (also one the forward replaced rather than wrote) and the
-    global RNG (CPU and every initialised CUDA device) is where it was, as if planning never ran."""
+    global RNG (CPU and every initialised CUDA device) is where it was, as if planning never ran.
+    ``buffers_on_error_only``: keep what the block wrote to the buffers unless it raises."""
     buffers = [(m, name, t, t.detach().clone()) for m in model.modules() for name, t in m._buffers.items()
                if t is not None and t.device.type != "meta"]
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
     cpu_state = torch.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if cuda else None
-    try:
-        yield
-    finally:
-        torch.set_rng_state(cpu_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
+
+    def restore_buffers() -> None:
         with torch.no_grad():
             for module, name, tensor, value in buffers:
                 module._buffers[name] = tensor
                 if not torch.equal(tensor, value):
                     tensor.copy_(value)
+
+    try:
+        yield
+    except BaseException:
+        restore_buffers()
+        raise
+    finally:
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+    if not buffers_on_error_only:
+        restore_buffers()
 
 
 def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
@@ -447,10 +456,13 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     params = dict(model.named_parameters())
     stated = {n for n, (role, _) in user_roles(model, overrides, {n: n for n in params}).items() if role == "keep"}
     untouched = stated | {n for n, t in params.items() if not t.requires_grad and not include_frozen}
-    rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
-    p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
-             reset_kept=reset_kept, use_registry=use_registry, loose=loose, conv=conv, branch_end=branch_end,
-             activation=activation, eps=eps, branch_end_norm=branch_end_norm)
+    # buffers first, so that the planning forward pass reads real ones; if planning raises they are put
+    # back, and the recipes' own random draws (their parameters are restored) do not move the global RNG
+    with _state_restored(model, buffers_on_error_only=True):
+        rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
+        p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
+                 reset_kept=reset_kept, use_registry=use_registry, loose=loose, conv=conv, branch_end=branch_end,
+                 activation=activation, eps=eps, branch_end_norm=branch_end_norm)
     if retied:
         p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
     p.states = {**rebuilt, **p.states}
