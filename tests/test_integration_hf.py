@@ -54,7 +54,8 @@ def _plant(model: torch.nn.Module) -> None:
 
 def _uninitialised(model: torch.nn.Module) -> list[str]:
     tensors = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers())
-    return [n for n, t in tensors if (not torch.isfinite(t).all() if t.is_floating_point() else (t == PLANTED_INT).any())]
+    return [n for n, t in tensors
+            if (not torch.isfinite(t).all() if t.is_floating_point() else (t == PLANTED_INT).any())]
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "llama", "bert"])
@@ -88,8 +89,10 @@ def test_meta_built_causal_lm_is_tied_again_and_the_plan_says_so():
     assert "lm_head.weight" not in [e.name for e in plan]
 
 
-@pytest.mark.parametrize("arch, buffers", [("llama", ["model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"]),
-                                           ("bert", ["embeddings.position_ids", "embeddings.token_type_ids"])])
+@pytest.mark.parametrize("arch, buffers", [
+    ("llama", ["model.rotary_emb.inv_freq", "model.rotary_emb.original_inv_freq"]),
+    ("bert", ["embeddings.position_ids", "embeddings.token_type_ids"]),
+])
 def test_non_persistent_buffers_are_rebuilt_as_the_model_builds_them(arch, buffers):
     eager = _build(arch, meta=False)
     model = _build(arch, meta=True)

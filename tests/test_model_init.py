@@ -20,7 +20,8 @@ def _plant(model):
 
 def _uninitialised(model):
     tensors = list(model.named_parameters(remove_duplicate=False)) + list(model.named_buffers())
-    return [n for n, t in tensors if (not torch.isfinite(t).all() if t.is_floating_point() else (t == PLANTED_INT).any())]
+    return [n for n, t in tensors
+            if (not torch.isfinite(t).all() if t.is_floating_point() else (t == PLANTED_INT).any())]
 
 
 class Tagger(nn.Module):
@@ -48,7 +49,8 @@ def test_plain_model_built_on_meta_has_nothing_uninitialised():
         warnings.simplefilter("error", UserWarning)
         plan = idinit.init_(model, example_inputs=(ids,))
     assert _uninitialised(model) == []
-    assert plan["embed.weight"].init == "reset_parameters" and "Embedding.reset_parameters()" in plan["embed.weight"].note
+    embed = plan["embed.weight"]
+    assert embed.init == "reset_parameters" and "Embedding.reset_parameters()" in embed.note
     assert torch.allclose(model.act.weight, torch.tensor([0.25]))  # PReLU's own init
     for name in ("norm.running_mean", "norm.running_var", "norm.num_batches_tracked"):
         assert plan.states[name].startswith("rebuilt by BatchNorm1d"), plan.states[name]
@@ -119,5 +121,6 @@ def test_timm_layer_scale_without_a_method_is_named():
     with torch.device("meta"):
         model = timm.create_model("convnext_atto", pretrained=False, num_classes=5)
     model.to_empty(device="cpu")
-    with pytest.warns(UserWarning, match=r"kept as they are, no method of the model initialises them: stages\.0\.blocks\.0\.gamma"):
+    match = r"kept as they are, no method of the model initialises them: stages\.0\.blocks\.0\.gamma"
+    with pytest.warns(UserWarning, match=match):
         idinit.init_(model)

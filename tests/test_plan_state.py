@@ -94,7 +94,8 @@ def test_wrong_argument_types_name_the_argument(kwargs, error, match):
 
 def test_lazy_module_with_example_inputs_says_what_to_run():
     model = nn.Sequential(nn.LazyLinear(4), nn.ReLU(), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match=r"model: parameter '0.weight' is uninitialised.*run model\(\*example_inputs\)"):
+    match = r"model: parameter '0.weight' is uninitialised.*run model\(\*example_inputs\)"
+    with pytest.raises(ValueError, match=match):
         idinit.plan(model, example_inputs=(torch.randn(2, 3),))
     assert isinstance(model[0].weight, nn.parameter.UninitializedParameter)  # not run behind the user's back
     model(torch.randn(2, 3))

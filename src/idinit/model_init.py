@@ -77,7 +77,8 @@ def _per_module_init(module: nn.Module) -> bool:
         params = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):
         return False
-    return len([p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]) == 1
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return len([p for p in params if p.default is p.empty and p.kind in positional]) == 1
 
 
 def _hf_owner(model: nn.Module, name: str) -> nn.Module | None:
@@ -169,7 +170,8 @@ def run_model_init(model: nn.Module, names: set[str], protected: set[str]) -> se
         return set()
     # a tied parameter is initialised under each of its names, as transformers does (lm_head and wte)
     canonical = {id(p): n.rpartition(".")[0] for n, p in model.named_parameters()}
-    tied = {n.rpartition(".")[0] for n, p in model.named_parameters(remove_duplicate=False) if canonical[id(p)] in names}
+    tied = {n.rpartition(".")[0] for n, p in model.named_parameters(remove_duplicate=False)
+            if canonical[id(p)] in names}
     names = set(names) | tied
     owners = set(canonical.values())
     run: list[str] = []

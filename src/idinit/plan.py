@@ -135,7 +135,8 @@ class Plan:
         for name, action in self.states.items():
             by_action.setdefault(action, []).append(name)
         for action, names in by_action.items():
-            shown = ", ".join(names[:12]) + (f", ... ({len(names) - 12} more: plan.states lists all)" if len(names) > 12 else "")
+            more = f", ... ({len(names) - 12} more: plan.states lists all)" if len(names) > 12 else ""
+            shown = ", ".join(names[:12]) + more
             lines.append(f"{len(names)} buffer(s) {action}: {shown}")
         for note in self.notes:
             lines.append(f"note: {note}")
@@ -327,7 +328,8 @@ def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
         if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
             for buffer, value in module.named_buffers(recurse=False):
                 if value is not None:
-                    states[f"{name}.{buffer}" if name else buffer] = "reset with their norm layer (reset_running_stats())"
+                    full = f"{name}.{buffer}" if name else buffer
+                    states[full] = "reset with their norm layer (reset_running_stats())"
     return states
 
 
@@ -406,7 +408,8 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
         warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched (or given the model's own init "
-                    f"where it has one: reset_kept), no rule fits: {listing}. State their roles with overrides= or idinit.tag() to initialise them")
+                    f"where it has one: reset_kept), no rule fits: {listing}. State their roles with overrides= or "
+                    "idinit.tag() to initialise them")
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p
@@ -471,13 +474,13 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     if stuck:
         warn_caller(f"idinit.init_: {len(stuck)} parameter(s) kept as they are, no method of the model initialises "
                     f"them: {', '.join(stuck)}. If the model was materialised with to_empty(), they hold "
-                    "uninitialised memory: set them yourself, or state their roles with overrides= (a model built eagerly "
-                    "holds what its constructor made: reset_kept=False says to keep it)")
+                    "uninitialised memory: set them yourself, or state their roles with overrides= (a model built "
+                    "eagerly holds what its constructor made: reset_kept=False says to keep it)")
     left = [n for n, action in p.states.items() if action.startswith("left")]
     if left:
         warn_caller(f"idinit.init_: {len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}. If the "
                     "model was materialised with to_empty(), they hold uninitialised memory: set them yourself")
-    rest = Plan(p.model_name, p.scheme, p.options, [e if e.init != "reset_parameters" else dataclasses.replace(e, init="keep")
-                                                     for e in p.entries], p.source, p.residual, p.notes, p.states)
-    rest.apply(model, generator=generator)
+    # the own init is done: apply() writes the rest (it would run reset_parameters entries again)
+    written = [dataclasses.replace(e, init="keep") if e.init == "reset_parameters" else e for e in p.entries]
+    Plan(p.model_name, p.scheme, p.options, written, p.source, p.residual, p.notes, p.states).apply(model, generator)
     return p
