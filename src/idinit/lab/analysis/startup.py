@@ -13,6 +13,8 @@ channels_last on CUDA) and records, every step:
   under IDInit's zero-preserving branch ends (paper Eq. 12, ~1e-6), is far below BN's eps;
 - the ratio ``rms(branch) / rms(skip)`` of every residual block.
 
+The per-block quantities are kept as their mean, max and min over the blocks at each step.
+
 Every intervention is applied to every initialisation alike (no setting favours one init):
 
 ==================  ============================================================================
@@ -134,7 +136,10 @@ def _train_steps(settings: Settings, init: str, intervention: str, data, device)
         handles += [block.bn2.register_forward_hook(keep("bn2_in")), block.bn2.register_forward_hook(keep("branch")),
                     block.shortcut.register_forward_hook(keep("skip"))]
     groups = _groups(model)
-    rows: dict[str, list] = {k: [] for k in ("loss", "acc", "logit_std", "bn2_in_std", "branch_skip")}
+    rows: dict[str, list] = {k: [] for k in ("loss", "acc", "logit_std")}
+    for key in ("bn2_in_std", "branch_skip"):
+        for stat in ("mean", "max", "min"):
+            rows[f"{key}_{stat}"] = []
     for g in GROUPS:
         rows[f"grad_{g}"], rows[f"update_{g}"] = [], []
     step = 0
@@ -159,8 +164,12 @@ def _train_steps(settings: Settings, init: str, intervention: str, data, device)
             rows["loss"].append(loss.detach())
             rows["acc"].append((logits.argmax(1) == y).float().mean())
             rows["logit_std"].append(logits.detach().std())
-            rows["bn2_in_std"].append(torch.stack(seen["bn2_in"]))
-            rows["branch_skip"].append(torch.stack(seen["branch"]) / torch.stack(seen["skip"]))
+            per_block = {"bn2_in_std": torch.stack(seen["bn2_in"]),
+                         "branch_skip": torch.stack(seen["branch"]) / torch.stack(seen["skip"])}
+            for key, values in per_block.items():
+                rows[f"{key}_mean"].append(values.mean())
+                rows[f"{key}_max"].append(values.max())
+                rows[f"{key}_min"].append(values.min())
             for g, ps in groups.items():
                 rows[f"grad_{g}"].append(grads[g])
                 rows[f"update_{g}"].append(_norm([p.detach() - b for p, b in zip(ps, before[g])])
@@ -168,7 +177,7 @@ def _train_steps(settings: Settings, init: str, intervention: str, data, device)
             step += 1
     for h in handles:
         h.remove()
-    # one host sync per run: per-block rows become lists of floats, scalars floats
+    # one host sync per run
     return {k: torch.stack(v).tolist() for k, v in rows.items()}
 
 
@@ -198,8 +207,8 @@ def summarise(runs: dict) -> dict:
                 "loss_step1": loss[0], "loss_step10": loss[min(9, len(loss) - 1)],
                 "loss_step50": loss[min(49, len(loss) - 1)], "loss_last": loss[-1],
                 "loss_last20": sum(loss[-20:]) / len(loss[-20:]), "first_step_below_2": below,
-                "max_branch_skip_first5": max(max(r["branch_skip"][i]) for i in early),
-                "min_bn2_in_std_step1": min(r["bn2_in_std"][0]),
+                "max_branch_skip_first5": max(r["branch_skip_max"][i] for i in early),
+                "min_bn2_in_std_step1": r["bn2_in_std_min"][0],
                 "grad_branch_end_step1": r["grad_branch_end"][0], "grad_head_step1": r["grad_head"][0]}
     return out
 
@@ -218,26 +227,27 @@ def plot(record: dict, path) -> None:
         for init, r in runs[iv].items():
             ax.plot(range(1, len(r["loss"]) + 1), r["loss"], color=COLORS.get(init), lw=1, label=init)
         ax.axhline(math.log(10), color="grey", lw=0.8, ls="--")
-        ax.set(title=f"training loss: {iv}", xlabel="step", ylim=(0, 8))
+        ax.set(title=f"training loss: {iv}", ylim=(0, 8))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     paper = runs.get("paper") or runs[ivs[0]]
     extra = flat[len(ivs):len(ivs) + 3]
     for init, r in paper.items():
         steps = range(1, len(r["loss"]) + 1)
-        extra[0].plot(steps, [max(v) for v in r["branch_skip"]], color=COLORS.get(init), lw=1, label=f"{init} max")
-        extra[0].plot(steps, [sum(v) / len(v) for v in r["branch_skip"]], color=COLORS.get(init), lw=1, ls=":",
-                      label=f"{init} mean")
+        extra[0].plot(steps, r["branch_skip_max"], color=COLORS.get(init), lw=1, label=f"{init} max")
+        extra[0].plot(steps, r["branch_skip_mean"], color=COLORS.get(init), lw=1, ls=":", label=f"{init} mean")
         extra[1].plot(steps, r["grad_branch_end"], color=COLORS.get(init), lw=1, label=init)
-        extra[2].plot(steps, [sum(v) / len(v) for v in r["bn2_in_std"]], color=COLORS.get(init), lw=1, label=init)
+        extra[2].plot(steps, r["bn2_in_std_mean"], color=COLORS.get(init), lw=1, label=init)
     first = ivs[0] if "paper" not in runs else "paper"
     for ax, title in zip(extra, ("rms(branch) / rms(skip) per block", "grad norm, branch-end convs",
                                  "std of the branch-closing BN's input (mean over blocks)")):
-        ax.set(yscale="log", title=f"{title} ({first})", xlabel="step")
+        ax.set(yscale="log", title=f"{title} ({first})")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in flat[len(ivs) + 3:]:
         ax.set_visible(False)
+    fig.supxlabel("training step")
+    fig.tight_layout()
     save_figure_atomic(fig, path)
 
 
