@@ -124,3 +124,36 @@ def test_timm_layer_scale_without_a_method_is_named():
     match = r"kept as they are, no method of the model initialises them: stages\.0\.blocks\.0\.gamma"
     with pytest.warns(UserWarning, match=match):
         idinit.init_(model)
+
+
+class NanoStyle(nn.Module):
+    """nanoGPT's convention: the constructor applies a per-module ``_init_weights`` that knows Linear and
+    Embedding only; the LayerNorm keeps PyTorch's defaults."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte = nn.Embedding(16, 8)
+        self.ln = nn.LayerNorm(8)
+        self.fc = nn.Linear(8, 8)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+
+    def forward(self, ids):
+        return self.fc(self.ln(self.wte(ids)))
+
+
+def test_root_per_module_init_runs_over_the_layer_defaults():
+    with torch.device("meta"):
+        model = NanoStyle()
+    model.to_empty(device="cpu")
+    _plant(model)
+    plan = idinit.init_(model, "default")
+    assert _uninitialised(model) == []
+    assert torch.all(model.ln.weight == 1) and torch.all(model.ln.bias == 0)  # defaults, not left as garbage
+    assert 0.01 < model.wte.weight.std().item() < 0.03 and torch.all(model.fc.bias == 0)  # the model's own
+    assert "NanoStyle._init_weights" in plan["wte.weight"].note

@@ -8,11 +8,13 @@ gives those parameters the model's own init again, and rebuilds the model's buff
 
 1. Hugging Face transformers: ``_init_weights(module)`` of the nearest ``PreTrainedModel`` holding the
    module (the call transformers 5 makes for every module in ``initialize_weights()``; it also recomputes
-   buffers such as BERT's ``position_ids`` and the rotary ``inv_freq``); likewise a root model of any
-   library with an ``_init_weights(module)`` method (the convention HF, timm and nanoGPT-style code share);
-2. an ``init_weights()`` (timm) or ``_init_weights()`` (torchvision MaxViT) method that takes no
+   buffers such as BERT's ``position_ids`` and the rotary ``inv_freq``);
+2. the module's own ``init_weights()`` (timm) or ``_init_weights()`` (torchvision MaxViT) taking no
    argument: it covers the module's subtree;
-3. the module's ``reset_parameters()`` (``_reset_parameters()`` for ``nn.MultiheadAttention``):
+3. the module's ``reset_parameters()`` then the root model's ``_init_weights(module)`` (the per-module
+   convention of timm and nanoGPT-style code, whose constructors run ``self.apply(self._init_weights)``
+   over the layers' defaults);
+4. the module's ``reset_parameters()`` (``_reset_parameters()`` for ``nn.MultiheadAttention``):
    PyTorch's layer defaults.
 
 A model's constructor may do more than these (torchvision's ResNet draws its convolutions with
@@ -139,9 +141,15 @@ def _own_init(model: nn.Module, name: str) -> tuple[str, Callable[[], object], b
     subtree = _no_argument_method(module, "init_weights") or _no_argument_method(module, "_init_weights")
     if subtree is not None:
         return f"{type(module).__name__}.{subtree.__name__}()", subtree, True
-    if name and _per_module_init(model):
-        return f"{type(model).__name__}._init_weights", lambda: model._init_weights(module), False
     reset = _reset_method(module)
+    if name and _per_module_init(model):
+        # as in the constructor of such a model: the layer defaults, then `self.apply(self._init_weights)`
+        # overrides what it knows (an `_init_weights` that skips norms leaves them at their defaults)
+        def defaults_then_override() -> None:
+            if reset is not None:
+                reset()
+            model._init_weights(module)
+        return f"{type(model).__name__}._init_weights", defaults_then_override, False
     if reset is not None:
         return f"{type(module).__name__}.{reset.__name__}()", reset, False
     return None
