@@ -2,7 +2,7 @@
 # Paper appendix C.2 (AllConv x warm-up) and C.6 (Res-112 without BN): one experiment per call,
 # resumable across calls (each call stops itself with checkpoints before its 10 minutes).
 #   bash scripts/gpu_beyond_residual.sh EXPERIMENT [extra idinit-run options]
-#   EXPERIMENT: res112 | res112-warmup5 | res112-optionA | allconv-short | allconv
+#   EXPERIMENT: res112 | res112-warmup5 | res112-optionA | res112-A-centred | allconv-short | allconv
 # Every GPU of the host gets its own worker process (idinit run --workers <GPUs>): on one H200 the
 # runs go one after another; on nvidia-h200-x8, eight at a time.
 # Needs the full training set in ~/c10: make this call right after a call that carried
@@ -12,10 +12,10 @@
 # $OUT/EXPERIMENT-part*.tar.gz (records, report, fp16 weights of finished runs, checkpoints of the rest).
 source "$(dirname "$0")/gpu_common.sh"
 need_chunks 0 1 2 3 4
-exp=${1:?usage: gpu_beyond_residual.sh res112|res112-warmup5|res112-optionA|allconv-short|allconv [options]}
+exp=${1:?usage: gpu_beyond_residual.sh res112|res112-warmup5|res112-optionA|res112-A-centred|allconv-short|allconv [options]}
 shift
 case $exp in
-    res112|res112-warmup5|res112-optionA|allconv-short|allconv) ;;
+    res112|res112-warmup5|res112-optionA|res112-A-centred|allconv-short|allconv) ;;
     *) echo "unknown experiment $exp" >&2; exit 2 ;;
 esac
 gpus=$(python3 -c "import torch; print(torch.cuda.device_count())")

@@ -198,6 +198,7 @@ def test_grids_match_the_paper_settings():
             ("res112", "B", 0.2, 1e-8, 768, 35, 0)
     assert {c.warmup_epochs for c in get_experiment("res112-warmup5").configs} == {5}
     assert {c.shortcut for c in get_experiment("res112-optionA").configs} == {"A"}
+    assert {c.shortcut for c in get_experiment("res112-A-centred").configs} == {"A-centred"}
 
 
 def test_curves_and_first_epochs_table(tmp_path):

@@ -19,6 +19,7 @@ EXPERIMENTS = {
     "res112": res112,
     "res112-warmup5": lambda: res112(5),
     "res112-optionA": lambda: res112(shortcut="A"),
+    "res112-A-centred": lambda: res112(shortcut="A-centred"),
 }
 
 

@@ -9,7 +9,8 @@
 * ``res112`` (appendix C.6, Fig 19): Res-112 without BN on CIFAR-10, Kaiming, Fixup, IDInit; SGD
   lr 0.2, wd 1e-8, batch 768, cosine, 35 epochs; the evaluation records carry the output std.
   Option-B shortcuts (see ``idinit.lab.models.res112`` for why); ``res112-optionA`` is the same
-  with option A, ``res112-warmup5`` (ours, not the paper's) adds a 5-epoch warm-up to all three.
+  with option A (zeros after), ``res112-A-centred`` with the centred padding that starves IDInit's stem, and
+  ``res112-warmup5`` (ours, not the paper's) adds a 5-epoch warm-up to all three.
 
 [decisions] where the paper is silent: batch 128 for Linear-5 (a common MNIST batch; the paper
 states none), batch 1024 for AllConv (the batch of the paper's other CIFAR-10 settings, SPEC
@@ -92,7 +93,7 @@ def allconv_short() -> Experiment:
 
 
 def res112(warmup_epochs: int = 0, shortcut: str = "B") -> Experiment:
-    suffix = (f"-warmup{warmup_epochs}" if warmup_epochs else "") + ("-optionA" if shortcut == "A" else "")
+    suffix = (f"-warmup{warmup_epochs}" if warmup_epochs else "") + {"B": "", "A": "-optionA", "A-centred": "-Ac"}[shortcut]
     configs = [RunConfig(name=f"{init}{suffix}", arch="res112", init=init, shortcut=shortcut, optimizer="sgd", lr=0.2,
                          momentum=0.9, weight_decay=1e-8, batch_size=768, epochs=35, warmup_epochs=warmup_epochs,
                          eval_every=1, target_accuracy=0.80)
@@ -105,9 +106,11 @@ def res112(warmup_epochs: int = 0, shortcut: str = "B") -> Experiment:
     notes = ["Res-112 = conv1, 3 x 18 basic blocks without BN, a 3x3 64->64 conv closing the 109-layer residual "
              "stem, conv2 (3x3 64->64), Linear 64->10 (our reading of the damaged Table 10; see "
              f"idinit.lab.models.res112). Down-sampling shortcut: option {shortcut}"
-             + (" (1x1 projection, no BN)." if shortcut == "B" else
-                " (zero-filled): with it IDInit's stem_end (IDIC) reads only zero-filled channels, so IDInit "
-                "starts with a dead stem (output ~1e-13); this grid shows what that does."),
+             + {"B": " (1x1 projection, no BN).",
+                "A": " (zero channels appended after the input's, as the Fixup code base).",
+                "A-centred": " (zero channels on both sides): with it IDInit's stem_end (IDIC) reads only zero-filled "
+                             "channels, so IDInit starts with a dead stem (output ~1e-13); this grid shows what that "
+                             "does."}[shortcut],
              "Each evaluation record carries eval_output_std: the std of all logits over the evaluation set.",
              "Momentum 0.9 is our choice (the paper says SGD only). Fixup's scalars train at lr/10 (its reference code)."]
     if warmup_epochs:
