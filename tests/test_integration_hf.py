@@ -68,6 +68,7 @@ def test_meta_built_model_has_nothing_uninitialised(arch):
         warnings.simplefilter("error", UserWarning)  # nothing is left that init_ would have to warn about
         plan = idinit.init_(model)
     assert _uninitialised(model) == []
+    assert not any("no method of the model" in note for note in plan.notes)
     # the embeddings got the model's own init: N(0, initializer_range), not the scheme and not garbage
     embedding = model.get_input_embeddings()
     assert plan[f"{_name_of(model, embedding)}.weight"].init == "reset_parameters"

@@ -471,15 +471,16 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     p.states = {**rebuilt, **p.states}
     _own_init(model, p, generator)
     stuck = [e.name for e in p if e.init == "keep" and (_NO_OWN_INIT in e.note or "own init does not write" in e.note)]
+    # a note, not a warning: for a model built eagerly these hold what its constructor made (ReZero's 0,
+    # a layer scale); only after to_empty() are they uninitialised memory, which no test can see
     if stuck:
-        warn_caller(f"idinit.init_: {len(stuck)} parameter(s) kept as they are, no method of the model initialises "
-                    f"them: {', '.join(stuck)}. If the model was materialised with to_empty(), they hold "
-                    "uninitialised memory: set them yourself, or state their roles with overrides= (a model built "
-                    "eagerly holds what its constructor made: reset_kept=False says to keep it)")
+        p.notes.append(f"{len(stuck)} parameter(s) kept as they are, no method of the model initialises them: "
+                       f"{', '.join(stuck)}; after to_empty() they hold uninitialised memory: set them yourself "
+                       "or state their roles with overrides=")
     left = [n for n, action in p.states.items() if action.startswith("left")]
     if left:
-        warn_caller(f"idinit.init_: {len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}. If the "
-                    "model was materialised with to_empty(), they hold uninitialised memory: set them yourself")
+        p.notes.append(f"{len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}; after to_empty() "
+                       "they hold uninitialised memory: set them yourself")
     # the own init is done: apply() writes the rest (it would run reset_parameters entries again)
     written = [dataclasses.replace(e, init="keep") if e.init == "reset_parameters" else e for e in p.entries]
     Plan(p.model_name, p.scheme, p.options, written, p.source, p.residual, p.notes, p.states).apply(model, generator)
