@@ -6,12 +6,12 @@ import pytest
 
 from idinit.lab.analysis import ANALYSES, run_analysis
 from idinit.lab.analysis import (dead_neurons, isometry, long_stem, momentum, rank, remaining_weight, signal,
-                                 weight_distribution)
+                                 startup, weight_distribution)
 from idinit.lab.analysis.recording import settings_from_overrides, write_json_atomic
 
 MODULES = {"momentum": momentum, "rank": rank, "isometry": isometry, "signal": signal,
            "remaining-weight": remaining_weight, "dead-neurons": dead_neurons,
-           "weight-distribution": weight_distribution, "long-stem": long_stem}
+           "weight-distribution": weight_distribution, "long-stem": long_stem, "startup": startup}
 
 
 def test_registry_names_every_analysis():

@@ -105,19 +105,22 @@ def test_res112_stem_signal_at_init():
     assert all(torch.count_nonzero(b.conv2.weight) == 0 for b in fixup.modules() if hasattr(b, "scale"))
 
 
-def test_res112_option_a_starts_idinit_with_a_dead_stem():
-    """Option A puts zero-filled channels at 0-15 of the last stage; stem_end's IDIC kernel reads
-    input channels 0-7 only (output m reads channel m // 9), so IDInit's stem output is ~0."""
+def test_res112_centred_option_a_starts_idinit_with_a_dead_stem():
+    """The centred option A puts zero-filled channels at 0-15 of the last stage; stem_end's IDIC kernel
+    reads input channels 0-7 only (output m reads channel m // 9), so IDInit's stem output is ~0.
+    With the zeros appended after (option A, Fixup code base) the stem is alive."""
     torch.manual_seed(0)
-    model = build_model("res112", "idinit", shortcut="A")
+    model = build_model("res112", "idinit", shortcut="A-centred")
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
         stage3 = model.layer3(model.layer2(model.layer1(torch.relu(model.conv1(x)))))
         assert stage3.std() > 0.1 and stage3[:, :16].abs().max() < 1e-3
         assert model.features(x).std() < 1e-9  # measured 4e-13
-    channel = build_model("res112", "idinit", shortcut="A", init_options={"conv": "channel"})
+    channel = build_model("res112", "idinit", shortcut="A-centred", init_options={"conv": "channel"})
+    after = build_model("res112", "idinit", shortcut="A")
     with torch.no_grad():
         assert channel.features(x).std() > 0.1  # channel-maintain passes channel m to channel m
+        assert after.features(x).std() > 0.1
 
 
 def test_other_arch_errors_are_named():

@@ -2,7 +2,6 @@
 import json
 import statistics
 
-import numpy as np
 import pytest
 
 from idinit.lab import cli
@@ -153,22 +152,6 @@ def test_cli_analyse_dispatches(capsys, tmp_path, monkeypatch):
                      "overrides": {"steps": "5", "lr": "0.1"}}
     assert cli.main(["analyse"]) == 0
     assert "momentum" in capsys.readouterr().out
-
-
-def test_demo_pieces(tmp_path):
-    from idinit.lab import demo
-
-    x_train, y_train, x_test, y_test = demo.load_digits_split()
-    assert x_train.shape[1:] == (8, 8, 1) and x_train.dtype == np.uint8 and len(y_train) + len(y_test) == 1797
-    counts = np.bincount(y_test, minlength=10)
-    assert counts.min() >= 45 and counts.max() <= 55  # stratified
-    history = demo.train_one("idinit", 0, (x_train[:256], y_train[:256], x_test, y_test), epochs=1)
-    assert history[0]["epoch"] == 1 and 0 <= history[0]["test_acc"] <= 1
-    summary = demo.run_demo(out_dir=tmp_path, epochs=1, seeds=1)
-    assert set(summary) == {"idinit", "kaiming", "default"}
-    assert (tmp_path / "demo.png").stat().st_size > 10_000
-    assert json.loads((tmp_path / "demo.json").read_text())["summary"]["kaiming"]["final_test_acc"] == \
-        summary["kaiming"]["final_test_acc"]
 
 
 def test_runner_with_two_worker_processes(tmp_path):

@@ -10,8 +10,8 @@ from idinit.lab.models import (BasicBlock, CifarResNet, FixupResNet, ProjectionS
 
 
 
-def test_option_a_is_parameter_free_subsamples_and_zero_fills():
-    shortcut = ZeroPadShortcut(16, 32, stride=2)
+def test_centred_option_a_is_parameter_free_subsamples_and_zero_fills():
+    shortcut = ZeroPadShortcut(16, 32, stride=2, placement="centred", norm=False)
     assert list(shortcut.parameters()) == [] and list(shortcut.buffers()) == []
     x = torch.randn(3, 16, 8, 8)
     y = shortcut(x)
@@ -20,7 +20,7 @@ def test_option_a_is_parameter_free_subsamples_and_zero_fills():
     torch.testing.assert_close(y[:, 8:24], x[:, :, ::2, ::2], rtol=0, atol=0)
     assert torch.count_nonzero(y[:, :8]) == 0 and torch.count_nonzero(y[:, 24:]) == 0
     # Odd channel growth: the extra zero channel goes after.
-    odd = ZeroPadShortcut(3, 6, stride=1)(torch.ones(1, 3, 2, 2))
+    odd = ZeroPadShortcut(3, 6, stride=1, placement="centred", norm=False)(torch.ones(1, 3, 2, 2))
     assert odd[0, :, 0, 0].tolist() == [0, 1, 1, 1, 0, 0]
     with pytest.raises(ValueError, match="cannot reduce"):
         ZeroPadShortcut(32, 16)
@@ -33,7 +33,7 @@ def test_option_b_is_projection_with_bn():
     assert shortcut(torch.randn(2, 16, 8, 8)).shape == (2, 32, 4, 4)
 
 
-@pytest.mark.parametrize("shortcut", ["A", "B"])
+@pytest.mark.parametrize("shortcut", ["A", "A-centred", "B"])
 def test_resnet_layout(shortcut):
     model = CifarResNet(20, shortcut=shortcut)
     blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
@@ -42,13 +42,14 @@ def test_resnet_layout(shortcut):
     assert len(convs) == 19  # 20 weighted layers = 19 convs + fc
     downsampling = [b for b in blocks if not isinstance(b.shortcut, torch.nn.Identity)]
     assert len(downsampling) == 2
-    kind = ZeroPadShortcut if shortcut == "A" else ProjectionShortcut
+    kind = ProjectionShortcut if shortcut == "B" else ZeroPadShortcut
     assert all(isinstance(b.shortcut, kind) for b in downsampling)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
-    # Option A adds no parameter: the two models differ by exactly the two projections.
-    a = sum(p.numel() for p in CifarResNet(20, shortcut="A").parameters())
-    b = sum(p.numel() for p in CifarResNet(20, shortcut="B").parameters())
-    assert b - a == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+    # The centred option A adds no parameter, option A a BN on the subsampled input (Fixup code base),
+    # option B a 1x1 projection and its BN.
+    a, centred, b = (sum(p.numel() for p in CifarResNet(20, shortcut=s).parameters()) for s in ("A", "A-centred", "B"))
+    assert b - centred == (16 * 32 + 2 * 32) + (32 * 64 + 2 * 64)
+    assert a - centred == 2 * 16 + 2 * 32
 
 
 @pytest.mark.parametrize("depth, params", [(20, 0.27e6), (32, 0.46e6), (44, 0.66e6), (56, 0.85e6), (110, 1.7e6)])

@@ -170,15 +170,23 @@ def test_lab_cifar_resnet_from_the_graph(shortcut):
 
 
 def test_gated_branch_and_layer_scale():
-    """ReZero-style gates are 'scale' and kept; the walk from the add passes through them."""
+    """ReZero-style gates are 'scale' and kept; the walk from the add passes through them. A gate the
+    model set to 0 already closes the branch, so its last conv gets IDI (no second zero on top); an
+    open gate (0.25) leaves the conv a branch end."""
     from idinit.lab.models.cifar_resnet import CifarResNet
 
     model = CifarResNet(8, gate=True)
     plan = idinit.plan(model)
     assert plan["layer1.0.alpha"].role == "scale" and plan["layer1.0.alpha"].init == "keep"
-    assert plan["layer1.0.conv2.weight"].role == "branch_end"
+    closed = plan["layer1.0.conv2.weight"]
+    assert (closed.role, closed.init, closed.source) == ("identity", "identity_", "values")
+    assert "layer1.0.alpha" in closed.note
+    assert idinit.plan(model, keep_model_values=False)["layer1.0.conv2.weight"].role == "branch_end"
     with torch.no_grad():
-        model.layer1[0].alpha.fill_(0.25)
+        for block in model.modules():
+            if getattr(block, "alpha", None) is not None:
+                block.alpha.fill_(0.25)
+    assert idinit.plan(model)["layer1.0.conv2.weight"].role == "branch_end"
     idinit.init_(model, "kaiming")  # a scheme leaves scales as the model made them
     assert model.layer1[0].alpha.item() == 0.25
 
@@ -279,16 +287,15 @@ def test_untraceable_model_needs_example_inputs():
     assert {e.init for e in kaiming if e.name.endswith("weight")} == {"kaiming_normal_"}
 
 
-def test_hf_vit_without_dummy_inputs_says_what_to_pass():
+def test_hf_vit_gets_its_pixel_values_from_the_config():
     from transformers import ViTConfig, ViTForImageClassification
 
     model = ViTForImageClassification(ViTConfig(num_hidden_layers=1, hidden_size=16, num_attention_heads=2,
                                                 intermediate_size=32, image_size=16, patch_size=8, num_labels=3))
-    with pytest.raises(ValueError, match="example_inputs"):
-        idinit.plan(model)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = roles(idinit.plan(model, example_inputs={"pixel_values": torch.randn(1, 3, 16, 16)}))
+        assert roles(idinit.plan(model)) == got  # pixel_values built from image_size / num_channels
     # module names differ between transformers 4.x and 5.x: count roles instead of naming them
     assert got["vit.embeddings.patch_embeddings.projection.weight"] == "stem"
     counts = {r: list(got.values()).count(r) for r in set(got.values())}

@@ -1,18 +1,28 @@
 """Role detection: what every parameter of a model is.
 
-Trust order (DESIGN "Roles"): what the user states (:mod:`idinit.roles`) > the registry of known
-blocks (:mod:`idinit.registry`) > the model's graph (:mod:`idinit.positions`) > the parameter's type
-alone (:mod:`idinit.kinds`).
+Each source of roles returns its own findings ``{parameter: Role}``; :func:`detect` merges them once,
+the first source in this order that has a finding for a parameter giving its role
+(:data:`PRECEDENCE`, DESIGN "Roles"):
 
-The graph comes from the autograd graph of one forward pass on ``example_inputs`` when they are given;
-otherwise from a forward pass on ``model.dummy_inputs`` for HF transformers models; otherwise from
-torch.fx. Schemes that place every layer alike ("kaiming", ...) do not need it: without one they
-warn and go on; the others raise, saying to pass ``example_inputs``.
+1. ``user``: what the user states (:mod:`idinit.roles`: ``overrides=`` > ``idinit.tag`` > a block's
+   ``idinit_roles()``);
+2. ``tied``: a parameter tied to an embedding stays an embedding (the paper leaves embeddings as the
+   model made them, so a tied output layer is not re-initialised);
+3. ``registry``: the known blocks of :mod:`idinit.registry`;
+4. ``values``: what the model set on purpose (:mod:`idinit.values`: a prior bias is kept, a branch
+   end behind a small layer scale gets IDI); ``keep_model_values=False`` switches it off;
+5. ``graph``: the positions read off the model's graph (:mod:`idinit.positions`);
+6. ``type``: the parameter's layer type alone (:mod:`idinit.kinds`).
 
-Tied parameters are planned once. If one of their names is an embedding they stay an embedding (the
-paper leaves embeddings as the model made them, so a tied output layer is not re-initialised);
-otherwise the role found for their first name in ``named_parameters()`` wins. The plan's note lists
-the other names and the other candidate role.
+A parameter no source places is ``unclassified``, with the graph's reason. The graph comes from the
+autograd graph of one forward pass on ``example_inputs`` when they are given; otherwise from a
+forward pass on example inputs built for the model where :mod:`idinit.inputs` knows how (HF
+transformers models, torchvision detection models); otherwise from torch.fx. Schemes that place
+every layer alike ("kaiming", ...) do not need it: without one they warn and go on; the others
+raise, saying to pass ``example_inputs``.
+
+Tied parameters are planned once, under their first name in ``named_parameters()``; the plan's note
+lists the other names.
 """
 from __future__ import annotations
 
@@ -25,15 +35,19 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from idinit import registry
+from idinit import registry, values
 from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
+from idinit.inputs import buffers_rebuilt, example_inputs_for
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos
 from idinit.positions import analyse
 from idinit.roles import strongest, user_roles
 
-__all__ = ["Detection", "Role", "detect", "warn_caller"]
+__all__ = ["Detection", "Role", "PRECEDENCE", "detect", "warn_caller"]
 
 _LIBRARY_DIR = os.path.dirname(os.path.abspath(__file__))
+
+# The sources of roles, strongest first (module docstring).
+PRECEDENCE = ("user", "tied", "registry", "values", "graph", "type")
 
 
 def warn_caller(message: str) -> None:
@@ -65,8 +79,16 @@ class Detection:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _GraphFindings:
+    roles: dict[str, Role] = field(default_factory=dict)
+    unclassified: dict[str, str] = field(default_factory=dict)
+    residual: bool = False
+    scaled: dict[str, set[str]] = field(default_factory=dict)  # branch end -> learned scales closing its branch
+
+
 def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str, str] | None = None,
-           use_registry: bool = True, need_positions: bool = True) -> Detection:
+           use_registry: bool = True, need_positions: bool = True, keep_model_values: bool = True) -> Detection:
     """Roles of every parameter of ``model`` (see the module docstring). ``need_positions=False``
     (schemes that treat all layers alike) turns a missing graph into a warning instead of an error."""
     if not isinstance(model, nn.Module):
@@ -78,102 +100,117 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
         raise ValueError(f"{type(model).__name__} has no parameters: there is nothing to initialise")
     kinds = {name: set(info.kinds) for name, info in infos.items()}
     owners = {name: info.module for name, info in infos.items()}
-    stated = user_roles(model, overrides, aliases)
-    known = registry.registry_roles(model, aliases) if use_registry else {}
 
-    roles: dict[str, Role] = {}
-    unclassified: dict[str, str] = {}
-    notes: list[str] = []
-    residual = any(role == "branch_end" for role, _ in known.values())
-    wanted = any((ks & MATRIX_KINDS or "unknown" in ks) and n not in stated and n not in known
-                 for n, ks in kinds.items())
-    graph, source = None, "parameter types and the registry"
+    found: dict[str, dict[str, Role]] = {source: {} for source in PRECEDENCE}
+    found["user"] = {n: Role(role, src) for n, (role, src) in user_roles(model, overrides, aliases).items()}
+    if use_registry:
+        found["registry"] = {n: Role(role, src) for n, (role, src) in registry.registry_roles(model, aliases).items()}
+    found["tied"] = {n: Role("embedding", "tied", f"tied with {', '.join(info.aliases)}")
+                     for n, info in infos.items() if info.aliases and "embedding" in kinds[n]}
+    notes: list[tuple[str, list[str]]] = []  # (message, the modules its remedy names)
+    settled = found["user"].keys() | found["registry"].keys()
+    wanted = any((ks & MATRIX_KINDS or "unknown" in ks) and n not in settled for n, ks in kinds.items())
+    graph, source, graph_found = None, "parameter types and the registry", _GraphFindings()
     if wanted:
         graph, source = _build_graph(model, infos, example_inputs, use_registry, need_positions)
     if graph is not None:
-        residual = _graph_roles(graph, kinds, owners, roles, unclassified, notes) or residual
-    for name, (role, src) in known.items():
-        roles[name] = Role(role, src)
-    for name in infos:
-        if name not in roles and name not in unclassified:
-            role = _type_role(kinds[name])
-            if role is None:
-                unclassified[name] = ("not a parameter of a known layer type, and no graph shows how it is used "
-                                      "(pass example_inputs=)" if graph is None else
-                                      "not a parameter of a known layer type, and not reached by the graph")
-            else:
-                roles[name] = role
+        graph_found = _graph_roles(graph, kinds, owners, notes)
+    found["graph"] = graph_found.roles
+    found["type"] = {n: r for n in infos if (r := _type_role(kinds[n])) is not None}
+    if keep_model_values:
+        found["values"] = _value_roles(model, infos, kinds, graph_found.scaled, {**found["type"], **found["graph"]})
+
+    roles: dict[str, Role] = {}
+    unclassified: dict[str, str] = {}
     for name, info in infos.items():
-        if not info.aliases or name not in roles:
+        candidates = [found[s][name] for s in PRECEDENCE if name in found[s]]
+        if not candidates:
+            unclassified[name] = graph_found.unclassified.get(name) or (
+                "not a parameter of a known layer type, and no graph shows how it is used (pass example_inputs=)"
+                if graph is None else "not a parameter of a known layer type, and not reached by the graph")
             continue
-        found = roles[name]
-        others = ", ".join(info.aliases)
-        if "embedding" in kinds[name] and found.role != "embedding":
-            roles[name] = Role("embedding", "tied", f"tied with {others}, also a candidate for {found.role} "
-                               f"({found.source}): embedding wins")
-        else:
-            found.note = (found.note + "; " if found.note else "") + f"tied with {others}"
-    for name, (role, src) in stated.items():
-        roles[name] = Role(role, src)
-        unclassified.pop(name, None)
+        role = Role(candidates[0].role, candidates[0].source, candidates[0].note)
+        if role.source == "tied" and len(candidates) > 1 and candidates[1].role != "embedding":
+            role.note += f", also a candidate for {candidates[1].role} ({candidates[1].source}): embedding wins"
+        elif info.aliases and role.source != "tied":
+            role.note = (role.note + "; " if role.note else "") + f"tied with {', '.join(info.aliases)}"
+        roles[name] = role
+    # a note whose remedy the user has applied (every module it names has a stated role) is dropped
+    stated = {n.rpartition(".")[0] for n in found["user"]} | set(found["user"])
+    notes = [text for text, modules in notes if not modules or not set(modules) <= stated]
     if notes:
         warn_caller("idinit role detection:\n- " + "\n- ".join(notes))
-    residual = residual or any(r.role == "branch_end" for r in roles.values())
+    residual = graph_found.residual or any(r.role == "branch_end" for r in roles.values()) or \
+        any(r.role == "branch_end" for r in found["registry"].values())
     return Detection(infos, roles, unclassified, residual, source, notes)
 
 
-def _hf_dummy_inputs(model: nn.Module):
-    """HF transformers models carry ``dummy_inputs`` (a dict of token ids); None for other models."""
-    if not type(model).__module__.startswith("transformers."):
-        return None
-    try:
-        dummy = model.dummy_inputs
-    except Exception:  # a model class whose dummy_inputs cannot be built
-        return None
-    if not isinstance(dummy, Mapping) or not dummy:
-        return None
-    device = next(model.parameters()).device
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in dummy.items()}
+def _value_roles(model: nn.Module, infos, kinds, scaled: Mapping[str, set[str]], base: Mapping[str, Role]) -> dict:
+    """The ``values`` source (:mod:`idinit.values`): kept biases, branch ends behind a small layer scale."""
+    found: dict[str, Role] = {}
+    for name, info in infos.items():
+        if name in base and base[name].role == "bias":
+            why = values.set_bias(model.get_submodule(info.module), info.param, kinds[name] == {"unknown"})
+            if why:
+                found[name] = Role("keep", "values", f"{why}: kept; overrides={{'{name}': 'bias'}} zeroes it")
+    for name, scales in scaled.items():
+        small = values.small_scale({s: infos[s].param for s in scales if s in infos})
+        if small:
+            found[name] = Role("identity", "values", f"closes a residual branch that {small} already holds near "
+                               f"zero: IDI here, not IDIZ on top of the scale; overrides={{'{name}': 'branch_end'}} "
+                               "stacks both")
+    return found
 
 
 def _build_graph(model, infos, example_inputs, use_registry: bool, need_positions: bool):
     """``(graph or None, where the roles came from)``; raises when the scheme needs a graph and none
-    can be had, naming the remedy."""
+    can be had, the message's first line saying what to pass."""
     names = {id(info.param): name for name, info in infos.items()}
+    remedy = ("pass example_inputs= (a tuple of positional arguments, or a dict of keyword arguments, for one "
+              "forward pass, e.g. example_inputs=(torch.randn(1, 3, 224, 224),) or {'input_ids': ids}), or state "
+              "the roles with overrides=")
     if example_inputs is not None:
         try:
-            return autograd_graph(model, names, example_inputs), "autograd graph of one forward pass on example_inputs"
+            with buffers_rebuilt(model):
+                return autograd_graph(model, names, example_inputs), "autograd graph of one forward pass on example_inputs"
         except GraphUnavailable as err:
-            raise ValueError(f"role detection failed: {err}") from err
+            raise ValueError(f"role detection failed on the example_inputs given: {err}") from err
     tried = []
-    dummy = _hf_dummy_inputs(model)
-    if dummy is not None:
+    built = example_inputs_for(model)
+    if built is not None:
         try:
-            return autograd_graph(model, names, dummy), "autograd graph of one forward pass on model.dummy_inputs"
+            with buffers_rebuilt(model):
+                return autograd_graph(model, names, built[0]), f"autograd graph of one forward pass on {built[1]}"
         except GraphUnavailable as err:
-            tried.append(f"{err} (on model.dummy_inputs)")
+            tried.append(f"{err} (on {built[1]})")
     try:
         return fx_graph(model, names, registry.is_registered if use_registry else (lambda m: False)), "torch.fx graph"
     except GraphUnavailable as err:
         tried.append(str(err))
-    message = ("; ".join(tried) + ". Pass example_inputs= (a tuple of positional arguments, or a dict of keyword "
-               "arguments, for one forward pass) so that the roles can be read off the autograd graph, or state "
-               "them with overrides=")
+    detail = "\n".join(f"  - {t}" for t in tried)
     if need_positions:
-        raise ValueError(f"cannot find where the residual branches of {type(model).__name__} end: {message}")
-    warn_caller(f"{message}. Every layer is planned as 'identity'")
+        raise ValueError(f"{type(model).__name__} needs example inputs to find where its residual branches end: "
+                         f"{remedy}.\nWhat was tried:\n{detail}")
+    warn_caller(f"{type(model).__name__}: no graph, so every layer is planned as 'identity' ({remedy}).\n"
+                f"What was tried:\n{detail}")
     return None, "parameter types only (no graph)"
 
 
-def _graph_roles(graph, kinds, owners, roles: dict, unclassified: dict, notes: list) -> bool:
-    """Fill ``roles`` from the graph's positions; returns whether the model has residual branches."""
+def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
+    """The ``graph`` source: roles from the graph's positions, and what it could not place."""
     found = analyse(graph, kinds, owners)
     notes.extend(found.notes)
+    out = _GraphFindings(residual=found.residual_adds > 0)
+    roles, unclassified = out.roles, out.unclassified
     per_param: dict[str, list[tuple[str, str]]] = {}
     for n, (role, note) in found.roles.items():
         for p in graph.ops[n].params:
             if kinds[p] & MATRIX_KINDS:
                 per_param.setdefault(p, []).append((role, note))
+    for n, scales in found.scaled_ends.items():
+        for p in graph.ops[n].params:
+            if kinds[p] & MATRIX_KINDS:
+                out.scaled.setdefault(p, set()).update(scales)
     for p, candidates in per_param.items():
         letters = {c for r, _ in candidates if r.startswith("attention_") and r != "attention_out" for c in r[10:]}
         if len(letters) > 1:  # one weight split between ops, as MultiheadAttention's cross-attention q | kv
@@ -185,14 +222,20 @@ def _graph_roles(graph, kinds, owners, roles: dict, unclassified: dict, notes: l
         if len({r for r, _ in candidates}) > 1:  # one module called in several places
             note = (note + "; " if note else "") + "used as " + ", ".join(sorted({r for r, _ in candidates}))
         roles[p] = Role(role, "graph", note)
+        if role not in ("branch_end", "attention_out"):
+            out.scaled.pop(p, None)
     for n in found.end_norms:
         for p in graph.ops[n].params:
             if "norm_weight" in kinds[p]:
                 roles[p] = Role("branch_end_norm", "graph", "norm closing a residual branch")
     opaque = sorted({op.label for op in graph.ops if op_class(op, kinds, owners) == "opaque"})
     if opaque:
-        notes.append("the graph cannot see inside " + ", ".join(opaque) + " (one call using the weights of several "
-                     "layers): its layers are planned as 'identity'; pass example_inputs= to look inside")
+        held = sorted({owners[p] for op in graph.ops if op.label in opaque for p in op.params
+                       if kinds[p] & MATRIX_KINDS})
+        notes.append(("the graph cannot see inside " + ", ".join(opaque) + " (one call using the weights of "
+                      f"{', '.join(held)}): these layers are planned as 'identity'. Pass example_inputs= to look "
+                      "inside, or state the layer that closes each residual branch, e.g. "
+                      f"overrides={{'{held[-1] if held else '<module>'}': 'branch_end'}}", held))
     for op in graph.ops:
         inside = op.block or op.label in opaque
         for p in op.params:
@@ -207,7 +250,7 @@ def _graph_roles(graph, kinds, owners, roles: dict, unclassified: dict, notes: l
     for p, ks in kinds.items():
         if ks & MATRIX_KINDS and p not in roles:
             roles[p] = Role("attention_qkv" if "fused_qkv" in ks else "identity", "type", "not reached by the graph")
-    return found.residual_adds > 0
+    return out
 
 
 def _type_role(ks: set) -> Role | None:

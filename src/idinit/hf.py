@@ -4,9 +4,9 @@
 and materialised with ``to_empty()``): the embeddings and tied weights get the model's own
 ``_init_weights``, the buffers (``position_ids``, rotary ``inv_freq``) are recomputed, the tied
 output layer is tied again, and everything else gets the scheme. :func:`from_config` is the one call
-that also skips the work an eager build wastes: transformers initialises every weight when it builds
-a model, which for a 7B model costs more than IDInit itself; built on the meta device, nothing is
-written twice. transformers is imported only when the function is called.
+that builds the model on the meta device (no memory is written while it is built), materialises it,
+runs the model's own init (as an eager build does, so that the values it sets on purpose are there to
+keep) and then IDInit. transformers is imported only when the function is called.
 
 ::
 
@@ -24,6 +24,7 @@ from typing import Any, Literal, Mapping
 import torch
 from torch import nn
 
+from idinit.model_init import run_model_init, seeded_from
 from idinit.plan import Activation, Plan, Scheme, init_
 
 __all__ = ["from_config"]
@@ -61,6 +62,11 @@ def from_config(config: Any, model_class: Any = None, *, scheme: Scheme = "idini
     if dtype is not None:
         model = model.to(dtype)
     model.to_empty(device=device)
+    # the model's own init first, as an eager build runs it: the values it sets on purpose (Mamba's
+    # time-step biases) are then there for idinit.values to keep
+    model.tie_weights()
+    with torch.no_grad(), seeded_from(generator, model):
+        run_model_init(model, {name for name, _ in model.named_modules()}, set())
     plan = init_(model, scheme, example_inputs, generator=generator, overrides=overrides, loose=loose, conv=conv,
                  branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
     return model, plan

@@ -335,7 +335,8 @@ def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
 
 def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
          overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = True,
-         use_registry: bool = True, loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
+         use_registry: bool = True, keep_model_values: bool = True, loose: float | None = None,
+         conv: Literal["patch", "channel"] | None = None,
          branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
          eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
     """Decide, without touching any weight, buffer or the global RNG, what every parameter of ``model`` gets.
@@ -360,6 +361,10 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
             leaves them as they are (weights you loaded yourself). A role stated as ``"keep"`` and a
             frozen parameter are never touched.
         use_registry: use the registry of known blocks (switch off to see the graph's own answer).
+        keep_model_values: keep what the model set on purpose (a prior bias, a small layer scale
+            closing a branch: see :mod:`idinit.values`); False plans by position alone. A kept value
+            is drawn again under ``reset_kept`` only by a model-level init (HF ``_init_weights``, timm
+            ``init_weights()``), which sets it as the model does; a layer default would lose it.
         loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (SPEC §3.1; default 1e-6, 0: none).
         conv: ``"idinit"``: ``"patch"`` (IDIC, patch-maintain; default) or ``"channel"`` (the centre-tap
             channel-maintain of the paper's Table 2 ablation).
@@ -376,17 +381,22 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         warning); an unknown scheme, an option of another scheme or an argument of the wrong type raises.
     """
     model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
-                                                "use_registry": use_registry}, example_inputs)
+                                                "use_registry": use_registry,
+                                                "keep_model_values": keep_model_values}, example_inputs)
     given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
              "branch_end_norm": branch_end_norm}
     options = check_options(scheme, {k: v for k, v in given.items() if v is not None})
     with _state_restored(model):
-        found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme))
+        found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme), keep_model_values)
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
         own = model_init.describe(model, info.module)
-        stated_keep = entry.role == "keep" and found.roles.get(name) is not None and found.roles[name].source != "type"
+        source = found.roles[name].source if name in found.roles else ""
+        # a role stated "keep" stays as it is; a value the model set on purpose is drawn again only by an
+        # init that sets it as the model does (HF, timm), not by a layer default
+        stated_keep = entry.role == "keep" and source not in ("type", "values") or \
+            source == "values" and not model_init.model_level(model, info.module)
         if entry.init == "reset_parameters" and own is None:
             entry.init = "keep"
             entry.note = _join(entry.note, "its module has no init of its own (no reset_parameters())")
@@ -407,9 +417,9 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
              _norm_states(model, entries))
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
-        warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched (or given the model's own init "
-                    f"where it has one: reset_kept), no rule fits: {listing}. State their roles with overrides= or "
-                    "idinit.tag() to initialise them")
+        warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
+                    f"State their roles to initialise them, e.g. overrides={{'{p.unclassified[0].name}': 'keep'}} "
+                    "(or 'bias', 'scale', ...), or idinit.tag()")
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p
@@ -432,7 +442,7 @@ def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> N
 def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
           generator: torch.Generator | None = None, overrides: Mapping[str, str] | None = None,
           include_frozen: bool = False, reset_kept: bool = True, use_registry: bool = True,
-          loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
+          keep_model_values: bool = True, loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
           branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
           eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
     """Initialise ``model`` in place with ``scheme`` and return the :class:`Plan` that was applied.
@@ -452,7 +462,8 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     5. the plan is applied (:meth:`Plan.apply`).
     """
     model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
-                                                "use_registry": use_registry}, example_inputs)
+                                                "use_registry": use_registry,
+                                                "keep_model_values": keep_model_values}, example_inputs)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     retied = model_init.tie_hf_weights(model)
@@ -464,8 +475,8 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
     with _state_restored(model, buffers_on_error_only=True):
         rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
         p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
-                 reset_kept=reset_kept, use_registry=use_registry, loose=loose, conv=conv, branch_end=branch_end,
-                 activation=activation, eps=eps, branch_end_norm=branch_end_norm)
+                 reset_kept=reset_kept, use_registry=use_registry, keep_model_values=keep_model_values, loose=loose,
+                 conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
     if retied:
         p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
     p.states = {**rebuilt, **p.states}

@@ -2,15 +2,26 @@
 
 Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
 
-- **branch ends.** A residual ``add`` is one whose two inputs share an ancestor (the fork) and at
-  least one of which has a linear / conv layer between the fork and the add. The side with more
-  such layers is the branch, the other the skip (an identity, a parameter-free option-A shortcut, or
-  a projection shortcut, whose layers stay ``identity``). Walking back from the add along the branch,
-  through norms, scales, bias adds and activations, the first linear / conv layers reached close the
-  branch (``branch_end``); the norms passed on the way close it too (``branch_end_norm``, the ones
-  "zero_gamma" zeroes). A product with a sigmoid gate (squeeze-excitation) is not followed into the
-  gate. An ``add`` that feeds a softmax (attention scores plus a mask or position bias) is not a
-  residual.
+- **residual sums.** A chain of adds is read as one sum (``attn + mlp + x`` in the parallel blocks
+  of Phi, GPT-J, GPT-NeoX and Falcon: an add whose only consumer is another add, neither input
+  computed from the other, is a partial sum). The sum's terms that share an ancestor (the fork) are
+  its paths; a term sharing none (a position table, a class embedding) is not. A path with no
+  linear / conv layer after the fork is a skip, and then every path with layers is a residual
+  branch; when every path holds layers, the one with fewest is a projection shortcut (its layers
+  stay ``identity``) and a tie is a merge of parallel paths (Inception, RepVGG), not a residual.
+- **merges are not residuals.** What a residual branch computes from the fork exists only to be
+  added back. If a value on the way from the fork to the sum is also used elsewhere, the sum merges
+  two paths of the network: a feature pyramid's ``lateral(c3) + upsample(p4)`` (``p4`` is also a
+  pyramid output), a U-Net block's ``conv1(h) + temb(t)`` (the path from ``t`` runs through the
+  previous blocks). No branch end is looked for there.
+- **branch ends.** Walking back from the sum along each branch, through norms, scales, bias adds and
+  activations, the first linear / conv layers reached close the branch (``branch_end``); the norms
+  passed on the way close it too (``branch_end_norm``, the ones "zero_gamma" zeroes). A product with a
+  sigmoid gate (squeeze-excitation) is not followed into the gate; a product of two computed paths
+  that both hold layers (a state-space scan's ``C @ state``, ``B * x``) closes the branch itself, so
+  the layers behind it (Mamba's ``x_proj``, ``dt_proj``) are no branch ends. Learned scales passed on
+  the way are reported with the end (:mod:`idinit.values` decides about layer scale). An ``add`` that
+  feeds a softmax (attention scores plus a mask or position bias) is not a residual.
 - **attention.** Every scaled-dot-product-attention call, and every softmax between two matmuls, is
   an attention core; walking back from its query, key and value operands (through reshapes, rotary
   embeddings, q/k norms) gives the projections, walking forward from its output gives the output
@@ -39,7 +50,8 @@ class Analysis:
     roles: dict[int, tuple[str, str]]  # matrix op -> (role, note)
     end_norms: set[int]                # norm ops that close a residual branch
     residual_adds: int
-    notes: list[str]
+    notes: list[tuple[str, list[str]]]  # (message, the modules its remedy names)
+    scaled_ends: dict[int, set[str]]  # branch-end op -> learned scales between it and the add
 
 
 @dataclass
@@ -128,42 +140,109 @@ class _Graph:
         return f"after {' and '.join(modules[:3])}" if modules else f"at {self.ops[n].label}"
 
 
-def _residuals(g: _Graph, notes: list[str]) -> list[_Residual]:
-    """Every residual add, with its branch and skip sides (module docstring)."""
+def _sum_trees(g: _Graph) -> dict[int, list[int]]:
+    """``{root add: its terms}``: chains of adds read as one sum. An add whose only consumer is another
+    add, and neither of whose inputs is computed from the other, is a partial sum (``attn + mlp`` in
+    ``attn + mlp + x``, the parallel blocks of Phi, GPT-J, GPT-NeoX): its terms join its consumer's."""
+    def is_add(n: int) -> bool:
+        return g.ops[n].kind == "add" and g.classes[n] == "plain" and len(set(g.ops[n].data_inputs)) == 2
+
+    partial = set()
+    for n in range(len(g.ops)):
+        if is_add(n) and len(g.users[n]) == 1 and is_add(g.users[n][0]):
+            left, right = dict.fromkeys(g.ops[n].data_inputs)
+            if left not in g.ancestors(right) and right not in g.ancestors(left):
+                partial.add(n)
+
+    def terms(n: int) -> list[int]:
+        found = []
+        for i in dict.fromkeys(g.ops[n].data_inputs):
+            found.extend(terms(i) if i in partial else [i])
+        return found
+
+    def adds(n: int) -> set[int]:
+        return {n}.union(*(adds(i) for i in g.ops[n].data_inputs if i in partial))
+
+    return {n: (list(dict.fromkeys(terms(n))), adds(n)) for n in range(len(g.ops)) if is_add(n) and n not in partial}
+
+
+def _layer_names(g: _Graph, ops) -> str:
+    """The modules of the layers among ``ops``, for a message (``blocks.0.mlp.fc2``, ...)."""
+    names = sorted({p.rpartition(".")[0] or p for n in ops if g.classes[n] in ("matrix", "opaque", "block")
+                    for p in g.ops[n].params})
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") if names else "no layer"
+
+
+def _residuals(g: _Graph) -> list[_Residual]:
+    """Every residual sum, one :class:`_Residual` per branch (module docstring)."""
     found = []
-    for a, op in enumerate(g.ops):
-        ins = list(dict.fromkeys(op.data_inputs))
-        if op.kind != "add" or g.classes[a] != "plain" or len(ins) != 2:
-            continue
-        if g.reaches(a, "softmax", g.plain):
+    for a, (terms, adds) in _sum_trees(g).items():
+        if len(terms) < 2 or g.reaches(a, "softmax", g.plain):
             continue  # attention scores plus a mask or a position bias
-        left, right = ins
-        anc_l, anc_r = g.ancestors(left), g.ancestors(right)
-        common = anc_l & anc_r
-        if not common:
-            continue  # e.g. token embedding + position embedding: no fork
-        side_l, side_r = g.after_fork(anc_l - common, common), g.after_fork(anc_r - common, common)
-        layers_l, layers_r = (sum(g.classes[n] in ("matrix", "block", "opaque") for n in side)
-                              for side in (side_l, side_r))
-        if layers_l == layers_r == 0:
-            continue  # x + f(x) with no layer in f (GELU's tanh approximation, ...)
-        if layers_l == layers_r:
-            notes.append(f"the add {g.where(a)}: both inputs hold {layers_l} layer(s) after their fork, so which "
-                         "one is the residual branch is ambiguous; neither gets a branch end (state it with overrides=)")
+        ancestry = {t: g.ancestors(t) for t in terms}
+        seen: dict[int, int] = {}
+        for anc in ancestry.values():
+            for n in anc:
+                seen[n] = seen.get(n, 0) + 1
+        common = {n for n, count in seen.items() if count > 1}
+        # a term sharing no ancestor with the others (a position table, a class embedding) is no path
+        linked = [t for t in terms if ancestry[t] & common]
+        if len(linked) < 2:
             continue
-        if layers_l > layers_r:
-            found.append(_Residual(a, left, side_l, side_r))
-        else:
-            found.append(_Residual(a, right, side_r, side_l))
+        side = {t: g.after_fork(ancestry[t] - common, common) for t in linked}
+        layers = {t: sum(g.classes[n] in ("matrix", "block", "opaque") for n in side[t]) for t in linked}
+        branches = [t for t in linked if layers[t] > 0]
+        if not branches:
+            continue  # x + f(x) with no layer in f (GELU's tanh approximation, ...)
+        skips = [t for t in linked if layers[t] == 0]
+        if not skips:  # every path holds layers: the one with fewest is a projection shortcut
+            fewest = min(layers.values())
+            skips = [t for t in linked if layers[t] == fewest]
+            if len(skips) > 1:
+                continue  # paths of equal depth merged (Inception, RepVGG, FiLM's scale and shift): no skip
+            branches = [t for t in linked if t not in skips]
+        skip_ops = set().union(*(side[t] for t in skips))
+        branch_ops = set().union(*(side[t] for t in branches))
+        if not _private(g, adds, skips, side, common, branch_ops, skip_ops):
+            continue  # two paths merged (a feature pyramid's top-down sum, a U-Net's skip), not a residual
+        for t in branches:
+            found.append(_Residual(a, t, side[t], skip_ops))
     return found
 
 
-def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]) -> tuple[list[int], list[int], list[int]]:
-    """Walk back from the add along the branch: ``(layers closing it, norms on the way, walls hit)``."""
+def _private(g: _Graph, adds: set[int], skips, side, common, branch_ops: set[int], skip_ops: set[int]) -> bool:
+    """Whether what the branches compute from the skip's fork is used by nothing but the sum.
+
+    In ``x + f(x)`` the values inside ``f`` exist only to be added back; in a feature pyramid's
+    ``lateral(c3) + upsample(p4)`` the path from ``c3`` to ``p4`` also feeds the next stage and the
+    pyramid's own outputs. Values the branch takes from elsewhere (masks, a time embedding) are not
+    checked: only what descends from the fork."""
+    forks = set()
+    for t in skips:
+        forks |= {t} if t in common else {i for n in side[t] for i in g.ops[n].data_inputs if i in common}
+    inside = branch_ops | skip_ops | adds
+    region = branch_ops | common
+    reached = set(forks)
+    for n in sorted(region):
+        if n not in forks and any(i in reached for i in g.ops[n].data_inputs):
+            reached.add(n)
+            if any(u not in inside and u not in region for u in g.users[n]):
+                return False
+    return True
+
+
+def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
+    """Walk back from the add along the branch: ``(layers closing it, norms on the way, walls hit,
+    scale parameters on the way)``. A product of two computed values that both hold layers of the
+    branch (a state-space scan, a gated unit without an output layer) stops the walk: the layers
+    behind it only modulate the branch, and zeroing them would not close it but stall it."""
     def is_gate(n: int) -> bool:
         return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3)
 
-    ends, norms, walls, stack, seen = [], [], [], [r.branch], set()
+    def holds_layers(n: int) -> bool:
+        return any(g.classes[m] == "matrix" for m in g.ancestors(n) & r.branch_ops)
+
+    ends, norms, walls, scales, stack, seen = [], [], [], set(), [r.branch], set()
     while stack:
         n = stack.pop()
         if n in seen or n not in r.branch_ops:
@@ -178,10 +257,15 @@ def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]) -> tuple[list[
         if g.classes[n] == "norm":
             norms.append(n)
         ins = g.ops[n].data_inputs
-        if g.ops[n].kind == "mul" and len(set(ins)) == 2:
+        if g.ops[n].kind in ("mul", "matmul") and len(set(ins)) == 2:
             ins = [i for i in ins if not is_gate(i)]  # squeeze-excitation: follow the features, not the gate
+            if g.classes[n] == "plain" and len([i for i in ins if holds_layers(i)]) > 1:
+                walls.append(n)  # a product of two computed paths
+                continue
+        if g.ops[n].kind == "mul" and g.classes[n] == "param":
+            scales.update(g.ops[n].params)  # a layer scale / gate on the branch
         stack.extend(ins)
-    return ends, norms, walls
+    return ends, norms, walls, scales
 
 
 def _attention(g: _Graph, residual_adds: set[int]) -> tuple[dict[int, set[str]], set[int]]:
@@ -248,26 +332,43 @@ def _math_attention(g: _Graph, softmax: int):
 def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str]) -> Analysis:
     """Positional roles of the graph's linear / conv ops (see the module docstring)."""
     g = _Graph(graph, kinds, owners)
-    notes: list[str] = []
+    notes: list[tuple[str, list[str]]] = []
     found: dict[int, list[tuple[str, str]]] = {}
-    residuals = _residuals(g, notes)
+    residuals = _residuals(g)
     residual_adds = {r.add for r in residuals}
     end_norms: set[int] = set()
     in_branch: set[int] = set()
+    scaled: dict[int, set[str]] = {}
+    open_ends: list[tuple[_Residual, list[int]]] = []
     for r in residuals:
         in_branch |= r.branch_ops
         for n in r.skip_ops:
             if g.classes[n] == "matrix":
                 found.setdefault(n, []).append(("identity", "projection shortcut"))
-        ends, norms, walls = _branch_end(g, r, residual_adds)
+        ends, norms, walls, scales = _branch_end(g, r, residual_adds)
         for n in ends:
             found.setdefault(n, []).append(("branch_end", "closes a residual branch"))
+            if scales:
+                scaled.setdefault(n, set()).update(scales)
         if ends:
             end_norms.update(norms)
+        elif walls and all(g.classes[n] == "plain" and n not in residual_adds for n in walls):
+            pass  # closed by a product of two computed paths (a state-space scan): no layer to zero
         elif not any(g.classes[n] in ("block", "opaque") for n in walls):  # those are reported on their own
-            stopped = ", ".join(sorted({g.ops[n].label for n in walls})) or "nothing"
-            notes.append(f"the residual add {g.where(r.add)}: no linear/conv layer closes its branch (the walk back "
-                         f"stopped at {stopped}); no branch end there")
+            open_ends.append((r, walls))
+    closing = {n for n, candidates in found.items() if any(role == "branch_end" for role, _ in candidates)}
+    for r, walls in open_ends:
+        # the layers nearest the add behind what stopped the walk, less those closing a branch already
+        nearest = sorted({p.rpartition(".")[0] or p for w in walls for m in g.layers_from(w, False, g.plain)
+                          if g.classes[m] == "matrix" and m not in closing for p in g.ops[m].params})
+        if not nearest:
+            nearest = sorted({p.rpartition(".")[0] or p for m in r.branch_ops if g.classes[m] == "matrix"
+                              for p in g.ops[m].params})[-1:]
+        fix = ", ".join(f"'{m}': 'branch_end'" for m in nearest) or "'<last layer of the branch>': 'branch_end'"
+        notes.append((f"the residual add {g.where(r.add)}: its branch ({_layer_names(g, r.branch_ops)}) ends in "
+                      f"{_what(g, walls, residual_adds)}, not in a linear/conv layer, so nothing there is set to "
+                      f"start near zero. To make the block start at identity, name the layer(s) whose output "
+                      f"reaches the add: overrides={{{fix}}}", nearest))
 
     letters, outs = _attention(g, residual_adds)
     for n, held in letters.items():
@@ -295,4 +396,16 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
     for n, candidates in found.items():
         role = strongest(r for r, _ in candidates)
         picked[n] = (role, next((note for r, note in candidates if r == role and note), ""))
-    return Analysis(picked, end_norms, len(residuals), notes)
+    return Analysis(picked, end_norms, len({r.add for r in residuals}), notes,
+                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")})
+
+
+def _what(g: _Graph, walls: list[int], residual_adds: set[int]) -> str:
+    """What stopped a walk back along a branch, in words."""
+    if any(n in residual_adds for n in walls):
+        return "another residual sum"
+    if any(g.classes[n] == "embedding" for n in walls):
+        return "an embedding"
+    if any(g.classes[n] == "input" for n in walls):
+        return "a model input"
+    return "a call no rule covers (" + ", ".join(sorted({g.ops[n].label for n in walls})) + ")" if walls else "nothing"

@@ -20,7 +20,8 @@ role                 what it is
 ``bias``             a bias vector (0)
 ``embedding``        an embedding table or a learned additive token (left as the model made it)
 ``scale``            a learned multiplier (layer scale, a ReZero / SkipInit gate): left as it is
-``keep``             left untouched (a user's choice)
+``keep``             left untouched: a user's choice, or a value the model set on purpose
+                     (a prior bias, :mod:`idinit.values`)
 ===================  =====================================================================
 
 A user states roles in three ways, which win over anything detected (strongest first):

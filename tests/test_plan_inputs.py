@@ -1,0 +1,98 @@
+"""The detection forward pass (issue 8 section 2): example inputs built from the model where that is
+possible, a first error line saying what to pass where it is not, and no dependence on the
+uninitialised non-persistent buffers a model built on the meta device carries after ``to_empty()``."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import idinit
+from plan_zoo import roles, tiny_bert
+
+
+def _quiet_roles(model, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return roles(idinit.plan(model, **kwargs))
+
+
+def test_meta_bert_detection_does_not_read_garbage_buffers():
+    torch.manual_seed(0)
+    expected = _quiet_roles(tiny_bert())
+    with torch.device("meta"):
+        model = tiny_bert()
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+        for b in model.buffers():  # position_ids, token_type_ids: not in a state dict, never loaded
+            b.fill_(10 ** 9)
+    garbage = {n: b.clone() for n, b in model.named_buffers()}
+    assert _quiet_roles(model) == expected  # today: an IndexError on position_ids, then "pass example_inputs"
+    for n, b in model.named_buffers():  # planning writes nothing, buffers included
+        assert torch.equal(b, garbage[n]), n
+    assert all(torch.isnan(p).all() for p in model.parameters())
+
+
+def _clip():
+    from transformers import CLIPConfig, CLIPModel
+
+    layer = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    return CLIPModel(CLIPConfig(text_config=dict(layer, vocab_size=100, max_position_embeddings=16),
+                                vision_config=dict(layer, image_size=16, patch_size=8), projection_dim=16))
+
+
+def _whisper():
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration(WhisperConfig(
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
+        encoder_ffn_dim=64, decoder_ffn_dim=64, vocab_size=100, num_mel_bins=8, max_source_positions=16,
+        max_target_positions=16, decoder_start_token_id=1, pad_token_id=0, bos_token_id=0, eos_token_id=0))
+
+
+def _fcos():
+    import torchvision
+
+    return torchvision.models.detection.fcos_resnet50_fpn(weights=None, weights_backbone=None, num_classes=3,
+                                                          min_size=64, max_size=64)
+
+
+@pytest.mark.parametrize("build, given, closing", [
+    (_clip, lambda: {"input_ids": torch.randint(0, 100, (2, 5)), "pixel_values": torch.rand(2, 3, 16, 16)},
+     ["text_model.encoder.layers.0.mlp.fc2.weight", "vision_model.encoder.layers.0.mlp.fc2.weight"]),
+    (_whisper, lambda: {"input_features": torch.randn(1, 8, 32), "decoder_input_ids": torch.ones(1, 3, dtype=torch.long)},
+     ["model.encoder.layers.0.fc2.weight", "model.decoder.layers.0.fc2.weight"]),
+    (_fcos, lambda: ([torch.rand(3, 64, 64)],), ["backbone.body.layer1.0.conv3.weight"]),
+])
+def test_models_that_needed_example_inputs_get_them_built(build, given, closing):
+    torch.manual_seed(0)
+    model = build()
+    plan = idinit.plan(model)  # no example_inputs: built from the config / the transform
+    assert "autograd" in plan.source
+    got = roles(plan)
+    assert got == roles(idinit.plan(model, example_inputs=given()))
+    assert all(got[name] == "branch_end" for name in closing)
+    assert "attention_out" in got.values() or "fcos" in type(model).__name__.lower()
+
+
+class Untraceable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+    def forward(self, x):
+        if x.sum() > 0:  # control flow on data: torch.fx cannot trace it, and nothing builds inputs for it
+            return x + self.b(self.a(x))
+        return x + self.b(torch.relu(self.a(x)))
+
+
+def test_the_first_line_of_the_error_says_what_to_pass():
+    with pytest.raises(ValueError) as info:
+        idinit.plan(Untraceable())
+    first = str(info.value).splitlines()[0]
+    assert first.startswith("Untraceable needs example inputs") and "example_inputs=(" in first, first
+    assert "torch.fx" not in first and "torch.fx" in str(info.value)  # the detail comes after
