@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                 fully_shard(block)
             fully_shard(model)
         model.to_empty(device=device)
-        plan = idinit.init_(model, example_inputs=(tokens,), generator=torch.Generator().manual_seed(args.seed))
+        # keep_model_values=False: after to_empty() the values are memory, not values the model set
+        plan = idinit.init_(model, example_inputs=(tokens,), generator=torch.Generator().manual_seed(args.seed),
+                            keep_model_values=False)
         if not args.shard_first:
             for block in model.blocks:
                 fully_shard(block)

@@ -155,13 +155,6 @@ def _own_init(model: nn.Module, name: str) -> tuple[str, Callable[[], object], b
     return None
 
 
-def model_level(model: nn.Module, name: str) -> bool:
-    """Whether the own init of module ``name`` is the model's (HF, a subtree ``init_weights()``, a root's
-    ``_init_weights(module)``) rather than the layer's ``reset_parameters()`` default."""
-    found = _own_init(model, name)
-    return found is not None and not found[0].endswith(("reset_parameters()", "_reset_parameters()"))
-
-
 def describe(model: nn.Module, name: str) -> str | None:
     """What the model's own init of module ``name`` calls, for the plan (None: it has none)."""
     found = _own_init(model, name)

@@ -362,9 +362,9 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
             frozen parameter are never touched.
         use_registry: use the registry of known blocks (switch off to see the graph's own answer).
         keep_model_values: keep what the model set on purpose (a prior bias, a small layer scale
-            closing a branch: see :mod:`idinit.values`); False plans by position alone. A kept value
-            is drawn again under ``reset_kept`` only by a model-level init (HF ``_init_weights``, timm
-            ``init_weights()``), which sets it as the model does; a layer default would lose it.
+            closing a branch: see :mod:`idinit.values`), read from the values; False plans by position
+            alone. After ``to_empty()`` the values are whatever the memory held: pass False there
+            (``idinit.hf.from_config`` runs the model's own init first instead).
         loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (SPEC §3.1; default 1e-6, 0: none).
         conv: ``"idinit"``: ``"patch"`` (IDIC, patch-maintain; default) or ``"channel"`` (the centre-tap
             channel-maintain of the paper's Table 2 ablation).
@@ -392,11 +392,8 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
         own = model_init.describe(model, info.module)
-        source = found.roles[name].source if name in found.roles else ""
-        # a role stated "keep" stays as it is; a value the model set on purpose is drawn again only by an
-        # init that sets it as the model does (HF, timm), not by a layer default
-        stated_keep = entry.role == "keep" and source not in ("type", "values") or \
-            source == "values" and not model_init.model_level(model, info.module)
+        # a role stated "keep", and a value the model set on purpose (idinit.values), stay as they are
+        stated_keep = entry.role == "keep" and name in found.roles and found.roles[name].source != "type"
         if entry.init == "reset_parameters" and own is None:
             entry.init = "keep"
             entry.note = _join(entry.note, "its module has no init of its own (no reset_parameters())")
