@@ -392,8 +392,10 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
         own = model_init.describe(model, info.module)
-        # a role stated "keep", and a value the model set on purpose (idinit.values), stay as they are
-        stated_keep = entry.role == "keep" and name in found.roles and found.roles[name].source != "type"
+        # a role stated "keep", and a value the model set on purpose (idinit.values), stay as they are;
+        # under "default" the model's own init sets the latter itself
+        source = found.roles[name].source if name in found.roles else "type"
+        stated_keep = entry.role == "keep" and source != "type" and not (scheme == "default" and source == "values")
         if entry.init == "reset_parameters" and own is None:
             entry.init = "keep"
             entry.note = _join(entry.note, "its module has no init of its own (no reset_parameters())")
