@@ -3,15 +3,22 @@ from __future__ import annotations
 
 from .beyond_residual import allconv, allconv_short, linear5, res112
 from .grid import Experiment
+from .lm_pretrain import lm_pretrain
 from .smoke import smoke
 from .table1 import table1
+from .table4 import table4
 from .table5 import table5
+from .vision_recipes import resnet50_cifar, vit_cifar
 
 EXPERIMENTS = {
     "table1": lambda: table1(56),
     "table1-resnet110": lambda: table1(110),
     "table5": lambda: table5(0),
     "table5-warmup5": lambda: table5(5),
+    "table4": table4,
+    "lm-pretrain": lm_pretrain,
+    "vit-cifar": vit_cifar,
+    "resnet50-cifar": resnet50_cifar,
     "smoke": smoke,
     "linear5": linear5,
     "allconv": allconv,

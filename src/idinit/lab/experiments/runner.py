@@ -49,7 +49,12 @@ class _DataCache:
     def __init__(self, data_dir):
         self.data_dir, self.loaded = data_dir, {}
 
-    def get(self, config: RunConfig):
+    def get(self, config):
+        if not isinstance(config, RunConfig):  # another task's configuration loads its own data
+            key = config.data_key()
+            if key not in self.loaded:
+                self.loaded[key] = config.load_data(self.data_dir)
+            return self.loaded[key]
         key = (config.dataset, config.protocol, json.dumps(config.train_chunks))
         if key not in self.loaded:
             self.loaded[key] = load_run_data(config.replace(train_limit=None, eval_limit=None), self.data_dir)
@@ -60,8 +65,10 @@ def _run_one(config, out_dir, device, cache, runtime, deadline, log) -> bool:
     """Train one run; on an error write ``error.json`` beside it and return False (the grid goes on)."""
     (out_dir / config.run_id / "error.json").unlink(missing_ok=True)  # from an earlier attempt
     try:
-        train_run(config, out_dir / config.run_id, device=device, data=cache.get(config), deadline=deadline,
-                  log=log, **runtime)
+        # A configuration of another task (text classification) trains itself in the same folder format.
+        train = train_run if isinstance(config, RunConfig) else type(config).train
+        train(config, out_dir / config.run_id, device=device, data=cache.get(config), deadline=deadline,
+              log=log, **runtime)
         return True
     except Exception as err:
         log(f"{config.run_id}: FAILED {type(err).__name__}: {err}")
@@ -73,7 +80,7 @@ def _worker(task_queue, out_dir, device, data_dir, runtime, deadline):
     cache = _DataCache(data_dir)
     while deadline is None or time.time() < deadline:
         try:
-            config = RunConfig.from_dict(task_queue.get(timeout=5))
+            config = task_queue.get(timeout=5)
         except queue.Empty:
             return
         _run_one(config, out_dir, device, cache, runtime, deadline, lambda m: print(m, flush=True))
@@ -135,7 +142,7 @@ def run_configs(runs: list[RunConfig], out_dir, *, device="cpu", data_dir=None, 
         ctx = multiprocessing.get_context("spawn")  # CUDA cannot be forked
         task_queue = ctx.Queue()
         for run in runs:
-            task_queue.put(run.to_dict())
+            task_queue.put(run)  # a dataclass of an importable class: pickles across spawn
         processes = [ctx.Process(target=_worker, args=(task_queue, out_dir, worker_device, data_dir, runtime, deadline))
                      for worker_device in worker_devices(device, min(workers, len(runs)))]
         for p in processes:

@@ -29,6 +29,8 @@ arch              model                                       inits
                                                               :class:`FixupRes112`
 ``linear5-tanh``  :class:`Linear5` (C.1), tanh / ReLU          library schemes; IDInit's stem gain
 ``linear5-relu``                                              follows the activation (appendix B)
+``vit-small``     torchvision ViT-S/4 for CIFAR (Sec. 4.4)     library schemes
+``tv-resnet50``   torchvision ResNet-50, 3x3 stem (Sec. 4.4)   library schemes
 ================  ==========================================  ===================================
 """
 from __future__ import annotations
@@ -43,14 +45,16 @@ from .cifar_resnet import DEPTHS, BasicBlock, CifarResNet
 from .fixup_resnet import FixupResNet, fixup_init_, fixup_parameter_groups
 from .linear5 import ACTIVATIONS, Linear5
 from .res112 import FixupRes112, Res112
+from .vision import resnet50_cifar, vit_small_cifar
 
 LIBRARY_SCHEMES = ("idinit", "kaiming", "zero_gamma", "zero", "xavier", "orthogonal", "default")
 INITS = LIBRARY_SCHEMES + ("fixup", "rezero", "skipinit")
 ARCHS = tuple(f"resnet{d}" for d in DEPTHS)
-OTHER_ARCHS = ("allconv", "res112") + tuple(f"linear5-{a}" for a in ACTIVATIONS)
+OTHER_ARCHS = ("allconv", "res112") + tuple(f"linear5-{a}" for a in ACTIVATIONS) + ("vit-small", "tv-resnet50")
 # inits each non-ResNet architecture accepts
 _OTHER_INITS = {"allconv": LIBRARY_SCHEMES, "res112": LIBRARY_SCHEMES + ("fixup",),
-                **{f"linear5-{a}": LIBRARY_SCHEMES for a in ACTIVATIONS}}
+                **{f"linear5-{a}": LIBRARY_SCHEMES for a in ACTIVATIONS},
+                "vit-small": LIBRARY_SCHEMES, "tv-resnet50": LIBRARY_SCHEMES}
 
 
 def parse_arch(arch: str) -> int:
@@ -69,7 +73,11 @@ def _build_other(arch: str, init: str, shortcut: str, num_classes: int, in_chann
         if init_options:
             raise ValueError(f"init 'fixup' takes no options, got {sorted(init_options)}")
         return fixup_init_(FixupRes112(num_classes, in_channels, shortcut))
-    if arch == "allconv":
+    if arch in ("vit-small", "tv-resnet50"):
+        if in_channels != 3 or image_size != 32:
+            raise ValueError(f"{arch} is built for 32x32 RGB images (CIFAR-10), got {in_channels}x{image_size}x{image_size}")
+        model = vit_small_cifar(num_classes) if arch == "vit-small" else resnet50_cifar(num_classes)
+    elif arch == "allconv":
         model = AllConv(num_classes, in_channels)
     elif arch == "res112":
         model = Res112(num_classes, in_channels, shortcut)

@@ -1,0 +1,56 @@
+"""Sec. 4.4 scaled down: ViT-S/4 and ResNet-50 (3x3 stem) for CIFAR-10 as lab models, initialised by
+``idinit.init_`` (built once each: ~21 M parameters) and trained a few steps; their grids."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from idinit.lab.experiments import get_experiment
+from idinit.lab.models import build_model
+
+
+def _few_sgd_steps(model, steps=2):
+    torch.manual_seed(1)
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    model.train()
+    for _ in range(steps):
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_idinit_vit_small_starts_near_identity_and_trains():
+    torch.manual_seed(0)
+    model = build_model("vit-small", "idinit").eval()
+    x = torch.randn(2, 3, 32, 32)
+    ratios = []
+    hooks = [layer.register_forward_hook(lambda m, a, out: ratios.append(float((out - a[0]).norm() / a[0].norm())))
+             for layer in model.encoder.layers]
+    with torch.no_grad():
+        logits = model(x)
+    for h in hooks:
+        h.remove()
+    assert len(ratios) == 12 and max(ratios) < 1e-3  # IDIZ branch ends (A.5)
+    assert logits.abs().max() < 1e-3                 # zero-preserving head of a residual network
+    losses = _few_sgd_steps(model)
+    assert all(torch.isfinite(torch.tensor(losses))) and model.heads.head.weight.abs().max() > 1e-4
+
+
+def test_resnet50_cifar_stem_and_a_few_steps():
+    torch.manual_seed(0)
+    model = build_model("tv-resnet50", "kaiming")
+    assert model.conv1.kernel_size == (3, 3) and model.conv1.stride == (1, 1) and isinstance(model.maxpool, torch.nn.Identity)
+    losses = _few_sgd_steps(model)
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+def test_vision_grids_and_bad_input():
+    vit, rn50 = get_experiment("vit-cifar"), get_experiment("resnet50-cifar")
+    assert [c.init for c in vit.configs] == ["idinit", "default"] and vit.configs[0].warmup_epochs == 10
+    assert [c.init for c in rn50.configs] == ["idinit", "kaiming"] and rn50.configs[0].weight_decay == 1e-4
+    with pytest.raises(ValueError, match="32x32 RGB"):
+        build_model("tv-resnet50", "idinit", in_channels=1, image_size=28)
