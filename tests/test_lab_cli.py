@@ -41,8 +41,8 @@ def test_table5_grid_is_the_eight_ablation_settings():
 def test_grid_selection_seeds_and_overrides():
     exp = get_experiment("table1")
     runs = exp.runs(seeds=[0, 1], only=["idinit-sgd*"], overrides=["epochs=6", "arch=resnet110"])
-    assert [r.run_id for r in runs] == [f"{n}/seed{s}" for n in ("idinit-sgd", "idinit-sgd-B", "idinit-sgd-warmup5",
-                                                                  "idinit-sgd-B-warmup5") for s in (0, 1)]
+    assert [r.run_id for r in runs] == [f"{n}/seed{s}" for w in ("", "-warmup5") for n in (
+        f"idinit-sgd{w}", f"idinit-sgd-B{w}", f"idinit-sgd-Ac{w}") for s in (0, 1)]  # table1 grid v2: -B and -Ac rows
     assert all(r.epochs == 6 and r.arch == "resnet110" for r in runs)
     with pytest.raises(ValueError, match="no configuration"):
         exp.runs(only="nothing*")
@@ -178,3 +178,113 @@ def test_bench_rows_are_ratios_to_eager(tmp_path, capsys):
         assert r["ratio_to_eager"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
     assert json.loads((tmp_path / "bench.json").read_text())["rows"] == rows
     assert "img/s" in capsys.readouterr().out
+
+
+# -- model specs: plan and check ---------------------------------------------------------------
+
+def one_line_error(capsys, argv) -> str:
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    return lines[0]
+
+
+def test_cli_plan_builds_the_model_the_spec_names(capsys):
+    assert cli.main(["plan", "torchvision:resnet18"]) == 0
+    text = capsys.readouterr().out
+    assert "layer4.1.conv2.weight" in text and "branch_end" in text  # ImageNet's ResNet-18, not a CIFAR ResNet
+    assert cli.main(["plan", "hf:gpt2", "--model-arg", "n_layer=1", "n_embd=32", "n_head=2", "vocab_size=100"]) == 0
+    assert "h.0.attn.c_proj.weight" in capsys.readouterr().out
+    err = one_line_error(capsys, ["plan", "resnet50"])
+    assert "ambiguous" in err and "torchvision:resnet50" in err and "lab:resnet50" in err
+    err = one_line_error(capsys, ["plan", "torchvision.resnet18"])
+    assert "accepted forms" in err and "timm:NAME" in err and "hf:" in err
+    assert "torchvision has no model" in one_line_error(capsys, ["plan", "torchvision:resnet19"])
+    assert "bogus" in one_line_error(capsys, ["plan", "torchvision:resnet18", "--model-arg", "bogus=1"])
+
+
+def test_cli_check_prints_json_and_plots(capsys, tmp_path):
+    argv = ["check", "lab:resnet20-Ac", "--batch", "4", "--image-size", "16"]
+    assert cli.main([*argv, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["spec"] == "lab:resnet20-Ac" and len(report["blocks"]) == 9
+    starved = {n for f in report["flags"] if f["kind"] == "starved_branch" for n in f["names"]}
+    assert "layer2.1.conv1.weight" in starved  # centred option A behind IDIC (results/idic-reads-padding)
+    assert cli.main(["check", "lab:resnet20-Ac", "--scheme", "fixup", "--batch", "4", "--image-size", "16"]) == 0
+    assert "FixupResNet" in capsys.readouterr().out
+    assert cli.main(["check", "lab:resnet20", "--scheme", "none", "--batch", "4", "--image-size", "16"]) == 0
+    text = capsys.readouterr().out
+    assert "scheme none" in text and "overwritten priors not checked" in text
+    assert cli.main(["check", "lab:resnet20-B", "--batch", "4", "--image-size", "16", "--plot", str(tmp_path / "c.png")]) == 0
+    text = capsys.readouterr().out
+    assert "residual block" in text and "starved_branch" not in text
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert cli.main(["check", "timm:deit_tiny_patch16_224", "--model-arg", "depth=1", "--image-size", "32",
+                     "--batch", "2", "--scheme", "kaiming"]) == 0
+    assert "blocks.0.mlp.fc2" in capsys.readouterr().out
+    assert "--batch must be at least 2" in one_line_error(capsys, ["check", "lab:resnet20", "--batch", "1"])
+    assert "is a folder" in one_line_error(capsys, ["check", "lab:resnet20", "--plot", str(tmp_path)])
+
+
+# -- issue 13 section 5: a user's mistake is one line and exit code 2 ----------------------------
+
+def test_cli_mistakes_are_one_line_with_exit_code_2(capsys, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert "bogus" in one_line_error(capsys, ["plan", "resnet20", "--set", "bogus=1"])
+    assert "--epochs must be at least 1" in one_line_error(capsys, ["demo", "--epochs", "0"])
+    for argv in (["demo", "--out", str(afile / "demo")],
+                 ["run", "table5", "--only", "loose-patch-zp", "--out", str(afile / "runs")],
+                 ["analyse", "momentum", "--out", str(afile)],
+                 ["bench", "--out", str(afile / "bench.json")]):
+        assert f"{afile} is a file, not a folder" in one_line_error(capsys, argv)
+    assert "unrecognized arguments" in one_line_error(capsys, ["plan", "resnet20", "--bogus"])
+    assert "--seeds expects" in one_line_error(capsys, ["run", "table5", "--seeds", "a,b", "--dry-run"])
+    assert not afile.with_name("runs").exists()
+
+
+def test_cli_report_names_an_incomplete_summary(capsys, tmp_path):
+    _fake_run(tmp_path, "idinit-sgd", 0, [0.5, 0.9])
+    summary = tmp_path / "idinit-sgd" / "seed0" / "summary.json"
+    summary.write_text(json.dumps({"finished": True, "final_eval_acc": 0.9}))
+    err = one_line_error(capsys, ["report", str(tmp_path)])
+    assert str(summary) in err and "epochs_to_target" in err
+    (tmp_path / "afile").write_text("x")
+    assert "is a file, not a folder" in one_line_error(capsys, ["report", str(tmp_path), "--out", str(tmp_path / "afile")])
+    summary.write_text("{not json")
+    assert "not valid JSON" in one_line_error(capsys, ["report", str(tmp_path)])
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_cli_help_documents_every_option_in_plain_text():
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    assert set(subparsers) == {"demo", "run", "report", "plan", "check", "analyse", "bench"}
+    for name, sub in [("idinit", parser), *subparsers.items()]:
+        for action in sub._actions:
+            if action.dest not in ("help", "command"):
+                assert action.help, f"idinit {name}: {action.option_strings or action.dest} has no help"
+        text = sub.format_help()
+        for markup in ("``", ":func:", ":mod:", ":class:"):
+            assert markup not in text, f"idinit {name} --help shows {markup}"
+
+
+def test_cli_long_analyses_show_progress(capsys, tmp_path, monkeypatch):
+    import time
+
+    from idinit.lab import analysis
+
+    monkeypatch.setattr(analysis, "run_analysis", lambda name, **kw: time.sleep(0.5) or {"ok": True})
+    monkeypatch.setattr(cli.Heartbeat, "interval", 0.1)
+    assert cli.main(["analyse", "momentum", "--out", str(tmp_path)]) == 0
+    beats = [line for line in capsys.readouterr().err.splitlines() if "still running" in line]
+    assert len(beats) >= 2 and beats[0].startswith("idinit analyse momentum: still running")
+
+
+def test_cli_dry_run_prints_a_table(capsys):
+    assert cli.main(["run", "table5", "--dry-run", "--set", "epochs=3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split() == ["run", "init_options.loose", "init_options.conv", "init_options.branch_end"]
+    assert len(lines) == 10 and lines[1].split() == ["loose-patch-zp/seed0", "1e-06", "patch", "zero_preserving"]
+    assert lines[-1].startswith("8 runs; every run has: arch=resnet20") and "epochs=3" in lines[-1]

@@ -13,6 +13,7 @@ and materialised with ``to_empty()``; ``torch.compile`` / DDP / DataParallel wra
     plan = idinit.init_(model)               # prints as a table of every parameter's role and init
     model, plan = idinit.hf.from_config(config)   # a transformers model built on meta, then IDInit
 """
+from idinit.check import Report, check
 from idinit.init import channel_identity_, hadamard_, identity_, zero_preserving_
 from idinit import hf
 from idinit.plan import Plan, PlanEntry, init_, plan
@@ -22,4 +23,4 @@ from idinit.schemes import SCHEMES
 __version__ = "0.1.0"
 
 __all__ = ["identity_", "channel_identity_", "zero_preserving_", "hadamard_"]
-__all__ += ["plan", "init_", "Plan", "PlanEntry", "tag", "ROLES", "SCHEMES", "hf"]
+__all__ += ["check", "Report", "plan", "init_", "Plan", "PlanEntry", "tag", "ROLES", "SCHEMES", "hf"]

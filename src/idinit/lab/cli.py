@@ -1,18 +1,60 @@
-"""The lab's command line: ``idinit demo | run | report | plan | analyse | bench``.
+"""The lab's command line: idinit demo | run | report | plan | check | analyse | bench.
 
-    idinit demo                                  # < 2 min on a laptop CPU, no download
-    idinit run table5 --device cuda --data ~/c10 --out runs/table5 --pack 8
-    idinit run table1 --only 'idinit-sgd*' --seeds 0,1 --set epochs=50
-    idinit report runs/table5 [--out results/table5]
-    idinit plan resnet56 [--scheme kaiming] [--set conv=channel]
-    idinit analyse momentum [--set steps=500]
-    idinit bench --device cuda
+  idinit demo                                  # < 2 min on a laptop CPU, no download
+  idinit run table5 --device cuda --data ~/c10 --out runs/table5 --pack 8
+  idinit run table1 --only 'idinit-sgd*' --seeds 0,1 --set epochs=50
+  idinit report runs/table5 [--out results/table5]
+  idinit plan torchvision:resnet50 [--scheme kaiming] [--set conv=channel]
+  idinit check timm:convnext_tiny [--scheme idinit] [--json] [--plot check.png]
+  idinit analyse momentum [--set steps=500]
+  idinit bench --device cuda
+
+Model specs (plan, check): torchvision:NAME, timm:NAME, hf:MODEL_TYPE (built from its default
+config, no download), lab:NAME or a bare lab name (resnet20 ... resnet110; -B: option-B shortcuts,
+-Ac: option A with centred zero channels).
+A mistake in the command line ends with one line naming it and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import pathlib
 import shlex
 import sys
+import threading
+import time
+
+
+class UsageError(Exception):
+    """A mistake in the command line or in the files it names: one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+class Heartbeat:
+    """Prints ``label: still running, N s`` to stderr every ``interval`` seconds until the block ends."""
+
+    interval = 30.0
+
+    def __init__(self, label: str):
+        self.label, self.stop = label, threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        start = time.monotonic()
+        while not self.stop.wait(self.interval):
+            print(f"{self.label}: still running, {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
 def _device_default() -> str:
@@ -26,8 +68,52 @@ def _parse_seeds(text: str | None):
         return None
     try:
         return [int(s) for s in text.split(",") if s.strip()]
-    except ValueError as err:
-        raise SystemExit(f"--seeds expects comma-separated integers, got {text!r}") from err
+    except ValueError:
+        raise UsageError(f"--seeds expects comma-separated integers, got {text!r}") from None
+
+
+def _at_least(value, minimum: int, option: str):
+    if value is not None and value < minimum:
+        raise UsageError(f"{option} must be at least {minimum}, got {value}")
+
+
+def _folder(path, option: str):
+    """Refuse an output folder that is a file or lies inside one, before anything is written."""
+    if path is None:
+        return
+    p = pathlib.Path(path)
+    for ancestor in (p, *p.parents):
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise UsageError(f"{option} {path}: {ancestor} is a file, not a folder")
+            return
+
+
+def _file(path, option: str):
+    """Refuse an output file that is a folder or lies inside a file."""
+    if path is None:
+        return
+    if pathlib.Path(path).is_dir():
+        raise UsageError(f"{option} {path}: is a folder, expected a file name")
+    _folder(pathlib.Path(path).parent, option)
+
+
+def _option_value(text: str):
+    """``0`` -> 0, ``1e-6`` -> 1e-06, ``true`` -> True, ``channel`` -> "channel"."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(pairs, option: str, parse=_option_value) -> dict:
+    found = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise UsageError(f"{option} expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        found[key.strip()] = parse(value.strip())
+    return found
 
 
 def _print_summary(out_dir) -> None:
@@ -51,6 +137,30 @@ def _print_summary(out_dir) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def dry_run_table(runs) -> str:
+    """The runs as a table: one row per run with the settings that differ between runs, then the
+    settings they share."""
+    rows = [_flat(r.to_dict()) for r in runs]
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    varying = [k for k in keys if k != "name" and len({json.dumps(row.get(k)) for row in rows}) > 1]
+    shared = [k for k in keys if k != "name" and k not in varying]
+    table = [["run", *varying]] + [[r.run_id, *(str(row.get(k)) for k in varying)] for r, row in zip(runs, rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table]
+    lines.append(f"{len(runs)} runs; every run has: " + ", ".join(f"{k}={rows[0].get(k)}" for k in shared))
+    return "\n".join(lines)
+
+
 def cmd_run(args) -> int:
     from .experiments import EXPERIMENTS, get_experiment
     from .experiments.progress import Progress
@@ -61,16 +171,17 @@ def cmd_run(args) -> int:
             exp = get_experiment(name)
             print(f"{name:<18} {len(exp.configs):>3} configurations  {exp.description}")
         return 0
+    for value, minimum, option in ((args.workers, 1, "--workers"), (args.pack, 1, "--pack"),
+                                   (args.checkpoint_every, 1, "--checkpoint-every"), (args.deadline_s, 0, "--deadline-s")):
+        _at_least(value, minimum, option)
     experiment = get_experiment(args.experiment)
     runs = experiment.runs(seeds=_parse_seeds(args.seeds), only=args.only, overrides=args.set)
     out_dir = args.out or f"runs/{experiment.name}"
     device = args.device or _device_default()
     if args.dry_run:
-        for r in runs:
-            print(r.run_id, r.to_dict())
+        print(dry_run_table(runs))
         return 0
-    import pathlib
-
+    _folder(out_dir, "--out")
     pathlib.Path(out_dir).mkdir(parents=True, exist_ok=True)
     write_experiment_file(pathlib.Path(out_dir), experiment, runs, device, "idinit " + shlex.join(args.argv))
     how = f"packs of up to {args.pack}" if args.pack > 1 else f"{args.workers} worker(s)"
@@ -90,44 +201,117 @@ def cmd_run(args) -> int:
     return 0
 
 
+# what report reads from a finished run's summary.json
+_SUMMARY_KEYS = ("final_eval_acc", "epochs_to_target")
+
+
+def _check_summaries(run_dir) -> None:
+    """Name a summary.json that does not parse or lacks what the report reads, before reporting."""
+    for path in sorted(pathlib.Path(run_dir).glob("*/seed*/summary.json")):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise UsageError(f"{path}: not valid JSON ({err}); delete it and resume the run to rewrite it") from None
+        if not isinstance(summary, dict):
+            raise UsageError(f"{path}: expected a JSON object, got {type(summary).__name__}")
+        missing = [k for k in _SUMMARY_KEYS if k not in summary]
+        if summary.get("finished") and missing:
+            raise UsageError(f"{path}: incomplete summary, missing {', '.join(missing)}; delete it and resume the "
+                             "run to rewrite it")
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
+    if not pathlib.Path(args.run_dir).is_dir():
+        raise UsageError(f"run folder {args.run_dir} does not exist")
+    _folder(args.out, "--out")
+    _check_summaries(args.run_dir)
     path = write_report(args.run_dir, args.out, title=args.title, with_records=args.with_records)
     print(f"wrote {path} and {path.parent / 'accuracy.png'}")
     return 0
 
 
-def _option_value(text: str):
-    """``0`` -> 0, ``1e-6`` -> 1e-06, ``true`` -> True, ``channel`` -> "channel"."""
-    import json
+_LAB_ONLY = ("fixup", "rezero", "skipinit")
+
+
+def _scheme_options(args) -> dict:
+    from idinit.schemes import check_options
+
+    options = _pairs(args.set, "--set")
+    if args.scheme in _LAB_ONLY + ("none",):
+        if options:
+            raise UsageError(f"--scheme {args.scheme} takes no --set options")
+        return {}
+    try:
+        check_options(args.scheme, options)
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    return options
+
+
+def _build(args, batch: int):
+    from .zoo import build
 
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        return build(args.spec, batch=batch, image_size=args.image_size, model_args=_pairs(args.model_arg, "--model-arg"))
+    except TypeError as err:  # a model argument the builder does not take
+        raise UsageError(f"{args.spec}: {err}") from None
 
 
 def cmd_plan(args) -> int:
+    import idinit
+
+    if args.scheme in _LAB_ONLY:
+        raise UsageError(f"{args.scheme} is a lab model variant with its own init (see idinit.lab.models.build_model), "
+                         "not a library scheme; plan shows library schemes")
+    options = _scheme_options(args)
+    with Heartbeat(f"idinit plan: building {args.spec} and reading its graph"):
+        built = _build(args, batch=2)
+        result = idinit.plan(built.model, scheme=args.scheme, example_inputs=built.example_inputs, **options)
+    print(result)
+    return 0
+
+
+def _initialise(args, built, options):
+    """Initialise ``built.model`` as ``--scheme`` says; return the model and the state from before."""
+    import idinit
+
+    if args.scheme == "none":
+        return built.model, None
+    if args.scheme in _LAB_ONLY:
+        from .models import CifarResNet, build_model
+
+        if not isinstance(built.model, CifarResNet):
+            raise UsageError(f"--scheme {args.scheme} is a variant of the lab's CIFAR ResNets, not of {args.spec}")
+        return build_model(f"resnet{built.model.depth}", init=args.scheme, shortcut=built.model.shortcut_kind), None
+    reference = {k: v.detach().clone() for k, v in built.model.state_dict().items()}
+    idinit.init_(built.model, scheme=args.scheme, example_inputs=built.example_inputs, **options)
+    return built.model, reference
+
+
+def cmd_check(args) -> int:
     import torch
 
     import idinit
 
-    from .models import CifarResNet, parse_arch
-
-    if args.scheme in ("fixup", "rezero", "skipinit"):
-        raise SystemExit(f"{args.scheme} is a lab model variant with its own init (see idinit.lab.models."
-                         "build_model), not a library scheme; plan shows library schemes")
-    name = args.model
-    shortcut = "B" if name.endswith("-B") else "A"
-    model = CifarResNet(parse_arch(name.removesuffix("-B")), shortcut=shortcut)
-    options = {}
-    for pair in args.set or []:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects option=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        options[key.strip()] = _option_value(value.strip())
-    print(idinit.plan(model, scheme=args.scheme, example_inputs=(torch.zeros(2, 3, 32, 32),), **options))
+    options = _scheme_options(args)
+    _at_least(args.batch, 2, "--batch")
+    _file(args.plot, "--plot")
+    torch.manual_seed(args.seed)
+    with Heartbeat(f"idinit check: building {args.spec}, initialising ({args.scheme}) and measuring"):
+        built = _build(args, batch=args.batch)
+        model, reference = _initialise(args, built, options)
+        report = idinit.check(model, built.example_inputs, reference=reference, train=not args.eval, seed=args.seed)
+    if args.json:
+        print(json.dumps({"spec": args.spec, "scheme": args.scheme, "model": built.description, **report.to_dict()},
+                         indent=1))
+    else:
+        print(f"{args.spec} ({built.description}), scheme {args.scheme}")
+        print(report)
+    if args.plot:
+        report.plot(args.plot)
+        print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -139,44 +323,67 @@ def cmd_analyse(args) -> int:
             doc = (ANALYSES[name].__doc__ or "").strip().splitlines()
             print(f"{name:<18} {doc[0] if doc else ''}")
         return 0
-    overrides = {}
-    for pair in args.set or []:
-        if "=" not in pair:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        overrides[key.strip()] = value.strip()
-    record = run_analysis(args.name, out_dir=args.out or f"runs/analysis-{args.name}", data_dir=args.data,
-                          device=args.device or "cpu", overrides=overrides)
-    print(f"{args.name}: wrote {args.out or f'runs/analysis-{args.name}'} ({len(record)} fields in the record)")
+    if args.name not in ANALYSES:
+        raise UsageError(f"unknown analysis {args.name!r}; 'idinit analyse list' lists them: {', '.join(sorted(ANALYSES))}")
+    overrides = _pairs(args.set, "--set", parse=str)  # the analysis converts each to its field's type
+    out = args.out or f"runs/analysis-{args.name}"
+    _folder(out, "--out")
+    with Heartbeat(f"idinit analyse {args.name}"):
+        record = run_analysis(args.name, out_dir=out, data_dir=args.data, device=args.device or "cpu",
+                              overrides=overrides)
+    print(f"{args.name}: wrote {out} ({len(record)} fields in the record)")
     return 0
 
 
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
+    _at_least(args.epochs, 1, "--epochs")
+    _at_least(args.seeds, 1, "--seeds")
+    _folder(args.out, "--out")
     run_demo(out_dir=args.out, epochs=args.epochs, seeds=args.seeds)
     return 0
+
+
+def _counts(text: str, option: str) -> list[int]:
+    try:
+        counts = [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise UsageError(f"{option} expects comma-separated integers, got {text!r}") from None
+    for n in counts:
+        _at_least(n, 1, option)
+    return counts
 
 
 def cmd_bench(args) -> int:
     from .bench import run_bench
 
+    _at_least(args.batch, 1, "--batch")
+    _at_least(args.steps, 1, "--steps")
+    _file(args.out, "--out")
     run_bench(device=args.device or _device_default(), archs=args.archs.split(","), batch_size=args.batch,
-              steps=args.steps, concurrent=[int(n) for n in args.concurrent.split(",") if n],
-              packed=[int(n) for n in args.packed.split(",") if n], compile=not args.no_compile,
-              out=args.out)
+              steps=args.steps, concurrent=_counts(args.concurrent, "--concurrent"),
+              packed=_counts(args.packed, "--packed"), compile=not args.no_compile, out=args.out)
     return 0
 
 
+def _model_options(p) -> None:
+    p.add_argument("spec", metavar="SPEC", help="torchvision:NAME, timm:NAME, hf:MODEL_TYPE, lab:NAME or a bare lab "
+                   "name such as resnet56 (-B: option-B shortcuts, -Ac: centred option A)")
+    p.add_argument("--set", nargs="*", metavar="OPTION=VALUE", help="scheme options, e.g. conv=channel loose=0")
+    p.add_argument("--model-arg", nargs="*", metavar="KEY=VALUE",
+                   help="arguments of the model's builder or HF config fields, e.g. n_layer=2 num_classes=10")
+    p.add_argument("--image-size", type=int, help="side of the random example images (default 64; lab models 32)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="idinit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="idinit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("demo", help="IDInit vs Kaiming vs PyTorch default on scikit-learn's digits (CPU, < 2 min)")
     p.add_argument("--out", default="runs/demo", help="folder for demo.png and demo.json (default runs/demo)")
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10, help="training epochs per run (default 10)")
+    p.add_argument("--seeds", type=int, default=2, help="seeds per initialisation (default 2)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="run a named experiment (a grid of configurations x seeds)")
@@ -194,52 +401,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compile", action="store_true", help="train eagerly on CUDA too")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (default 1)")
     p.add_argument("--deadline-s", type=float, help="stop (resumable) after this many seconds")
-    p.add_argument("--dry-run", action="store_true", help="print the runs and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the runs as a table and exit")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("report", help="write report.md + accuracy.png for a run folder")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", help="the run folder (the --out of idinit run)")
     p.add_argument("--out", help="folder for the report (default: the run folder)")
-    p.add_argument("--title")
+    p.add_argument("--title", help="the report's title (default: the experiment's description)")
     p.add_argument("--with-records", action="store_true",
                    help="also copy experiment.json and each run's config/records/summary into --out")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("plan", help="print idinit.plan for a lab model (resnet20..resnet110, '-B' for option B)")
-    p.add_argument("model")
-    p.add_argument("--scheme", default="idinit")
-    p.add_argument("--set", nargs="*", metavar="OPTION=VALUE", help="scheme options, e.g. conv=channel loose=0")
+    p = sub.add_parser("plan", help="print idinit.plan for a model spec (torchvision:, timm:, hf:, lab:)")
+    _model_options(p)
+    p.add_argument("--scheme", default="idinit", help="idinit (default), kaiming, xavier, orthogonal, default, "
+                   "zero_gamma or zero")
     p.set_defaults(func=cmd_plan)
 
+    p = sub.add_parser("check", help="initialise a model spec and report what the init did (idinit.check)")
+    _model_options(p)
+    p.add_argument("--scheme", default="idinit", help="the library scheme to initialise with (default idinit), "
+                   "'none' for the model as its constructor left it, or fixup / rezero / skipinit for lab ResNets")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.add_argument("--plot", metavar="FILE", help="also write a PNG of activation RMS, gradient norms and block distances")
+    p.add_argument("--batch", type=int, default=8, help="example batch size (default 8, at least 2)")
+    p.add_argument("--eval", action="store_true", help="measure in eval mode (running statistics, no dropout)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the model, the init and the measurement (default 0)")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("analyse", help="run a named analysis of the paper's mechanisms ('list' lists them)")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--out")
-    p.add_argument("--data")
-    p.add_argument("--device")
-    p.add_argument("--set", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("name", nargs="?", help="the analysis; omit or 'list' to list them")
+    p.add_argument("--out", help="folder for <name>.json and <name>.png (default runs/analysis-<name>)")
+    p.add_argument("--data", help="dataset folder (default: $IDINIT_DATA or shared/data found upward)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default cpu)")
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override the analysis' settings, e.g. steps=500")
     p.set_defaults(func=cmd_analyse)
 
     p = sub.add_parser("bench", help="training throughput: eager, compiled, N concurrent processes, N packed models")
-    p.add_argument("--device")
-    p.add_argument("--archs", default="resnet56")
-    p.add_argument("--batch", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda if available)")
+    p.add_argument("--archs", default="resnet56", help="comma-separated lab architectures (default resnet56)")
+    p.add_argument("--batch", type=int, default=1024, help="batch size (default 1024)")
+    p.add_argument("--steps", type=int, default=30, help="timed training steps per configuration (default 30)")
     p.add_argument("--concurrent", default="4", help="comma-separated process counts (default 4)")
     p.add_argument("--packed", default="8", help="comma-separated model counts for packed training (default 8)")
-    p.add_argument("--no-compile", action="store_true")
-    p.add_argument("--out", help="write the measurements as JSON here")
+    p.add_argument("--no-compile", action="store_true", help="do not torch.compile on CUDA")
+    p.add_argument("--out", help="write the measurements as JSON to this file")
     p.set_defaults(func=cmd_bench)
     return parser
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
+    command = "idinit"
     try:
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        command = f"idinit {args.command}"
         return args.func(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"idinit {args.command}: {err}", file=sys.stderr)
+    except (UsageError, ValueError, FileNotFoundError) as err:
+        # ValueError / FileNotFoundError: the library's and lab's refusals of bad input (unknown
+        # experiment, scheme option, model spec, missing folder); anything else is a bug: traceback.
+        print(f"{command}: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,170 @@
+"""What :func:`idinit.check` measured: per-layer, per-block and per-output statistics, the flags, and
+the :class:`Report` that holds them (a table when printed, ``to_dict()`` for JSON, ``plot()`` for a PNG).
+The measuring is in :mod:`idinit.check`.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["Flag", "LayerStat", "BlockStat", "OutputStat", "Report", "FLAG_KINDS", "NEAR_ZERO_GAIN", "STARVED_SHARE",
+           "format_value"]
+
+FLAG_KINDS = ("dead_output", "starved_branch", "stacked_near_zero_gains", "exploding", "vanishing", "non_finite",
+              "overwritten_prior")
+# A layer whose output RMS is below this fraction of its input's closes a branch the way IDIZ
+# (1e-6, paper Sec. 3.2), exact zeros or a tiny layer scale do.
+NEAR_ZERO_GAIN = 1e-3
+# A layer is starved when the input channels its weights read hold less than this share of its
+# input's energy (results/idic-reads-padding: 1e-12 behind option-A shortcuts, ~1 otherwise).
+STARVED_SHARE = 1e-6
+# Activation RMS beyond these multiples of the first layer's input RMS explodes / vanishes.
+EXPLODING, VANISHING = 1e3, 1e-3
+# An output below this multiple of the first layer's input RMS is dead: one near-zero factor (an
+# IDIZ head, ~1e-6) is by design, two stacked (~1e-12) or exact zeros are not. An output below
+# DEAD_SIBLING times its largest sibling (pyramid levels) is dead too.
+DEAD_OUTPUT, DEAD_SIBLING = 1e-9, 1e-4
+
+
+@dataclass
+class Flag:
+    """One finding: ``kind`` (one of :data:`FLAG_KINDS`), the parameter / module ``names`` it is
+    about, what was measured (``message``) and what to do (``remedy``)."""
+
+    kind: str
+    names: list[str]
+    message: str
+    remedy: str
+
+    def __str__(self) -> str:
+        return f"[{self.kind}] {self.message}\n    remedy: {self.remedy}"
+
+
+@dataclass
+class LayerStat:
+    name: str                     # module name; "#2" etc. for a module's second call
+    type: str
+    role: str = ""                # from idinit.plan ("activation" for ReLU-family calls)
+    rms_in: float | None = None
+    rms_out: float | None = None
+    dead: float | None = None     # share of channels never positive (activations)
+    reads: float | None = None    # share of its input energy on the channels its weights read
+    grad_norm: float | None = None
+    params: list[str] = field(default_factory=list)
+    small: bool = False           # inside a branch opened by a near-zero layer (small by design)
+
+    @property
+    def gain(self) -> float | None:
+        if self.rms_in is None or self.rms_out is None or self.rms_in == 0:
+            return None
+        return self.rms_out / self.rms_in
+
+    @property
+    def near_zero(self) -> bool:
+        """Its output is ~0 by its own doing: a gain below NEAR_ZERO_GAIN, or starved."""
+        gain = self.gain
+        return (gain is not None and gain < NEAR_ZERO_GAIN) or (self.reads is not None and self.reads < STARVED_SHARE)
+
+
+@dataclass
+class BlockStat:
+    name: str              # the module in which the residual add ran
+    branch_end: str        # the layer whose output the branch carries
+    skip_rms: float
+    branch_rms: float
+    distance: float        # |out - skip| / |skip| = |branch| / |skip|
+    after_end: list[str] = field(default_factory=list)  # parameters the branch met after its end layer
+
+
+@dataclass
+class OutputStat:
+    name: str
+    shape: list[int]
+    rms: float
+    behind: list[str] = field(default_factory=list)  # near-zero layers no residual add closed before it
+
+
+class Report:
+    """What :func:`check` measured; ``flags`` lists the findings (empty: nothing found)."""
+
+    def __init__(self, model_name: str, train: bool, layers, blocks, outputs, flags, notes):
+        self.model_name, self.train = model_name, train
+        self.layers: list[LayerStat] = layers
+        self.blocks: list[BlockStat] = blocks
+        self.outputs: list[OutputStat] = outputs
+        self.flags: list[Flag] = flags
+        self.notes: list[str] = notes
+
+    def flagged(self, kind: str) -> list[Flag]:
+        if kind not in FLAG_KINDS:
+            raise ValueError(f"unknown flag kind {kind!r}; kinds are {', '.join(FLAG_KINDS)}")
+        return [f for f in self.flags if f.kind == kind]
+
+    def to_dict(self) -> dict:
+        return {"model": self.model_name, "mode": "train" if self.train else "eval",
+                "layers": [{**asdict(s), "gain": s.gain} for s in self.layers],
+                "blocks": [asdict(b) for b in self.blocks], "outputs": [asdict(o) for o in self.outputs],
+                "flags": [asdict(f) for f in self.flags], "notes": list(self.notes)}
+
+    def __repr__(self) -> str:
+        return (f"<Report for {self.model_name}: {len(self.layers)} layers, {len(self.blocks)} blocks, "
+                f"{len(self.flags)} flags>")
+
+    def __str__(self) -> str:
+        lines = [f"{self.model_name}: one forward and backward pass in {'train' if self.train else 'eval'} mode"]
+        v = format_value
+        rows = [("layer", "type", "role", "rms in", "rms out", "dead", "reads", "grad norm")]
+        for s in self.layers:
+            rows.append((s.name, s.type, s.role, v(s.rms_in), v(s.rms_out), _pct(s.dead), v(s.reads), v(s.grad_norm)))
+        lines += _table(rows)
+        if self.blocks:
+            lines.append("")
+            rows = [("residual block", "branch end", "|skip| rms", "|branch| rms", "distance")]
+            rows += [(b.name, b.branch_end, v(b.skip_rms), v(b.branch_rms), v(b.distance)) for b in self.blocks]
+            lines += _table(rows)
+        lines.append("")
+        lines += [f"output {o.name} {'x'.join(map(str, o.shape))}: rms {v(o.rms)}" for o in self.outputs]
+        lines += [f"note: {n}" for n in self.notes]
+        lines.append(f"{len(self.flags)} flag(s)" + (":" if self.flags else ": nothing found"))
+        lines += [str(f) for f in self.flags]
+        return "\n".join(line.rstrip() for line in lines)
+
+    def plot(self, path) -> None:
+        """Write a PNG: activation RMS and gradient norm per layer (log scale, in execution order) and
+        each residual block's distance. Needs matplotlib (``pip install "idinit[lab]"``)."""
+        try:
+            import matplotlib
+        except ImportError as err:
+            raise ImportError('Report.plot needs matplotlib: pip install "idinit[lab]"') from err
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(2, 1, figsize=(11, 7), constrained_layout=True)
+        for key, label in (("rms_out", "activation RMS"), ("grad_norm", "gradient norm")):
+            points = [(i, getattr(s, key)) for i, s in enumerate(self.layers) if getattr(s, key)]
+            if points:
+                axes[0].semilogy(*zip(*points), ".", label=label)
+        for f in self.flags:
+            hits = [i for i, s in enumerate(self.layers) if s.name in f.names or any(n.startswith(s.name + ".")
+                                                                                   for n in f.names)]
+            for i in hits[:1]:
+                axes[0].axvline(i, color="red", alpha=0.3)
+        axes[0].set(xlabel="layer (execution order)", title=f"{self.model_name}: {len(self.flags)} flag(s) (red lines)")
+        axes[0].legend()
+        if self.blocks:
+            axes[1].semilogy([max(b.distance, 1e-30) for b in self.blocks], "o-")
+        axes[1].set(xlabel="residual block (execution order)", ylabel="|branch| / |skip|")
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+
+def format_value(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _table(rows) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]

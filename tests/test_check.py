@@ -1,0 +1,308 @@
+"""idinit.check: each flag on a planted fault (named module, absent on the same model without the fault),
+a healthy control, real torchvision / timm / HF models, and that the model is left exactly as it was."""
+import json
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.nn import functional as F
+
+import idinit
+from plan_zoo import tiny_bert, tiny_gpt2
+
+
+def kinds(report):
+    return {f.kind for f in report.flags}
+
+
+def names(report, kind):
+    return [n for f in report.flagged(kind) for n in f.names]
+
+
+# -- planted faults ----------------------------------------------------------------------------
+
+class ZeroPadded(nn.Module):
+    """An option-A style block: zero-filled channels first, then a residual branch on all 8 channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(8, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        x = torch.cat([torch.zeros_like(x), x], 1)
+        x = x + self.conv2(F.relu(self.conv1(x)))
+        return self.head(x.mean((2, 3)))
+
+
+def test_starved_branch_is_flagged_with_its_conv():
+    torch.manual_seed(0)
+    model, x = ZeroPadded(), torch.randn(4, 3, 8, 8)
+    assert "starved_branch" not in kinds(idinit.check(model, (x,)))  # reads every channel: healthy
+    with torch.no_grad():
+        model.conv1.weight[:, 4:] = 0  # the fault: nonzero weights only on the zero-filled channels 0-3
+    report = idinit.check(model, (x,))
+    assert names(report, "starved_branch") == ["conv1.weight"]
+    assert report.layers[[s.name for s in report.layers].index("conv1")].reads == 0.0
+
+
+def test_centred_option_a_idinit_resnet_starves_the_branches_the_probe_found():
+    """results/idic-reads-padding: with zero channels first (centred option A), IDIC's conv1 reads zero-filled
+    channels from the second block of stage 2 on; with zeros after (option A) or option B no branch is starved."""
+    from idinit.lab.models import CifarResNet
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 16, 16)
+    starved = {}
+    for shortcut in ("A-centred", "A", "B"):
+        model = CifarResNet(20, shortcut=shortcut)
+        idinit.init_(model, example_inputs=(x[:2],))
+        starved[shortcut] = names(idinit.check(model, (x,)), "starved_branch")
+    assert "layer2.1.conv1.weight" in starved["A-centred"] and "layer3.1.conv1.weight" in starved["A-centred"]
+    assert not any(n.startswith("layer1.") for n in starved["A-centred"])
+    assert starved["A"] == starved["B"] == []
+
+
+class Pyramid(nn.Module):
+    """Three feature levels returned as a dict, as a detection backbone's FPN does."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.level = nn.ModuleList(nn.Conv2d(8, 8, 3, padding=1) for _ in range(3))
+
+    def forward(self, x):
+        x = F.relu(self.stem(x))
+        out = {}
+        for i, conv in enumerate(self.level):
+            out[f"p{i + 3}"] = conv(F.avg_pool2d(x, 2 ** i))
+        return out
+
+
+def test_dead_output_level_is_flagged_with_the_layer_behind_it():
+    torch.manual_seed(0)
+    model, x = Pyramid(), torch.randn(2, 3, 16, 16)
+    assert "dead_output" not in kinds(idinit.check(model, (x,)))
+    with torch.no_grad():
+        idinit.zero_preserving_(model.level[2].weight)  # one near-zero factor ...
+        model.level[2].weight.mul_(1e-6)                # ... and a second: the level sits at ~1e-12
+        model.level[2].bias.zero_()
+    report = idinit.check(model, (x,))
+    assert names(report, "dead_output") == ["level.2.weight"]
+    rms = {o.name: o.rms for o in report.outputs}
+    assert rms["out['p5']"] < 1e-9 < 1e-2 < rms["out['p3']"]
+
+
+class LayerScaleBlock(nn.Module):
+    def __init__(self, dim, scale):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, 2 * dim)
+        self.fc2 = nn.Linear(2 * dim, dim)
+        self.gamma = nn.Parameter(torch.full((dim,), scale))
+
+    def forward(self, x):
+        return x + self.gamma * self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+def layer_scale_model(scale):
+    return nn.Sequential(nn.Linear(16, 32), LayerScaleBlock(32, scale), LayerScaleBlock(32, scale), nn.Linear(32, 4))
+
+
+def test_layer_scale_plus_zero_preserving_end_is_flagged_once_per_stacked_branch():
+    x = torch.randn(8, 16)
+    torch.manual_seed(0)
+    healthy = layer_scale_model(1e-6)  # layer scale alone: one near-zero factor
+    assert "stacked_near_zero_gains" not in kinds(idinit.check(healthy, (x,)))
+    single = layer_scale_model(1.0)
+    with torch.no_grad():
+        idinit.zero_preserving_(single[1].fc2.weight)  # IDIZ alone: one factor
+    assert "stacked_near_zero_gains" not in kinds(idinit.check(single, (x,)))
+    with torch.no_grad():
+        idinit.zero_preserving_(healthy[2].fc2.weight)  # the fault: IDIZ behind a 1e-6 layer scale in block 2
+        healthy[2].fc2.bias.zero_()
+    report = idinit.check(healthy, (x,))
+    flags = report.flagged("stacked_near_zero_gains")
+    assert len(flags) == 1 and flags[0].names == ["2.fc2.weight", "2.gamma"]
+    assert "identity" in flags[0].remedy
+
+
+def residual_mlp(depth, dim=32):
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
+
+        def forward(self, x):
+            return x + self.fc2(F.relu(self.fc1(x)))
+
+    return nn.Sequential(nn.Linear(16, dim), *[Block() for _ in range(depth)], nn.Linear(dim, 4))
+
+
+def test_exploding_stack_is_flagged_and_idinit_keeps_it_flat():
+    x = torch.randn(16, 16)
+    torch.manual_seed(0)
+    model = residual_mlp(40)
+    idinit.init_(model, "kaiming", example_inputs=(x,))  # no norm: every block doubles the variance
+    flags = idinit.check(model, (x,)).flagged("exploding")
+    assert len(flags) == 1
+    first = flags[0].names[0]
+    assert first.split(".")[0].isdigit() and 10 <= int(first.split(".")[0]) <= 40  # deep in the stack, not the stem
+    idinit.init_(model, "idinit", example_inputs=(x,))
+    assert not {"exploding", "vanishing"} & kinds(idinit.check(model, (x,)))
+
+
+def test_vanishing_plain_stack_is_flagged():
+    torch.manual_seed(0)
+    layers = [nn.Linear(32, 32) for _ in range(20)]
+    model = nn.Sequential(*[m for layer in layers for m in (layer, nn.Tanh())])
+    x = torch.randn(16, 32)
+    for layer in layers:
+        nn.init.orthogonal_(layer.weight, gain=0.5)  # each layer halves the signal: 0.5**20 ~ 1e-6
+        nn.init.zeros_(layer.bias)
+    flags = idinit.check(model, (x,)).flagged("vanishing")
+    # 0.5**9 = 2.0e-3 and 0.5**10 = 9.8e-4: the 10th linear layer (module 18) is the first below 1e-3 of the
+    # input's RMS (tanh's own shrinking, ~0.8 here, is far from the factor 2 that would move it a layer)
+    assert len(flags) == 1 and flags[0].names == ["18"]
+    for layer in layers:
+        nn.init.orthogonal_(layer.weight, gain=1.0)
+    assert "vanishing" not in kinds(idinit.check(model, (x,)))
+
+
+class Detector(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(8, 16)
+        self.norm = nn.LayerNorm(16)
+        self.cls = nn.Linear(16, 3)
+        with torch.no_grad():
+            self.cls.bias.fill_(-4.6)  # focal-loss prior: p = 0.01
+
+    def forward(self, x):
+        return self.cls(F.relu(self.norm(self.body(x))))
+
+
+def test_overwritten_prior_is_flagged_and_ordinary_biases_are_not():
+    torch.manual_seed(0)
+    model, x = Detector(), torch.randn(4, 8)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    report = idinit.check(model, (x,))
+    assert "overwritten_prior" not in kinds(report) and any("reference=" in n for n in report.notes)
+    with torch.no_grad():
+        model.body.bias.zero_()   # a default-range bias set to 0: what an init does, not a prior
+        model.norm.weight.fill_(1.0)
+        model.cls.bias.zero_()    # the fault: the prior is gone
+    report = idinit.check(model, (x,), reference=reference)
+    assert names(report, "overwritten_prior") == ["cls.bias"]
+    assert "-4.6" in report.flagged("overwritten_prior")[0].message
+    with pytest.raises(ValueError, match="shares no parameter name"):
+        idinit.check(model, (x,), reference={"nothing": torch.zeros(1)})
+
+
+# -- a healthy control and real models ----------------------------------------------------------
+
+def test_torchvision_resnet18_after_idinit_is_healthy_and_left_exactly_as_it_was():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    # 64x64 leaves layer4 2x2 maps; at 1x1 IDIC's off-centre taps read only padding, so most of layer4's
+    # channels are dead and the check rightly flags a branch end reading them
+    x = torch.randn(4, 3, 64, 64)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    idinit.init_(model, example_inputs=(x[:2],))
+    model.layer1.eval()  # a mixed training state, and a stale gradient, must both survive
+    model.fc.weight.grad = torch.full_like(model.fc.weight, 3.0)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    modes = [m.training for m in model.modules()]
+    rng = torch.get_rng_state()
+    report = idinit.check(model, (x,), reference=reference)
+    assert report.flags == []
+    assert [b.name for b in report.blocks] == [f"layer{i}.{j}" for i in range(1, 5) for j in range(2)]
+    assert all(b.distance < 1e-2 for b in report.blocks)  # IDIZ: blocks start near the identity
+    assert {s.name: s.role for s in report.layers}["layer1.0.conv2"] == "branch_end"
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert [m.training for m in model.modules()] == modes
+    assert torch.equal(model.fc.weight.grad, torch.full_like(model.fc.weight, 3.0)) and model.conv1.weight.grad is None
+    assert torch.equal(torch.get_rng_state(), rng)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["flags"] == [] and len(data["blocks"]) == 8 and data["mode"] == "train"
+    text = str(report)
+    assert "layer4.1.conv2" in text and "nothing found" in text
+
+
+def test_kaiming_resnet18_blocks_are_far_from_identity():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    x = torch.randn(4, 3, 32, 32)
+    idinit.init_(model, "kaiming", example_inputs=(x[:2],))
+    report = idinit.check(model, (x,))
+    assert len(report.blocks) == 8 and min(b.distance for b in report.blocks) > 0.1
+
+
+def test_timm_convnext_layer_scale_with_planted_zero_preserving_ends():
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model("convnext_atto", pretrained=False, num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    report = idinit.check(model, (x,))  # timm's own init: layer scale 1e-6, dense fc2
+    assert "stacked_near_zero_gains" not in kinds(report) and len(report.blocks) == 12
+    with torch.no_grad():
+        for block in model.stages[2].blocks:
+            idinit.zero_preserving_(block.mlp.fc2.weight)
+            block.mlp.fc2.bias.zero_()
+    flagged = names(idinit.check(model, (x,)), "stacked_near_zero_gains")
+    assert {n for n in flagged if n.endswith("fc2.weight")} == {f"stages.2.blocks.{i}.mlp.fc2.weight" for i in range(6)}
+    assert {n for n in flagged if n.endswith("gamma")} == {f"stages.2.blocks.{i}.gamma" for i in range(6)}
+
+
+def test_timm_deit_tiny_after_idinit_starts_at_identity():
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=32, depth=3, num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    idinit.init_(model, example_inputs=(x,))
+    report = idinit.check(model, (x,))
+    assert len(report.blocks) == 6 and all(b.distance < 1e-3 for b in report.blocks)
+    assert not {"stacked_near_zero_gains", "exploding", "vanishing", "starved_branch"} & kinds(report)
+
+
+@pytest.mark.parametrize("build, ends", [(tiny_gpt2, ("attn.c_proj", "mlp.c_proj")),
+                                         (tiny_bert, ("attention.output.dense", "output.dense"))])
+def test_hf_models_after_idinit(build, ends):
+    torch.manual_seed(0)
+    model = build()
+    idinit.init_(model)
+    ids = torch.randint(100, (4, 12), generator=torch.Generator().manual_seed(0))
+    report = idinit.check(model, {"input_ids": ids})
+    assert len(report.blocks) == 4  # two layers, attention and MLP branches
+    assert all(b.branch_end.endswith(ends) and b.distance < 1e-3 for b in report.blocks)
+    assert not {"stacked_near_zero_gains", "exploding", "starved_branch"} & kinds(report)
+
+
+def test_bad_arguments_are_refused_before_running():
+    with pytest.raises(ValueError, match="example_inputs"):
+        idinit.check(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="nn.Module"):
+        idinit.check("model", (torch.zeros(1),))
+    with pytest.raises(TypeError, match="reference must be a state dict"):
+        idinit.check(nn.Linear(2, 2), (torch.zeros(2, 2),), reference=[1])
+    with pytest.raises(ValueError, match="unknown flag kind"):
+        idinit.check(nn.Linear(2, 2), (torch.zeros(2, 2),)).flagged("dead")
+
+
+def test_plot_writes_a_png(tmp_path):
+    torch.manual_seed(0)
+    report = idinit.check(residual_mlp(3), (torch.randn(4, 16),))
+    report.plot(tmp_path / "check.png")
+    assert (tmp_path / "check.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_forward_error_names_the_inputs_and_leaves_the_model_as_it_was():
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="forward pass of Sequential on example_inputs failed"):
+        idinit.check(model, (torch.randn(3, 5),))
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items()) and model.training
