@@ -102,7 +102,9 @@ def test_gpt2_fused_transposed_and_tied():
     names = [e.name for e in plan]
     assert "lm_head.weight" not in names
     wte = plan["transformer.wte.weight"]
-    assert (wte.role, wte.init) == ("embedding", "keep")
+    assert (wte.role, wte.init) == ("embedding", "reset_parameters")  # the model's own init (reset_kept)
+    assert "GPT2Model._init_weights" in wte.note
+    assert idinit.plan(model, reset_kept=False)["transformer.wte.weight"].init == "keep"
     assert "lm_head.weight" in wte.note and "head" in wte.note
     assert "lm_head.weight" in str(plan)
 

@@ -162,8 +162,8 @@ def test_meta_device_plan_and_bitwise_init():
     torch.manual_seed(7)
     idinit.init_(eager)
     # the plan made on meta read no values; a plan made after to_empty() would read uninitialised
-    # memory as values the model set (idinit.values) unless reset_kept=True says they are not
-    for apply in (lambda: plan.apply(meta), lambda: idinit.init_(meta, reset_kept=True)):
+    # memory as values the model set (idinit.values) unless keep_model_values=False says they are not
+    for apply in (lambda: plan.apply(meta), lambda: idinit.init_(meta, keep_model_values=False)):
         torch.manual_seed(7)
         apply()
         for (name, a), b in zip(meta.state_dict().items(), eager.state_dict().values()):
@@ -171,7 +171,8 @@ def test_meta_device_plan_and_bitwise_init():
 
 
 def test_meta_device_transformer_with_reset_kept():
-    """Embeddings are kept by the scheme; after to_empty() they are garbage unless reset_kept=True."""
+    """Embeddings are kept by the scheme: init_ draws them again with the model's own init (reset_kept,
+    the default), so after to_empty() they are no garbage and equal an eager model's from one seed."""
     tokens = torch.randint(0, 50, (2, 5))
     with torch.device("meta"):
         meta = TextTransformer(norm_first=True)
@@ -179,9 +180,10 @@ def test_meta_device_transformer_with_reset_kept():
     assert plan["emb.weight"].init == "reset_parameters"
     meta.to_empty(device="cpu")
     torch.manual_seed(3)
-    idinit.init_(meta, example_inputs=(tokens,), reset_kept=True)
+    # after to_empty() the values are memory, not values the model set: keep_model_values=False
+    idinit.init_(meta, example_inputs=(tokens,), keep_model_values=False)
     eager = TextTransformer(norm_first=True)
     torch.manual_seed(3)
-    idinit.init_(eager, reset_kept=True)
+    idinit.init_(eager, keep_model_values=False)
     for (name, a), b in zip(meta.named_parameters(), eager.parameters()):
         assert torch.equal(a, b), name

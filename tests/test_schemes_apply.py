@@ -173,11 +173,11 @@ def test_frozen_parameters_are_left_alone_unless_asked():
 def test_fused_projections_are_filled_block_by_block():
     model = tiny_gpt2()
     wte = model.transformer.wte.weight.detach().clone()
-    idinit.init_(model, "orthogonal")
+    idinit.init_(model, "orthogonal", reset_kept=False)
     c_attn = model.transformer.h[0].attn.c_attn.weight.detach().t()  # (3 * 32, 32) as (out, in)
     for block in c_attn.chunk(3, 0):
         assert torch.allclose(block @ block.T, torch.eye(32), atol=1e-5)
-    assert torch.equal(model.transformer.wte.weight, wte)  # the tied embedding is kept
+    assert torch.equal(model.transformer.wte.weight, wte)  # the tied embedding is kept (reset_kept=False)
     mha = TextTransformer(norm_first=True).encoder.layers[0].self_attn
     idinit.init_(mha, loose=0.0)
     for block in mha.in_proj_weight.detach().chunk(3, 0):

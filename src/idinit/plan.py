@@ -5,23 +5,34 @@ A :class:`Plan` is a list of :class:`PlanEntry` rows (one per parameter, tied pa
 prints as a table and can be edited before :meth:`Plan.apply`. Applying works on any device,
 on a model built on the meta device after ``to_empty()`` (same seed, bitwise the same weights as
 an eager model) and writes only parameters (plus the running statistics of the norm layers it
-initialises, which belong to the old weights).
+initialises, which belong to the old weights: the plan lists them).
+
+:func:`init_` does the whole job on a model as it comes: it unwraps ``torch.compile`` /
+``DataParallel`` / ``DistributedDataParallel``, re-ties an HF model's tied weights that ``to_empty()``
+untied, rebuilds the buffers with the model's own methods, plans, gives what the scheme keeps the
+model's own init (:mod:`idinit.model_init`) and applies the rest: nothing is left uninitialised.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Literal, Mapping
 
 import torch
 from torch import nn
 
 import idinit.init as tensor_init
+from idinit import model_init
 from idinit.detect import detect, warn_caller
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
+from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
 from idinit.sharded import local_of
-from idinit.roles import MATRIX_ROLES, is_bias_name
 from idinit.schemes import assign, blocks_of, check_options, needs_positions
+
+Scheme = Literal["idinit", "kaiming", "xavier", "orthogonal", "default", "zero_gamma", "zero"]
+Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
 
 __all__ = ["Plan", "PlanEntry", "plan", "init_"]
 
@@ -74,9 +85,12 @@ class Plan:
     """What :func:`init_` does to each parameter; iterate it, index it by name, print it, edit it."""
 
     def __init__(self, model_name: str, scheme: str, options: dict, entries: list[PlanEntry],
-                 source: str, residual: bool, notes: list[str]):
+                 source: str, residual: bool, notes: list[str], states: dict[str, str] | None = None):
         self.model_name, self.scheme, self.options = model_name, scheme, options
         self.entries, self.source, self.residual, self.notes = entries, source, residual, notes
+        # {buffer name: what happens to it}: the running statistics apply() resets, and (filled by
+        # init_) the buffers rebuilt with the model's own methods or left as they were
+        self.states: dict[str, str] = dict(states or {})
 
     def __iter__(self) -> Iterator[PlanEntry]:
         return iter(self.entries)
@@ -120,6 +134,13 @@ class Plan:
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         for r in rows:
             lines.append("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[5])
+        by_action: dict[str, list[str]] = {}
+        for name, action in self.states.items():
+            by_action.setdefault(action, []).append(name)
+        for action, names in by_action.items():
+            more = f", ... ({len(names) - 12} more: plan.states lists all)" if len(names) > 12 else ""
+            shown = ", ".join(names[:12]) + more
+            lines.append(f"{len(names)} buffer(s) {action}: {shown}")
         for note in self.notes:
             lines.append(f"note: {note}")
         return "\n".join(line.rstrip() for line in lines)
@@ -214,33 +235,19 @@ def _fill(view: torch.Tensor, init: str, args: Mapping[str, Any], generator) -> 
         view.copy_(target)
 
 
-def _post_order(model: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
-    for name, child in model.named_children():
-        yield from _post_order(child, f"{prefix}{name}.")
-    yield prefix.rstrip("."), model
-
-
 def _reset_method(module: nn.Module):
     return getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
 
 
-def _reset_modules(model: nn.Module, names: set[str], kept: set[str]) -> None:
-    """Call ``reset_parameters()`` of the named modules, children before parents (the order in which
-    a constructor runs them, so that e.g. MultiheadAttention's zero ``out_proj.bias`` wins), then put
-    back the kept parameters (frozen, unclassified) under those modules that a reset touched. Only those
-    are copied (every other parameter is written after the resets), so the peak memory stays the
-    model's size plus the kept parameters of the reset modules."""
+def _reset_modules(model: nn.Module, names: set[str], protected: set[str]) -> None:
+    """The model's own init (:func:`idinit.model_init.run_model_init`) on the named modules, then put
+    back the parameters in ``protected`` that it touched. Only the protected parameters under those
+    modules are saved (every other parameter is written after the resets), so the peak memory stays
+    the model's size plus those."""
     if not names:
         return
     prefixes = tuple(f"{n}." for n in names if n) if "" not in names else ("",)
-    saved = {n: p.detach().clone() for n, p in model.named_parameters()
-             if n in kept and n.startswith(prefixes) and p.device.type != "meta"}
-    for name, module in _post_order(model):
-        if name in names:
-            _reset_method(module)()
-    params = dict(model.named_parameters())
-    for n, value in saved.items():
-        params[n].copy_(value)
+    model_init.run_model_init(model, names, {n for n in protected if n.startswith(prefixes)})
 
 
 def _join(*notes: str) -> str:
@@ -265,58 +272,171 @@ def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
     note = r.note
     if layout == "stored":
         note = _join(note, "grouped ConvTranspose: pattern on the stored (c_in, c_out/g, ...) layout")
-    return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout,
-                     blocks_of(r.role, info.gates) if matrix else 1, info.kind)
+    blocks = blocks_of(r.role, info.gates) if matrix else 1
+    rows = shape[1] if layout in ("t", "transpose01") else shape[0] if shape else 0
+    if blocks > 1 and rows % blocks:
+        # apply() fills a fused projection block by block only when its rows split evenly; say what it does
+        note = _join(note, f"{rows} rows do not split into {blocks} equal blocks: filled as one matrix")
+        blocks = 1
+    return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout, blocks, info.kind)
 
 
-def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
-         overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = False,
-         use_registry: bool = True, keep_model_values: bool = True, **options: Any) -> Plan:
-    """Decide, without touching any weight, what every parameter of ``model`` gets under ``scheme``.
+_KEPT_ROLES = ("embedding", "scale", "keep", "unclassified")
+_NO_OWN_INIT = "kept as it is: no method of the model draws it again (after to_empty() it is uninitialised memory)"
+
+
+def _check_arguments(model: Any, overrides: Any, flags: Mapping[str, Any], example_inputs: Any) -> nn.Module:
+    """Refuse wrong argument types by name, before anything is read or written; returns the unwrapped model."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise TypeError("overrides must be a dict {name pattern: role}, e.g. {'layer*.conv2': 'branch_end'}, "
+                            f"got {type(overrides).__name__} {overrides!r}"[:300])
+        for key, role in overrides.items():
+            if not isinstance(key, str) or not isinstance(role, str):
+                raise TypeError(f"overrides must map name patterns (str) to roles (str), got {key!r}: {role!r}")
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}")
+    model = model_init.unwrap(model)
+    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        how = ("run model(*example_inputs) (or model(**example_inputs)) once" if example_inputs is not None
+               else "run one forward pass")
+        raise ValueError(f"model: parameter {lazy[0]!r} is uninitialised (a lazy module such as nn.LazyLinear, whose "
+                         f"shape is known only after a forward pass): {how} to materialise it, then plan; idinit "
+                         "does not run it for you (a forward pass may change the model's state)")
+    return model
+
+
+@contextlib.contextmanager
+def _state_restored(model: nn.Module, buffers_on_error_only: bool = False) -> Iterator[None]:
+    """Role detection may run the model's forward pass (example_inputs, HF dummy_inputs): afterwards every
+    buffer holds its old tensor and values (also one the forward replaced rather than wrote) and the
+    global RNG (CPU and every initialised CUDA device) is where it was, as if planning never ran.
+    ``buffers_on_error_only``: keep what the block wrote to the buffers unless it raises."""
+    buffers = [(m, name, t, t.detach().clone()) for m in model.modules() for name, t in m._buffers.items()
+               if t is not None and t.device.type != "meta"]
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    cpu_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if cuda else None
+
+    def restore_buffers() -> None:
+        with torch.no_grad():
+            for module, name, tensor, value in buffers:
+                module._buffers[name] = tensor
+                if not torch.equal(tensor, value):
+                    tensor.copy_(value)
+
+    try:
+        yield
+    except BaseException:
+        restore_buffers()
+        raise
+    finally:
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+    if not buffers_on_error_only:
+        restore_buffers()
+
+
+def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
+    """The running statistics apply() resets: those of every norm layer whose parameters it initialises."""
+    states: dict[str, str] = {}
+    modules = {e.name.rpartition(".")[0] for e in entries if e.role in ("norm", "branch_end_norm") and e.init != "keep"}
+    for name in sorted(modules):
+        module = model.get_submodule(name)
+        if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
+            for buffer, value in module.named_buffers(recurse=False):
+                if value is not None:
+                    full = f"{name}.{buffer}" if name else buffer
+                    states[full] = "reset with their norm layer (reset_running_stats())"
+    return states
+
+
+def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+         overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = True,
+         use_registry: bool = True, keep_model_values: bool = True, loose: float | None = None,
+         conv: Literal["patch", "channel"] | None = None,
+         branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
+         eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
+    """Decide, without touching any weight, buffer or the global RNG, what every parameter of ``model`` gets.
 
     Args:
-        model: any ``nn.Module`` (on any device, meta included).
-        scheme: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``, ``"default"``,
-            ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
+        model: any ``nn.Module`` (on any device, meta included); a ``torch.compile``d model,
+            ``nn.DataParallel`` or ``DistributedDataParallel`` is planned as the model inside, under
+            its own parameter names.
+        scheme: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``, ``"default"`` (the
+            model's own init: HF ``_init_weights``, timm ``init_weights()``, else each module's
+            ``reset_parameters()``), ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
         example_inputs: one forward pass's arguments (a tuple of positional arguments, a dict of
             keyword arguments, or one tensor). Without them the roles come from torch.fx (or,
             for HF transformers models, from a forward pass on ``model.dummy_inputs``); with them,
-            from the autograd graph of that pass, which sees through any Python control flow.
+            from the autograd graph of that pass, which sees through any Python control flow. The
+            buffers the pass changes and the global RNG are restored.
         overrides: ``{name pattern: role}``; wins over everything detected (see :mod:`idinit.roles`).
         include_frozen: also initialise parameters with ``requires_grad=False`` (left alone by default).
-        reset_kept: parameters the scheme keeps (embeddings, scales, unclassified) get their
-            module's ``reset_parameters()`` instead; needed after ``to_empty()``, where "kept" means
-            uninitialised memory.
+        reset_kept: parameters the scheme keeps (embeddings, learned scales, unclassified ones) get
+            the model's own init (:mod:`idinit.model_init`; what the model made them, drawn again), so
+            that a model materialised with ``to_empty()`` has no uninitialised memory left. ``False``
+            leaves them as they are (weights you loaded yourself). A role stated as ``"keep"`` and a
+            frozen parameter are never touched.
         use_registry: use the registry of known blocks (switch off to see the graph's own answer).
         keep_model_values: keep what the model set on purpose (a prior bias, a small layer scale
-            closing a branch: see :mod:`idinit.values`); False plans by position alone. Off under
-            ``reset_kept=True``, which says the model's values are uninitialised memory.
-        **options: the scheme's options, e.g. for ``"idinit"``: ``loose=1e-6``, ``conv="patch"``,
-            ``branch_end="zero_preserving"``, ``activation="relu"``, ``eps=1e-6``.
+            closing a branch: see :mod:`idinit.values`), read from the values; False plans by position
+            alone. After ``to_empty()`` the values are whatever the memory held: pass False there
+            (``idinit.hf.from_config`` runs the model's own init first instead).
+        loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (SPEC §3.1; default 1e-6, 0: none).
+        conv: ``"idinit"``: ``"patch"`` (IDIC, patch-maintain; default) or ``"channel"`` (the centre-tap
+            channel-maintain of the paper's Table 2 ablation).
+        branch_end: ``"idinit"``: ``"zero_preserving"`` (IDIZ; default) or ``"zero"`` (exact zeros) on the
+            last layer of each residual branch.
+        activation: ``"idinit"``: the network's activation, which sets the stem's gain (sqrt(2) for
+            ReLU-like ones, 1 for tanh / sigmoid / linear; default ``"relu"``).
+        eps: ``"idinit"``: the +-eps of IDIZ (default 1e-6).
+        branch_end_norm: ``"idinit"``: ``"one"`` (the paper; default) or ``"zero"`` (the norm weight closing
+            each residual branch set to 0 as Zero-gamma does; not in the paper, see :mod:`idinit.schemes`).
 
     Returns:
         the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
-        warning) and left untouched; an unknown scheme or option raises.
+        warning); an unknown scheme, an option of another scheme or an argument of the wrong type raises.
     """
-    options = check_options(scheme, options)
-    found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme),
-                   keep_model_values and not reset_kept)  # reset_kept: the values are to_empty() garbage
+    model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
+                                                "use_registry": use_registry,
+                                                "keep_model_values": keep_model_values}, example_inputs)
+    given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
+             "branch_end_norm": branch_end_norm}
+    options = check_options(scheme, {k: v for k, v in given.items() if v is not None})
+    with _state_restored(model):
+        found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme), keep_model_values)
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
-        has_reset = _reset_method(model.get_submodule(info.module)) is not None
-        if entry.init == "reset_parameters" and not has_reset:
+        own = model_init.describe(model, info.module)
+        # a role stated "keep", and a value the model set on purpose (idinit.values), stay as they are;
+        # under "default" the model's own init sets the latter itself
+        source = found.roles[name].source if name in found.roles else "type"
+        stated_keep = entry.role == "keep" and source != "type" and not (scheme == "default" and source == "values")
+        if entry.init == "reset_parameters" and own is None:
             entry.init = "keep"
-            entry.note = _join(entry.note, "its module has no reset_parameters()")
+            entry.note = _join(entry.note, "its module has no init of its own (no reset_parameters())")
         if not info.param.requires_grad and not include_frozen:
             entry.init, entry.args = "keep", {}
             entry.note = _join(entry.note, "frozen (requires_grad=False): include_frozen=True initialises it")
-        elif entry.init == "keep" and reset_kept and has_reset:
-            entry.init, entry.args = "reset_parameters", {}
+        elif entry.init == "keep" and reset_kept and not stated_keep and info.param.numel():
+            if own is None:
+                entry.note = _join(entry.note, _NO_OWN_INIT)
+            else:
+                entry.init, entry.args = "reset_parameters", {}
         elif info.param.numel() == 0:
             entry.init, entry.args = "keep", {}
+        if entry.init == "reset_parameters":
+            entry.note = _join(entry.note, f"the model's own init: {own}")
         entries.append(entry)
-    p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes)
+    p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes,
+             _norm_states(model, entries))
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
         warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
@@ -327,12 +447,74 @@ def plan(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *
     return p
 
 
-def init_(model: nn.Module, scheme: str = "idinit", example_inputs: Any = None, *,
-          generator: torch.Generator | None = None, **kwargs: Any) -> Plan:
+def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> None:
+    """The model's own init on the plan's ``reset_parameters`` entries; a kept parameter (embedding,
+    scale) that it does not write is put back and its entry says so."""
+    resets = [e for e in p if e.init == "reset_parameters"]
+    watched = {e.name for e in resets if e.role in _KEPT_ROLES}
+    with model_init.seeded_from(generator, model):
+        unwritten = model_init.run_on_parameters(model, {e.name for e in resets}, watched,
+                                                 {e.name for e in p if e.init == "keep"})
+    for entry in p:
+        if entry.name in unwritten:
+            entry.init = "keep"
+            entry.note = _join(entry.note, "left as it was: the model's own init does not write it")
+
+
+def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+          generator: torch.Generator | None = None, overrides: Mapping[str, str] | None = None,
+          include_frozen: bool = False, reset_kept: bool = True, use_registry: bool = True,
+          keep_model_values: bool = True, loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
+          branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
+          eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
     """Initialise ``model`` in place with ``scheme`` and return the :class:`Plan` that was applied.
 
-    Same arguments as :func:`plan`, plus ``generator`` for the random draws (the loose perturbation,
-    Kaiming, ...); the same seed gives bitwise the same weights, eager or built on the meta device
-    and materialised with ``to_empty()``.
+    The arguments are those of :func:`plan`, plus ``generator`` for every random draw (the loose noise,
+    Kaiming, and the model's own init, which runs from a seed drawn from it without moving the global
+    RNG). The same seed gives bitwise the same weights, eager or built on the meta device and
+    materialised with ``to_empty()``. In order, on the model inside any ``torch.compile`` /
+    ``DataParallel`` / ``DistributedDataParallel`` wrapper:
+
+    1. an HF model's tied weights that ``to_empty()`` untied are tied again (``tie_weights()``);
+    2. buffers are rebuilt with the model's own methods (HF ``_init_weights``, timm
+       ``init_non_persistent_buffers()``, ``reset_running_stats()``, ``reset_parameters()``), except
+       those of modules left as they are (frozen, ``keep``); ``plan.states`` lists each buffer's fate;
+    3. the plan is made (:func:`plan`);
+    4. the parameters it gives the model's own init get it (embeddings, scales: ``reset_kept``);
+    5. the plan is applied (:meth:`Plan.apply`).
     """
-    return plan(model, scheme, example_inputs, **kwargs).apply(model, generator=generator)
+    model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
+                                                "use_registry": use_registry,
+                                                "keep_model_values": keep_model_values}, example_inputs)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    retied = model_init.tie_hf_weights(model)
+    params = dict(model.named_parameters())
+    stated = {n for n, (role, _) in user_roles(model, overrides, {n: n for n in params}).items() if role == "keep"}
+    untouched = stated | {n for n, t in params.items() if not t.requires_grad and not include_frozen}
+    # buffers first, so that the planning forward pass reads real ones; if planning raises they are put
+    # back, and the recipes' own random draws (their parameters are restored) do not move the global RNG
+    with _state_restored(model, buffers_on_error_only=True):
+        rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
+        p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
+                 reset_kept=reset_kept, use_registry=use_registry, keep_model_values=keep_model_values, loose=loose,
+                 conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
+    if retied:
+        p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
+    p.states = {**rebuilt, **p.states}
+    _own_init(model, p, generator)
+    stuck = [e.name for e in p if e.init == "keep" and (_NO_OWN_INIT in e.note or "own init does not write" in e.note)]
+    # a note, not a warning: for a model built eagerly these hold what its constructor made (ReZero's 0,
+    # a layer scale); only after to_empty() are they uninitialised memory, which no test can see
+    if stuck:
+        p.notes.append(f"{len(stuck)} parameter(s) kept as they are, no method of the model initialises them: "
+                       f"{', '.join(stuck)}; after to_empty() they hold uninitialised memory: set them yourself "
+                       "or state their roles with overrides=")
+    left = [n for n, action in p.states.items() if action.startswith("left")]
+    if left:
+        p.notes.append(f"{len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}; after to_empty() "
+                       "they hold uninitialised memory: set them yourself")
+    # the own init is done: apply() writes the rest (it would run reset_parameters entries again)
+    written = [dataclasses.replace(e, init="keep") if e.init == "reset_parameters" else e for e in p.entries]
+    Plan(p.model_name, p.scheme, p.options, written, p.source, p.residual, p.notes, p.states).apply(model, generator)
+    return p

@@ -23,7 +23,9 @@ scheme          what it does
 ``xavier``      ``xavier_uniform_`` (gain 1) on every layer; norms 1 / 0, biases 0.
 ``orthogonal``  ``orthogonal_`` (gain 1) on every layer (a kernel on its ``(c_out, -1)``
                 flattening); norms 1 / 0, biases 0.
-``default``     every module's own ``reset_parameters()`` (PyTorch's defaults).
+``default``     the model's own init (:mod:`idinit.model_init`): HF transformers'
+                ``_init_weights`` on every module, timm's ``init_weights()``, else every
+                module's ``reset_parameters()`` (PyTorch's layer defaults), children first.
 ``zero_gamma``  Goyal et al. 2017: ``kaiming``, then the norm weight closing each residual
                 branch (``branch_end_norm``) set to 0.
 ``zero``        ZerO (Zhao et al. 2022): ``hadamard_`` on every layer, exact zeros on the last
@@ -36,8 +38,11 @@ Table 2 of the paper (ablation on ResNet-20) is four calls of the ``idinit`` sch
 (iv) the defaults (``conv="patch", branch_end="zero_preserving"``).
 
 In every scheme embeddings and learned scales are kept as the model made them (SPEC §4
-[decision]), fused attention projections and recurrent gate stacks are filled block by block, and
-a parameter's arguments never depend on its values, so planning works on the meta device.
+[decision]): :func:`idinit.init_` draws them again with the model's own init (``reset_kept=True``,
+the default, so that a model materialised with ``to_empty()`` has no uninitialised memory left), or
+leaves them as they are (``reset_kept=False``). Fused attention projections and recurrent gate
+stacks are filled block by block, and a parameter's arguments never depend on its values, so
+planning works on the meta device.
 """
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ switches both off; an ``overrides=`` entry wins over either):
   small when every entry is at most :data:`SMALL_SCALE` in magnitude.
 
 Values are unreadable on the meta device, so neither rule fires there; after ``to_empty()`` they are
-whatever the memory held (non-finite values never count), and ``reset_kept=True``, the flag for such
-models, switches both rules off.
+whatever the memory held (non-finite values never count): pass ``keep_model_values=False`` for such a
+model, or let the model's own init run first (``idinit.hf.from_config`` does).
 """
 from __future__ import annotations
 
