@@ -33,6 +33,7 @@ import torch
 import idinit
 
 from ..train import records as rec
+from ..train.config import ConfigRecord
 from .grid import Experiment
 
 MODELS = ("bert", "gpt2")
@@ -41,7 +42,7 @@ SPECIAL = {"pad": 0, "mask": 1, "eos": 2}  # scripts/prepare_lm_corpus.py
 
 
 @dataclass
-class LMRunConfig:
+class LMRunConfig(ConfigRecord):
     name: str = "gpt2-idinit"
     model: str = "gpt2"
     init: str = "idinit"
@@ -74,23 +75,11 @@ class LMRunConfig:
             raise ValueError("val_fraction and mask_prob must be in (0, 1)")
 
     # the interface the experiment runner uses for configurations of other tasks
+    TASK = "lm"  # not a field: no annotation
+
     def to_dict(self) -> dict:
-        return {"task": "lm", **dataclasses.asdict(self)}
+        return {"task": self.TASK, **dataclasses.asdict(self)}
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "LMRunConfig":
-        values = {k: v for k, v in values.items() if k != "task"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(values) - known:
-            raise ValueError(f"unknown LMRunConfig field(s) {sorted(set(values) - known)}; known: {sorted(known)}")
-        return cls(**values)
-
-    def replace(self, **changes) -> "LMRunConfig":
-        return self.from_dict({**self.to_dict(), **changes})
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.name}/seed{self.seed}"
 
     @property
     def epochs(self) -> int:  # evaluations, for the runner's progress lines

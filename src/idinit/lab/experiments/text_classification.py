@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from ..data.text import TEXT_DATASETS, glove_matrix, load_glove, load_text_dataset
 from ..models.text import TEXT_ARCHS, build_text_model
 from ..train import records as rec
+from ..train.config import ConfigRecord
 from ..train.metrics import summarise
 
 EMBEDDINGS = ("glove", "random")
@@ -30,7 +31,7 @@ OPTIMIZERS = ("adadelta", "adam")
 
 
 @dataclass
-class TextRunConfig:
+class TextRunConfig(ConfigRecord):
     """One text-classification run. ``embedding="glove"`` starts the table from GloVe 6B 50-d
     (words GloVe lacks drawn at its per-dimension mean and std), ``"random"`` draws every row so;
     the table is trained in both (Kim 2014's "non-static")."""
@@ -67,24 +68,11 @@ class TextRunConfig:
             raise ValueError(f"lr must be > 0, weight_decay >= 0 and warmup_epochs 0; got lr={self.lr}, "
                              f"weight_decay={self.weight_decay}, warmup_epochs={self.warmup_epochs}")
 
+    TASK = "text"  # not a field: no annotation
+
     def to_dict(self) -> dict:
-        return {"task": "text", **dataclasses.asdict(self)}
+        return {"task": self.TASK, **dataclasses.asdict(self)}
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "TextRunConfig":
-        values = {k: v for k, v in values.items() if k != "task"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TextRunConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def replace(self, **changes) -> "TextRunConfig":
-        return self.from_dict({**self.to_dict(), **changes})
-
-    @property
-    def run_id(self) -> str:
-        return f"{self.name}/seed{self.seed}"
 
     # -- what the experiment runner calls (it dispatches on these for configurations of other tasks)
     def data_key(self) -> tuple:

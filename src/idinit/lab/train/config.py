@@ -16,8 +16,34 @@ DATASETS = ("cifar10", "mnist")
 LATER_FIELDS = {"dataset": "cifar10"}
 
 
+class ConfigRecord:
+    """What every run configuration of the lab shares: a dict round trip that refuses unknown
+    fields, ``replace``, and the run folder name ``<name>/seed<k>``. A subclass for another task sets
+    ``TASK`` (stored as ``"task"`` in its ``to_dict``, dropped again by ``from_dict``)."""
+
+    TASK: str | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict):
+        if cls.TASK is not None:
+            values = {k: v for k, v in values.items() if k != "task"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes):
+        return self.from_dict({**self.to_dict(), **changes})
+
+    @property
+    def run_id(self) -> str:
+        """Folder name of the run inside an experiment: ``<name>/seed<k>``."""
+        return f"{self.name}/seed{self.seed}"
+
+
 @dataclass
-class RunConfig:
+class RunConfig(ConfigRecord):
     """One run: a model, its initialisation, the optimiser and schedule, the data, a seed.
 
     ``dataset`` is ``"cifar10"`` (``protocol`` and ``train_chunks`` choose the split) or ``"mnist"``
@@ -79,22 +105,6 @@ class RunConfig:
             if values[name] == default:
                 del values[name]
         return values
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown RunConfig field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def replace(self, **changes) -> "RunConfig":
-        return self.from_dict({**self.to_dict(), **changes})
-
-    @property
-    def run_id(self) -> str:
-        """Folder name of the run inside an experiment: ``<name>/seed<k>``."""
-        return f"{self.name}/seed{self.seed}"
 
 
 def parse_overrides(pairs: list[str] | dict, target: type = RunConfig, context: str = "") -> dict:
