@@ -144,12 +144,15 @@ def main() -> None:
 
     def whole_init_():  # the user's one call on the sharded model (plan included), timed once
         t0 = time.perf_counter()
-        idinit.init_(model, reset_kept=False, generator=torch.Generator().manual_seed(0))
+        # keep_model_values=False: after to_empty() the values are memory, not values the model set
+        idinit.init_(model, generator=torch.Generator().manual_seed(1), keep_model_values=False)
         if cuda:
             torch.cuda.synchronize(device)
         return (time.perf_counter() - t0) * 1e3
 
     init_ms = attempt("init_ on the sharded model", failures, whole_init_)
+    sharded_init = attempt("checksums (sharded init_)", failures, lambda: checksums(model), {}) \
+        if init_ms is not None else {}
     per_rank = [None] * world
     dist.all_gather_object(per_rank, {"rank": rank, "floor_ms": floor_ms, "apply_ms": apply_ms,
                                       "init_ms_one_run": init_ms, "floor_runs": floor_all,
@@ -177,21 +180,28 @@ def main() -> None:
                                            device, args.repeat, False)[0]
             single["n_params"] = sum(p.numel() for p in params)
             found = checksums(model)
-            with torch.no_grad():
-                for p in params:
-                    p.zero_()
+            t0 = time.perf_counter()
+            idinit.init_(model, generator=torch.Generator().manual_seed(1), keep_model_values=False)
+            if cuda:
+                torch.cuda.synchronize(device)
+            single["init_ms_one_run"] = (time.perf_counter() - t0) * 1e3
+            single["init_checksums"] = checksums(model)
             return found
 
         unsharded = attempt("unsharded reference", failures, reference, {})
         differ = [n for n in unsharded if unsharded[n] != sharded.get(n)]
         compared = bool(unsharded) and bool(sharded)
+        init_reference = single.pop("init_checksums", {})
+        init_differ = [n for n in init_reference if init_reference[n] != sharded_init.get(n)]
+        init_compared = bool(init_reference) and bool(sharded_init)
         n_params = single.get("n_params", 0)
         machine = torch.cuda.get_device_name(device) if cuda else "CPU"
         report = {
             "model": args.model, "parameters": n_params, "dtype": str(dtype), "world": world, "device": machine,
             "torch": torch.__version__, "plan_s": plan_s, "per_rank": per_rank, "single_device": single,
             "checksum_parameters": len(unsharded), "checksum_differ": differ,
-            "checksum_equal": compared and not differ, "failures_rank0": failures,
+            "checksum_equal": compared and not differ, "init_checksum_differ": init_differ,
+            "init_checksum_equal": init_compared and not init_differ, "failures_rank0": failures,
             "kept_by_the_plan_zero_on_both_sides": [e.name for e in plan if e.init == "keep"],
             "command": "torchrun --nproc-per-node %d %s" % (world, " ".join(sys.argv)),
         }
@@ -210,11 +220,15 @@ def main() -> None:
                          f"| {fmt(r['init_ms_one_run'], '.1f')} |")
         if single:
             lines += ["", f"unsharded on one device: zero_() floor {fmt(single.get('floor_ms'))} ms, Plan.apply "
-                          f"{fmt(single.get('apply_ms'))} ms"]
+                          f"{fmt(single.get('apply_ms'))} ms, init_ one run {fmt(single.get('init_ms_one_run'), '.1f')} ms"]
         lines += [f"model built and planned on the meta device: {plan_s:.2f} s",
                   f"checksums of {len(unsharded)} parameters, sharded vs unsharded: "
                   + ("not compared (a step failed)" if not compared else "all equal" if not differ
-                     else f"{len(differ)} differ: {', '.join(differ[:10])}")]
+                     else f"{len(differ)} differ: {', '.join(differ[:10])}"),
+                  "checksums after `idinit.init_` (embedding by the model's own init, on gathered values), "
+                  "sharded vs unsharded: "
+                  + ("not compared (a step failed)" if not init_compared else "all equal" if not init_differ
+                     else f"{len(init_differ)} differ: {', '.join(init_differ[:10])}")]
         for r in per_rank:
             for label, message in r["failures"].items():
                 lines.append(f"rank {r['rank']} failed at {label}: {message}")
