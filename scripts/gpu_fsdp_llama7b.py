@@ -1,22 +1,26 @@
-"""IDInit of an FSDP2-sharded Llama-7B, shard by shard: time against the sharded zero_() floor, and a checksum
+"""IDInit of an FSDP2-sharded Llama-7B, shard by shard: time against the sharded zero_() floor, and checksums
 equal to the unsharded init's.
 
-    torchrun --nproc-per-node 2 scripts/gpu_fsdp_llama7b.py --out results/speed/fsdp-llama7b-2xh200.md
-    torchrun --nproc-per-node 2 scripts/gpu_fsdp_llama7b.py --device cpu --model tiny --out /tmp/fsdp.md  # check
+    NCCL_NVLS_ENABLE=0 torchrun --nproc-per-node 2 scripts/gpu_fsdp_llama7b.py --out results/speed/fsdp-llama7b-2xh200.md
+    torchrun --nproc-per-node 2 scripts/gpu_fsdp_llama7b.py --tiny --out /tmp/fsdp.md  # check: tiny model, CPU, gloo
 
 Every rank builds the model on the meta device (HF Llama config, 7B defaults), plans it (roles need no
-weights), shards every decoder layer and the root with ``fully_shard`` and materialises its shards with
-``to_empty``. Timed (median of ``--repeat`` after a warm-up, synchronised, per rank): ``p.zero_()`` on every
-local shard (the floor) and ``Plan.apply`` of the idinit plan. Then each parameter's checksum, exact and
-order-free so that shards can be added up: over its elements, the sum of the bit patterns (as integers), of
-their squares and of bit pattern times (global flat index mod 65521 + 1), in int64 (wrapping: exact modulo
-2^64), reduced over the ranks. Rank 0 then builds the same model unsharded on its own device, zeroes it (the
-parameters the plan keeps, the embeddings, then hold zeros on both sides), applies the same plan with the
-same seed and compares the checksums parameter by parameter. The report (markdown, with a JSON block) goes to ``--out``.
+weights; ``reset_kept=False``: the embedding is kept), shards every decoder layer and the root with
+``fully_shard`` and materialises its shards with ``to_empty``. Timed (median of ``--repeat`` after a
+warm-up, synchronised, per rank): ``p.zero_()`` on every local shard (the floor) and ``Plan.apply`` of the
+idinit plan. Then each parameter's checksum, exact and order-free so that shards can be added up: over its
+elements, the sum of the bit patterns (as integers), of their squares and of bit pattern times (global flat
+index mod 65521 + 1), in int64 (wrapping: exact modulo 2^64), reduced over the ranks. Then the user's one
+call, ``idinit.init_`` (planning included, the embedding by the model's own init), on the sharded model,
+timed once, and its checksums. Rank 0 then builds the same model unsharded on its own device, zeroes it
+(the kept embedding then holds zeros on both sides), times the floor and the same plan's apply, then
+``init_`` with the same seed, and compares both sets of checksums parameter by parameter. A step that fails
+is reported and the others go on. The report (markdown, with a JSON block) goes to ``--out``.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -158,6 +162,7 @@ def main() -> None:
                                       "init_ms_one_run": init_ms, "floor_runs": floor_all,
                                       "apply_runs": apply_all, "failures": failures})
     del model, shards
+    gc.collect()  # FSDP's state holds the modules in reference cycles
     if cuda:
         torch.cuda.empty_cache()
 

@@ -154,7 +154,8 @@ def _local_box(tensor: Tensor) -> tuple:
 
 def _is_fsdp_hook(hook) -> bool:
     function = getattr(hook, "__func__", None) or getattr(hook, "func", None) or hook
-    return getattr(function, "__module__", "").startswith("torch.distributed.fsdp")
+    # FSDP2's hooks live in torch.distributed.fsdp (torch.distributed._composable.fsdp before torch 2.6)
+    return (getattr(function, "__module__", None) or "").startswith("torch.distributed.")
 
 
 @contextlib.contextmanager
