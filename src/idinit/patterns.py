@@ -83,8 +83,48 @@ def _column_stride(local: Tensor) -> Optional[int]:
     return dims[-1][1] if dims else 1
 
 
-def _write_cyclic(region: Region, base: int, period: int, phase: int, value: Union[float, Tensor]) -> None:
-    """Write ``value`` (a number, or one value per pattern row) on a cyclic diagonal within ``region``."""
+class _Writes:
+    """The strided writes of a :func:`fill`, collected and then issued as a few ``torch._foreach_*`` calls
+    (one per device, dtype and value) instead of one Python-level call each: with hundreds of tensors the
+    per-call cost, not the bytes, is what a model's init pays beyond one ``zero_()`` pass. The targets
+    are zeroed and pairwise disjoint, so adding a value writes it exactly (``0 + v`` rounds as ``v``)."""
+
+    def __init__(self):
+        self.scalars: dict = {}
+        self.copies: dict = {}
+        self.recording: Optional[list] = None  # the current job's writes, as geometry (see fill())
+        self.direct = False  # the current job wrote something itself (an index write, a Hadamard block)
+
+    def fill(self, view: Tensor, value: float) -> None:
+        self.scalars.setdefault((view.device, view.dtype, value), []).append(view)
+        if self.recording is not None:
+            self.recording.append((view.shape, view.stride(), view.storage_offset(), value, None))
+
+    def copy(self, view: Tensor, values: Tensor) -> None:
+        group = self.copies.setdefault((view.device, view.dtype, values.dtype), ([], []))
+        group[0].append(view)
+        group[1].append(values)
+        if self.recording is not None:
+            self.recording.append((view.shape, view.stride(), view.storage_offset(), values,
+                                   (values.shape, values.stride(), values.storage_offset())))
+
+    def flush(self) -> None:
+        for (_, dtype, value), views in self.scalars.items():
+            if dtype.itemsize == 1:  # the float8 formats have fill_ but no add_
+                for view in views:
+                    view.fill_(value)
+            else:
+                torch._foreach_add_(views, value)
+        for views, values in self.copies.values():
+            torch._foreach_copy_(views, values)
+        self.scalars.clear()
+        self.copies.clear()
+
+
+def _write_cyclic(region: Region, base: int, period: int, phase: int, value: Union[float, Tensor],
+                  writes: _Writes) -> None:
+    """Write ``value`` (a number, or one value per pattern row) on a cyclic diagonal within ``region``
+    (a zeroed one: the strided writes go through ``writes``)."""
     local = region.local
     s0, sc = local.stride(0), _column_stride(local)
     for m, j, blocks, length in _pieces(region.row0, local.shape[0], period, phase, base, region.col0, region.width):
@@ -93,6 +133,7 @@ def _write_cyclic(region: Region, base: int, period: int, phase: int, value: Uni
             view = local.as_strided((blocks, length), (period * s0, s0 + sc), local.storage_offset() + i * s0 + j * sc)
             target = None
         else:  # trailing dims that do not merge (e.g. kernel[:, :, ::2]): index the entries
+            writes.direct = True
             steps = torch.arange(blocks, device=local.device)[:, None] * period
             within = torch.arange(length, device=local.device)[None, :]
             cols = _unravel((j + within).expand(blocks, length), local.shape[1:])
@@ -100,11 +141,11 @@ def _write_cyclic(region: Region, base: int, period: int, phase: int, value: Uni
         if isinstance(value, Tensor):
             values = value.as_strided((blocks, length), (period, 1), value.storage_offset() + m)
             if target is None:
-                view.copy_(values)
+                writes.copy(view, values)
             else:
                 local[target] = values
         elif target is None:
-            view.fill_(value)
+            writes.fill(view, value)
         else:
             local[target] = value
 
@@ -126,20 +167,21 @@ def _centre_region(region: Region) -> Region:
                   region.block)
 
 
-def _zero_preserving(region: Region, eps: float) -> None:
+def _zero_preserving(region: Region, eps: float, writes: _Writes) -> None:
     """IDIZ / IDIZC (paper Eq. 12): ``+eps`` / ``-eps`` pairs, see :func:`idinit.zero_preserving_`."""
     rows, cols = region.rows, region.n_cols
     if cols == 1:  # W[m, 0] = (-1)^m eps
+        writes.direct = True
         column = region.local.flatten(1)[:, 0]  # the trailing dims are all of size 1: a view
         column.fill_(eps)
         column[(region.row0 + 1) % 2::2].fill_(-eps)
         return
     if rows < cols:
-        _write_cyclic(region, 0, cols, 0, eps)
-        _write_cyclic(region, rows, cols - rows, 0, -eps)
+        _write_cyclic(region, 0, cols, 0, eps, writes)
+        _write_cyclic(region, rows, cols - rows, 0, -eps, writes)
     else:
-        _write_cyclic(region, 0, cols, 0, eps)
-        _write_cyclic(region, 0, cols, 1, -eps)
+        _write_cyclic(region, 0, cols, 0, eps, writes)
+        _write_cyclic(region, 0, cols, 1, -eps, writes)
 
 
 def _sylvester_hadamard_block(rows: range, cols: range, device) -> Tensor:
@@ -156,15 +198,16 @@ def _sylvester_hadamard_block(rows: range, cols: range, device) -> Tensor:
     return 1.0 - 2.0 * torch.remainder(row_bits @ col_bits.T, 2.0)
 
 
-def _hadamard(region: Region) -> None:
+def _hadamard(region: Region, writes: _Writes) -> None:
     """ZerO (Zhao et al. 2022, Alg. 1) on the matrix or the kernel's centre tap, see :func:`idinit.hadamard_`."""
     target = region if len(region.trailing) == 1 else _centre_region(region)
     m, n = target.rows, target.n_cols
     if m <= n:
-        _write_cyclic(target, 0, n, 0, 1.0)
+        _write_cyclic(target, 0, n, 0, 1.0, writes)
         return
     p = 1 << (m - 1).bit_length()
     local = target.local
+    writes.direct = True
     block = _sylvester_hadamard_block(range(target.row0, target.row0 + local.shape[0]),
                                       range(target.col0, target.col0 + local.shape[1]), local.device)
     # +-1 times 1/sqrt(p) in float32 (float64 for float64 tensors), then one rounding to the tensor's
@@ -190,10 +233,57 @@ def fill(jobs: list[Job], seed: Optional[int]) -> None:
         if ones:
             torch._foreach_add_(ones, 1.0)
         values = _identity_values([job for job in jobs if _noisy(job)], seed)
+        writes = _Writes()
+        # Tensors of one geometry (the layers of a transformer: a handful of shapes, each many times) get
+        # the same strided writes at the same offsets: worked out once per fill() from the first such job
+        # (its regions and pieces), then replayed on the others as bare as_strided views.
+        geometry: dict = {}
         for job in jobs:
-            if job.init in PATTERNS:
-                for region in regions(job.tensor, job.layout, job.blocks, job.box):
-                    _write(job, region, values.get((job.name, region.block)))
+            if job.init not in PATTERNS:
+                continue
+            local = job.local
+            key = (job.init, tuple(sorted(job.args.items())), job.layout, job.blocks, tuple(job.tensor.shape),
+                   tuple(local.shape), local.stride(), job.box[1], (job.name, 0) in values, local.device)
+            recorded = geometry.get(key)
+            if recorded is not None:
+                _replay(job, local, recorded, values, writes)
+                continue
+            writes.recording, writes.direct = [], False
+            for region in regions(job.tensor, job.layout, job.blocks, job.box):
+                _write(job, region, values.get((job.name, region.block)), writes)
+            if not writes.direct:
+                geometry[key] = _relative(job, local, writes.recording, values)
+            writes.recording = None
+        writes.flush()
+
+
+def _relative(job: Job, local: Tensor, recording: list, values: dict) -> list:
+    """A job's recorded writes with offsets relative to its local data (and to its noise blocks)."""
+    base = local.storage_offset()
+    found = []
+    for shape, stride, offset, value, value_view in recording:
+        if value_view is None:
+            found.append((shape, stride, offset - base, value, None))
+            continue
+        # the block whose noise the values are a view of
+        b = next(b for (name, b), v in values.items() if name == job.name and v.storage_offset() <= value_view[2]
+                 < v.storage_offset() + v.numel() and v.untyped_storage().data_ptr() == value.untyped_storage().data_ptr())
+        found.append((shape, stride, offset - base, b,
+                      (value_view[0], value_view[1], value_view[2] - values[(job.name, b)].storage_offset())))
+    return found
+
+
+def _replay(job: Job, local: Tensor, recorded: list, values: dict, writes: _Writes) -> None:
+    """The writes recorded on a job of the same geometry, on ``job``'s local data."""
+    base = local.storage_offset()
+    for shape, stride, offset, value, value_view in recorded:
+        view = local.as_strided(shape, stride, base + offset)
+        if value_view is None:
+            writes.fill(view, value)
+        else:
+            block_values = values[(job.name, value)]
+            size, vstride, voffset = value_view
+            writes.copy(view, block_values.as_strided(size, vstride, block_values.storage_offset() + voffset))
 
 
 def _identity_values(jobs: list[Job], seed: Optional[int]) -> dict:
@@ -220,17 +310,24 @@ def _identity_values(jobs: list[Job], seed: Optional[int]) -> dict:
     return found
 
 
-def _write(job: Job, region: Region, values: Optional[Tensor]) -> None:
-    """One job's pattern on one region (already zeroed)."""
+def _write(job: Job, region: Region, values: Optional[Tensor], writes: Optional[_Writes] = None) -> None:
+    """One job's pattern on one region (already zeroed); the strided writes are collected in ``writes``
+    (written at once when None)."""
+    if writes is None:
+        writes = _Writes()
+        _write(job, region, values, writes)
+        writes.flush()
+        return
     init, args = job.init, job.args
     if region.local.numel() == 0:
         return
     if init in ("identity_", "channel_identity_"):
         target = region if init == "identity_" or len(region.trailing) == 1 else _centre_region(region)
-        _write_cyclic(target, 0, target.n_cols, 0, values if values is not None else float(args.get("gain", 1.0)))
+        _write_cyclic(target, 0, target.n_cols, 0, values if values is not None else float(args.get("gain", 1.0)),
+                      writes)
     elif init == "zero_preserving_":
-        _zero_preserving(region, float(args.get("eps", 0.0)))
+        _zero_preserving(region, float(args.get("eps", 0.0)), writes)
     elif init == "hadamard_":
-        _hadamard(region)
+        _hadamard(region, writes)
     else:
         raise ValueError(f"{job.name}: {init!r} is not a pattern of idinit.init")

@@ -201,8 +201,9 @@ class Plan:
                         local_of(param).copy_(target[box])
             norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
                      and e.init != "keep"}
+            modules = dict(model.named_modules()) if norms else {}
             for name in norms:
-                module = model.get_submodule(name)
+                module = modules[name]
                 if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
                     module.reset_running_stats()
         return self

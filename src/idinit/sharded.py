@@ -128,6 +128,8 @@ def regions(tensor: Tensor, layout: str = "rows", blocks: int = 1, box: Optional
     ``t`` or ``transpose01`` (see :class:`idinit.plan.PlanEntry`); ``box`` is
     :func:`local_and_offset` of ``tensor`` when the caller has it already."""
     shape = tuple(tensor.shape)
+    if blocks == 1 and layout == "rows" and box is not None and box[0] is tensor:  # a plain tensor: all of it
+        return [Region(tensor, shape[0], shape[1:])]
     local, offset = box or local_and_offset(tensor)
     dims = _layout_dims(layout, tensor.dim())
     if layout in ("t", "transpose01"):
