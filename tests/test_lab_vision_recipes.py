@@ -54,3 +54,23 @@ def test_vision_grids_and_bad_input():
     assert [c.init for c in rn50.configs] == ["idinit", "kaiming"] and rn50.configs[0].weight_decay == 1e-4
     with pytest.raises(ValueError, match="32x32 RGB"):
         build_model("tv-resnet50", "idinit", in_channels=1, image_size=28)
+
+
+def test_vit_recipe_uses_adamw_with_decoupled_decay_sparing_vectors():
+    """B.5's AdamW: one step with a zero gradient shrinks every matrix by exactly (1 - lr * wd) and
+    leaves biases and LayerNorm weights as they were (an L2 penalty, or decay on vectors, would not)."""
+    from idinit.lab.train import make_optimizer
+
+    config = get_experiment("vit-cifar").configs[0]
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adamw", 1e-3, 5e-2)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = make_optimizer(model, config.replace(lr=0.1, weight_decay=0.5), torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    (0.0 * sum(p.sum() for p in model.parameters())).backward()
+    optimizer.step()
+    for (name, p), old in zip(model.named_parameters(), before):
+        expected = old * (1 - 0.1 * 0.5) if p.ndim >= 2 else old
+        assert torch.equal(p.detach(), expected), name

@@ -9,19 +9,20 @@ from .grid import Experiment
 
 def vit_cifar() -> Experiment:
     # B.5: AdamW lr 1e-3, wd 5e-2, batch 1024, 300 epochs with 30 of warm-up, mixup / cutmix, label
-    # smoothing 0.1. The lab's RunConfig has Adam (L2 weight decay) but no AdamW: weight decay 0 here.
-    base = dict(arch="vit-small", optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=1024, epochs=100,
+    # smoothing 0.1. AdamW's decay is decoupled and spares biases and LayerNorm weights (train.step).
+    base = dict(arch="vit-small", optimizer="adamw", lr=1e-3, weight_decay=5e-2, batch_size=1024, epochs=100,
                 warmup_epochs=10, mixup_alpha=0.8, label_smoothing=0.1, target_accuracy=0.70)
     return Experiment(
-        name="vit-cifar", version=1,
-        description="Sec. 4.4 scaled down: ViT-S/4 (torchvision) on CIFAR-10, Adam 1e-3, batch 1024, 100 epochs "
+        name="vit-cifar", version=2,
+        description="Sec. 4.4 scaled down: ViT-S/4 (torchvision) on CIFAR-10, AdamW 1e-3 wd 5e-2, batch 1024, 100 epochs "
                     "(10 warm-up, cosine), mixup 0.8, label smoothing 0.1; IDInit vs PyTorch's default",
-        configs=[RunConfig(name=f"{init}-adam", init=init, **base) for init in ("idinit", "default")],
+        configs=[RunConfig(name=f"{init}-adamw", init=init, **base) for init in ("idinit", "default")],
         seeds=(0,),
         notes=["Scaled down from B.5: CIFAR-10 (40k/10k lab protocol) instead of ImageNet, ViT-S on 4x4 patches "
                "instead of ViT-B/32, 100 epochs (10 warm-up) instead of 300 (30), mixup alone (alpha 0.8, ours) "
                "instead of mixup/cutmix switching.",
-               "Adam without weight decay instead of AdamW wd 5e-2: the lab's training loop has no AdamW yet.",
+               "AdamW as B.5 (lr 1e-3, decoupled weight decay 5e-2); biases, LayerNorm weights and other vectors are "
+               "not decayed, the class token and position table are (they are matrices).",
                "'default' is every module's reset_parameters() (idinit.init_ scheme 'default'), not torchvision's "
                "ViT-specific init.",
                "Epochs to 70% is our target; Table 7 counts epochs to 60% on ImageNet."])
