@@ -193,8 +193,10 @@ def test_table4_grid_runs_through_the_lab_runner(tmp_path, monkeypatch):
     assert len(experiment.configs) == 60 and experiment.seeds == (0, 1, 2, 3, 4)
     runs = experiment.runs(seeds=[0], only=["trec6-random-textcnn-zero", "trec6-random-transformer-rezero"],
                            overrides=["epochs=1", "batch_size=40"])
-    assert [r.run_id for r in runs] == ["trec6-random-textcnn-zero/seed0", "trec6-random-transformer-rezero/seed0"]
-    assert runs[1].optimizer == "adam" and runs[1].lr == 1e-4 and runs[0].optimizer == "adadelta"
+    # seed by seed, the slowest (Transformer) first: a grid cut short keeps every cell (table4.run_order)
+    assert [r.run_id for r in runs] == ["trec6-random-transformer-rezero/seed0", "trec6-random-textcnn-zero/seed0"]
+    assert runs[0].optimizer == "adam" and runs[0].lr == 1e-4 and runs[1].optimizer == "adadelta"
+    assert [r.seed for r in experiment.runs()] == sorted(experiment.seeds * 60)
     with pytest.raises(ValueError, match="unknown setting 'epoch'"):
         experiment.runs(overrides=["epoch=1"])
     monkeypatch.setattr(TextRunConfig, "load_data", lambda self, data_dir=None: fake_text())
