@@ -12,7 +12,8 @@ from idinit.lab.experiments import get_experiment
 from idinit.lab.experiments.runner import run_configs
 from idinit.lab.experiments.text_classification import TextRunConfig, train_text_run
 from idinit.lab.models.text import (EncoderBlock, TextTransformer, build_text_model, example_inputs)
-from idinit.lab.report import load_runs, summary_rows
+from idinit.lab.experiments.runner import write_experiment_file
+from idinit.lab.report import load_runs, summary_rows, write_report
 from idinit.lab.train import read_records
 
 
@@ -203,3 +204,13 @@ def test_table4_grid_runs_through_the_lab_runner(tmp_path, monkeypatch):
     run_configs(runs, tmp_path, device="cpu", log=lambda m: None)
     for run in runs:
         assert json.loads((tmp_path / run.run_id / "summary.json").read_text())["finished"]
+    # `idinit report`: the paper's Table 4 layout, our runs beside its numbers, "not run" elsewhere
+    write_experiment_file(tmp_path, experiment, runs, "cpu", "test")
+    report = write_report(tmp_path).read_text()
+    trec_random = report.split("### TREC-6, ours: random embeddings")[1].split("###")[0]
+    ours = summary_rows(*load_runs(tmp_path))
+    zero = next(r for r in ours if r["name"] == "trec6-random-textcnn-zero")["acc"][0]
+    assert f"| ZerO | **{zero * 100:.2f}** (1) | 92.90±0.50 | not run | 88.71±0.40 | not run | 89.38±0.64 |" in trec_random
+    assert "| Fixup | — | — | — | — | not run | 89.35±0.53 |" in trec_random
+    assert "| IDInit | not run | 92.94±0.48 |" in trec_random
+    assert report.count("| IDInit | not run | 82.60±0.24 |") == 1  # SST-2 GloVe: the paper's G column

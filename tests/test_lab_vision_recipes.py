@@ -74,3 +74,17 @@ def test_vit_recipe_uses_adamw_with_decoupled_decay_sparing_vectors():
     for (name, p), old in zip(model.named_parameters(), before):
         expected = old * (1 - 0.1 * 0.5) if p.ndim >= 2 else old
         assert torch.equal(p.detach(), expected), name
+
+
+def test_vision_reports_stand_beside_table3():
+    """The report section of each recipe: our CIFAR-10 result beside the paper's ImageNet Table 3 row
+    of the same initialisation, "not run" where no seed finished."""
+    rows = [{"config": {"init": "idinit"}, "acc": (0.8123, None), "epochs": (17.0, None), "reached": 1,
+             "seeds_done": 1, "target": 0.7},
+            {"config": {"init": "default"}, "acc": (None, None), "epochs": (None, None), "reached": 0,
+             "seeds_done": 0, "target": 0.7}]
+    lines = get_experiment("vit-cifar").report_sections(rows)
+    assert "| idinit | 81.23 | 17 (to 70%) | 71.60 | 42 |" in lines
+    assert "| default | not run | not run | 71.05 | 44 |" in lines
+    rn50 = get_experiment("resnet50-cifar").report_sections([{**rows[1], "config": {"init": "kaiming"}}])
+    assert "| kaiming | not run | not run | 75.70 | 38 |" in rn50
