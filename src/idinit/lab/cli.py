@@ -228,7 +228,8 @@ def cmd_report(args) -> int:
     _folder(args.out, "--out")
     _check_summaries(args.run_dir)
     path = write_report(args.run_dir, args.out, title=args.title, with_records=args.with_records)
-    print(f"wrote {path} and {path.parent / 'accuracy.png'}")
+    figure = next((path.parent / f for f in ("accuracy.png", "loss.png") if (path.parent / f).is_file()), None)
+    print(f"wrote {path}" + (f" and {figure}" if figure else ""))
     return 0
 
 

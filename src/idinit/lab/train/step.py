@@ -42,8 +42,24 @@ def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.devi
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                weight_decay=config.weight_decay, **extra)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(decoupled_decay_groups(groups, config.weight_decay), lr=config.lr,
+                                 betas=(config.beta1, config.beta2), **extra)
     return torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2),
                             weight_decay=config.weight_decay, **extra)
+
+
+def decoupled_decay_groups(groups: list[dict], weight_decay: float) -> list[dict]:
+    """AdamW's groups (Loshchilov & Hutter 2019, decay decoupled from the gradient): each group split
+    into its matrices and tables, decayed by ``weight_decay``, and its vectors and scalars (biases,
+    norm weights, branch gates) at 0, the split BERT and timm make."""
+    split = []
+    for group in groups:
+        for decayed in (True, False):
+            params = [p for p in group["params"] if (p.ndim >= 2) == decayed]
+            if params:
+                split.append({**group, "params": params, "weight_decay": weight_decay if decayed else 0.0})
+    return split
 
 
 def epoch_mixing(config: RunConfig, epoch: int, steps: int, batch: int, device):
