@@ -21,6 +21,12 @@ from ..models.cifar_resnet import CifarResNet
 from ..models.packed_resnet import PackedCifarResNet
 from .config import RunConfig
 
+# Packed convolutions whose per-member output channels are at most this many run as one dense
+# block-diagonal convolution (PackedCifarResNet's ``dense_channels``); 0: all grouped. Not the
+# default until `idinit bench` shows it faster on the GPU: it costs N times the multiply-adds, and a
+# member whose activations turn NaN/inf spreads them to its pack-mates.
+DENSE_CHANNELS = 0
+
 # Fields every member of a pack must share (the rest, e.g. init, seed, optimiser, lr, warm-up,
 # mixup, may differ).
 SHARED_FIELDS = ("arch", "dataset", "shortcut", "batch_size", "epochs", "protocol", "train_chunks", "train_limit",
@@ -47,13 +53,15 @@ def alone(model: nn.Module, trained: nn.Module | None = None) -> Forward:
     return Forward(trained, lambda xs: trained(xs[0])[:, None], one, lambda steps: None)
 
 
-def packed(members: list[nn.Module], memory_format=torch.contiguous_format) -> Forward:
+def packed(members: list[nn.Module], memory_format=torch.contiguous_format,
+           dense_channels: int = DENSE_CHANNELS) -> Forward:
     """The members as one :class:`PackedCifarResNet` (built now: it copies their BN statistics, so
-    build it after loading their checkpoints)."""
+    build it after loading their checkpoints); ``dense_channels``: see that class."""
     for model in members:
         if type(model) is not CifarResNet:
             raise ValueError(f"a {type(model).__name__} cannot be packed; only CifarResNet models can")
-    network = PackedCifarResNet(members).to(next(members[0].parameters()).device)
+    network = PackedCifarResNet(members, dense_channels=dense_channels, memory_format=memory_format)
+    network = network.to(next(members[0].parameters()).device)
     n = len(members)
 
     def train(xs):
