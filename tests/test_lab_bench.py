@@ -67,6 +67,7 @@ def test_the_fixed_rows_are_ratios_to_eager(tmp_path):
     rows = run_bench(device="cpu", archs=["resnet8"], batch_size=8, steps=1, concurrent=(), packed=(2,),
                      out=tmp_path / "bench.json")
     assert [r["label"] for r in rows] == ["resnet8 alone eager", "resnet8 pack 2 grouped eager"]
+    assert rows[1]["s_per_run_epoch"] == pytest.approx(40_000 / rows[1]["images_per_s"])
     assert json.loads((tmp_path / "bench.json").read_text())["rows"] == rows
 
 

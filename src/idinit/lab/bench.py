@@ -115,8 +115,6 @@ def time_variant(variant: Variant, device: str, batch_size: int, steps: int, war
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
     channels_last = cuda if variant.channels_last is None else variant.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     configs = [RunConfig(arch=variant.arch, init="default", batch_size=batch_size, seed=k) for k in range(variant.pack)]
@@ -165,8 +163,11 @@ def time_variant(variant: Variant, device: str, batch_size: int, steps: int, war
     if variant.compile and not step.compiled:
         out["note"] = "compile FAILED, timed eagerly: " + " | ".join(messages)
     if profile_path is not None:
-        out["profile"] = write_profile(lambda count: run(count, 2000), dev, profile_steps, profile_path,
-                                       f"{variant.label}, batch {batch_size} per run")
+        try:  # a profiler failure must not cost the row its timing
+            out["profile"] = write_profile(lambda count: run(count, 2000), dev, profile_steps, profile_path,
+                                           f"{variant.label}, batch {batch_size} per run")
+        except Exception as err:
+            out["note"] = f"profile FAILED: {type(err).__name__}: {str(err)[:200]}"
     if eval_images:
         eval_loader = DeviceLoader(torch.randint(0, 256, (eval_images, 32, 32, 3), dtype=torch.uint8),
                                    torch.randint(0, 10, (eval_images,)), configs[0].eval_batch_size, device=dev,
@@ -379,7 +380,7 @@ def search(bench: Bench, arch: str = "resnet56", others=("resnet20", "resnet110"
     eager = {}
     for pack, dense, layout in SWEEP:
         variant = Variant(arch, pack, dense_channels=dense, channels_last=None if layout is None else not cuda)
-        row = bench.run(variant, role="sweep")
+        row = bench.run(variant, role="sweep", profile="packed-eager" if variant == Variant(arch, DEFAULT_PACK) else None)
         if row is not None:
             eager[variant] = row["s_per_run_epoch"]
     ranked = sorted((v for v in eager if (v.pack, v.dense_channels, v.channels_last) != (8, 0, None)), key=eager.get)

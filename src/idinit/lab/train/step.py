@@ -115,6 +115,10 @@ class TrainStep:
         if compile_mode not in COMPILE_MODES:
             raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         self.configs, self.optimizers, self.log = configs, optimizers, log
+        if device_type == "cuda":
+            # cuDNN times its algorithms on each new shape once and keeps the fastest; without this
+            # it picks by heuristics, which can be several times slower for grouped convolutions.
+            torch.backends.cudnn.benchmark = True
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * configs[0].epochs
         self.eager = make_forward_loss(forward, configs, amp, device_type, shard)
