@@ -115,6 +115,8 @@ def time_variant(variant: Variant, device: str, batch_size: int, steps: int, war
 
     dev = torch.device(device)
     cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
     channels_last = cuda if variant.channels_last is None else variant.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     configs = [RunConfig(arch=variant.arch, init="default", batch_size=batch_size, seed=k) for k in range(variant.pack)]
@@ -159,7 +161,8 @@ def time_variant(variant: Variant, device: str, batch_size: int, steps: int, war
     seconds = time.perf_counter() - t0
     images_per_s = variant.pack * batch_size * steps / seconds
     out = {"step_s": seconds / steps, "images_per_s": images_per_s, "s_per_run_epoch": EPOCH_IMAGES / images_per_s,
-           "warmup_s": warmup_s, "start": t0, "end": t0 + seconds, "compiled": step.compiled}
+           "warmup_s": warmup_s, "start": t0, "end": t0 + seconds, "compiled": step.compiled,
+           "peak_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else None}
     if variant.compile and not step.compiled:
         out["note"] = "compile FAILED, timed eagerly: " + " | ".join(messages)
     if profile_path is not None:
@@ -349,6 +352,7 @@ class Bench:
                **{k: v for k, v in result.items() if k not in ("start", "end")}}
         self.rows.append(row)
         extra = f", eval {row['eval_s_per_run']:.3f} s per run" if "eval_s_per_run" in row else ""
+        extra += f", peak {row['peak_gib']:.1f} GiB" if row.get("peak_gib") is not None else ""
         print(f"  {label:<46} {row['s_per_run_epoch']:>7.3f} s/run-epoch  {row['images_per_s']:>9.0f} img/s  "
               f"step {1e3 * row['step_s']:>7.1f} ms  warm-up {row['warmup_s']:>5.1f} s{extra}"
               f"{'  ' + row['note'] if 'note' in row else ''}", flush=True)
@@ -371,7 +375,7 @@ DEFAULT_PACK = 8  # issue 12's packed reference: `idinit run --pack 8` as it tra
 # The eager sweep of the search: (pack size, dense_channels). Dense convolutions trade N times the
 # multiply-adds for dense tensor-core kernels, so they are tried on the narrow layers and small packs.
 # The last row: the grouped pack in the other layout than the device's default.
-SWEEP = ((8, 0, None), (16, 0, None), (8, 16, None), (4, 16, None), (4, 64, None), (8, 0, "other"))
+SWEEP = ((8, 0, None), (16, 0, None), (8, 16, None), (4, 16, None), (4, 32, None), (4, 64, None), (8, 0, "other"))
 
 
 def search(bench: Bench, arch: str = "resnet56", others=("resnet20", "resnet110")) -> None:
