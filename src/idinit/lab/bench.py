@@ -13,11 +13,12 @@ Two plans:
 
 - fixed rows (``run_bench(packed=(8,), concurrent=(4,))``): eager, compiled, N processes at once,
   N packed;
-- ``search=True`` (issue 12): references (one run eager; ``--pack 8`` as ``idinit run`` trains it
-  today, with its profile), then a cheap eager sweep over pack sizes and dense (block-diagonal)
-  convolutions, the best two of those compiled (with the best one's profile), then ResNet-20 /
-  ResNet-110 rows and a compile-mode row while the time budget lasts. Each row is wrapped: a
-  failure or a row over its time limit prints its error and the others go on.
+- ``search_plan=True`` (``idinit bench --search``, issue 12): references (one run eager; ``--pack 8``
+  as ``idinit run`` trained it before this search, with its profile), an eager sweep of pack sizes,
+  dense (block-diagonal) convolutions and the other layout (:data:`SWEEP`), the best two of those
+  compiled (the best one profiled), then the best setting on the other architectures and without
+  CUDA graphs, while the time budget lasts. Each row is wrapped: a failure, or a row past its time
+  limit, prints its error and the others go on.
 """
 from __future__ import annotations
 
@@ -381,7 +382,7 @@ SWEEP = ((8, 0, None), (16, 0, None), (8, 16, None), (4, 16, None), (4, 32, None
 def search(bench: Bench, arch: str = "resnet56", others=("resnet20", "resnet110")) -> None:
     """Issue 12's search on ``arch`` (see the module docstring), then the best setting on ``others``."""
     cuda = bench.cuda
-    print(f"[{arch}] references: one run eager; --pack 8 as idinit run trains it today", flush=True)
+    print(f"[{arch}] references: one run eager; --pack {DEFAULT_PACK} as idinit run trained it so far", flush=True)
     bench.run(Variant(arch), role="eager alone", eval=True)
     default = Variant(arch, DEFAULT_PACK, compile=cuda)
     bench.run(default, role="packed default", profile="packed-default", eval=True)
@@ -392,7 +393,7 @@ def search(bench: Bench, arch: str = "resnet56", others=("resnet20", "resnet110"
         row = bench.run(variant, role="sweep", profile="packed-eager" if variant == Variant(arch, DEFAULT_PACK) else None)
         if row is not None:
             eager[variant] = row["s_per_run_epoch"]
-    ranked = sorted((v for v in eager if (v.pack, v.dense_channels, v.channels_last) != (8, 0, None)), key=eager.get)
+    ranked = sorted((v for v in eager if v != Variant(arch, DEFAULT_PACK)), key=eager.get)  # the default is compiled
     candidates = [dataclasses.replace(v, compile=cuda) for v in ranked[:2]]
     if cuda and candidates:
         print(f"[{arch}] the sweep's best two layouts, compiled", flush=True)
