@@ -99,6 +99,7 @@ def test_a_dense_pack_trains_every_member_as_train_run_would(tmp_path):
     for config, summary in zip(configs, packed):
         alone = train_run(config, tmp_path / "alone" / config.name, data=data, **EXACT)
         assert summary["final_eval_acc"] == alone["final_eval_acc"]
+        assert summary["dense_channels"] == 16 and "dense_channels" not in alone
         w_pack = torch.load(tmp_path / "pack" / config.name / "checkpoint.pt", weights_only=True)["model"]
         w_alone = torch.load(tmp_path / "alone" / config.name / "checkpoint.pt", weights_only=True)["model"]
         for key in w_alone:

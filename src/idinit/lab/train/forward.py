@@ -3,7 +3,7 @@
 - :func:`alone`: one model, one batch.
 - :func:`packed`: N CIFAR ResNets of one architecture as one grouped network
   (:class:`~idinit.lab.models.packed_resnet.PackedCifarResNet`; ~3x the images/s of one compiled
-  model on an H200). Which runs can share a pack: :func:`packable`, :func:`pack_key`,
+  model on an H200), its narrow convolutions optionally dense block-diagonal (:data:`DENSE_CHANNELS`). Which runs can share a pack: :func:`packable`, :func:`pack_key`,
   :func:`plan_packs`.
 
 Both return a :class:`Forward`, whose ``train(xs)`` takes one batch per member and ``eval(x)`` one

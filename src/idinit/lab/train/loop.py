@@ -285,6 +285,8 @@ def _summary(folder: RunFolder, records, finished, compiled, rt, packed, write=T
     summary = {**summarise(records, config.target_accuracy), "finished": finished, "run_id": config.run_id,
                "name": config.name, "seed": config.seed, "compiled": compiled, "amp": rt["amp"],
                "channels_last": rt["channels_last"], **({"packed": packed} if packed else {}),
+               **({"compile_mode": rt["compile_mode"]} if compiled else {}),
+               **({"dense_channels": rt["dense_channels"]} if packed and rt["dense_channels"] else {}),
                "dtype": str(rt["dtype"]).removeprefix("torch."), "device": _device_name(rt["device"]),
                "torch": torch.__version__, "python": platform.python_version()}
     if write:

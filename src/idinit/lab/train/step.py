@@ -10,7 +10,8 @@ members' logits differs (:mod:`idinit.lab.train.forward`).
 
 ``torch.compile`` (mode :data:`COMPILE_MODE` unless told: ``"reduce-overhead"`` replays the
 compiled kernels as CUDA graphs) wraps the differentiable part on CUDA; if it fails on the first
-step of a call, the step says so and goes on eagerly.
+step of a call, the step says so and goes on eagerly. On CUDA the step also turns on cuDNN's
+autotuning (``torch.backends.cudnn.benchmark``). ``idinit bench`` times this step.
 """
 from __future__ import annotations
 
