@@ -162,8 +162,8 @@ def _is_fsdp_hook(hook) -> bool:
 
 @contextlib.contextmanager
 def unsharded_view(model: nn.Module) -> Iterator[None]:
-    """For the duration, ``model`` looks unsharded: every DTensor parameter (and every buffer of an
-    FSDP2 module) is a meta tensor of its global shape, FSDP2's forward hooks are set aside and each
+    """For the duration, ``model`` looks unsharded: every DTensor parameter and every buffer is a meta
+    tensor of its global shape, FSDP2's forward hooks are set aside and each
     FSDP2 module has its own class again (``FSDPLlamaForCausalLM`` is ``LlamaForCausalLM``). Role
     detection runs the forward pass on it without communicating or allocating. A no-op on a model
     with no DTensor parameter."""
@@ -189,11 +189,11 @@ def unsharded_view(model: nn.Module) -> Iterator[None]:
             for n, p in m._parameters.items():
                 if p is not None and is_dtensor(p):
                     m._parameters[n] = meta_of(p)
-            if not fsdp:
-                continue
-            for n, b in m._buffers.items():
+            for n, b in m._buffers.items():  # the forward pass runs on meta: no buffer on another device
                 if b is not None:
                     m._buffers[n] = meta_of(b)
+            if not fsdp:
+                continue
             for d in hook_dicts:
                 for key in [k for k, hook in getattr(m, d).items() if _is_fsdp_hook(hook)]:
                     del getattr(m, d)[key]
