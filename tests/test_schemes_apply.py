@@ -182,3 +182,24 @@ def test_fused_projections_are_filled_block_by_block():
     idinit.init_(mha, loose=0.0)
     for block in mha.in_proj_weight.detach().chunk(3, 0):
         assert torch.equal(block, torch.eye(16))
+
+
+@pytest.mark.parametrize("scheme", ["kaiming", "xavier"])
+def test_transposed_weights_draw_with_the_fans_of_their_layer(scheme):
+    """HF Conv1D (stored (in, out)) and ConvTranspose (stored (in, out, k)) are drawn in place, straight
+    into their storage, with the fans of the (out, in) layer they are (8 and 512 here, which the stored
+    shape swaps): the spread is torch.nn.init's on a tensor of the layer's shape."""
+    from transformers.pytorch_utils import Conv1D
+
+    for layer, inputs, layout in ((Conv1D(512, 8), torch.randn(1, 3, 8), "t"),
+                                  (nn.ConvTranspose1d(8, 512, 1), torch.randn(1, 8, 5), "transpose01")):
+        model = nn.Sequential(layer)
+        entry = idinit.plan(model, scheme, example_inputs=(inputs,))["0.weight"]
+        assert entry.layout == layout and entry.init.startswith(scheme)
+        shape = (512, 8) if layout == "t" else (512, 8, 1)
+        want = _std(getattr(nn.init, entry.init)(torch.empty(shape), **entry.args))
+        with torch.no_grad():
+            layer.weight.fill_(float("nan"))
+        idinit.plan(model, scheme, example_inputs=(inputs,)).apply(model, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(layer.weight).all()
+        assert abs(_std(layer.weight) / want - 1) < 0.1, (layout, _std(layer.weight), want)
