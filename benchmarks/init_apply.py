@@ -3,11 +3,14 @@
     python benchmarks/init_apply.py [--device cuda] [--models gpt2 llama-7b] [--repeat 10] [--out FILE]
 
 Each model is built on the meta device from a Hugging Face config and materialised with ``to_empty``
-(the way large models are made), then these rows are timed on it (median of ``--repeat`` runs after
-one warm-up; CUDA timings synchronise before and after each run):
+(the way large models are made), then these rows are timed on it, interleaved: one warm-up round, then
+``--repeat`` rounds in which every row runs once (so that a load coming and going on a shared machine
+weighs on every row alike), the median per row; CUDA timings synchronise before and after each run:
 
 - ``plan``: ``idinit.plan(model)`` (once; role detection, nothing written);
-- ``apply idinit`` / ``apply kaiming``: ``Plan.apply`` of the ``idinit`` and ``kaiming`` plans;
+- ``apply idinit`` / ``apply kaiming``: ``Plan.apply`` of the ``idinit`` and ``kaiming`` plans, with the
+  embeddings kept (``reset_kept=False``: the pattern writer alone) and, for ``idinit``, with them drawn by
+  the model's own init (the plan ``init_`` applies);
 - ``zero_() floor``: ``p.zero_()`` on every parameter, the cost of writing every weight once;
 - ``HF _init_weights``: ``model._init_weights(m)`` on every module (the model's own init);
 - ``kaiming_uniform_ loop``: ``kaiming_uniform_(a=sqrt(5))`` on every matrix, ``zero_()`` elsewhere;
@@ -65,23 +68,34 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_ms(step, device: str, repeat: int, budget_s: float) -> tuple[float, int]:
-    """Median wall time of ``step`` (ms) over at most ``repeat`` runs after a warm-up, fewer when the
-    warm-up shows that ``repeat`` runs would not fit in ``budget_s``; also how many runs were timed."""
+def _run_ms(step, device: str) -> float:
     sync(device)
     t0 = time.perf_counter()
-    step()  # warm-up
+    step()
     sync(device)
-    warm = time.perf_counter() - t0
-    runs = max(1, min(repeat, int(budget_s / max(warm, 1e-6))))
-    times = []
-    for _ in range(runs):
-        sync(device)
-        t0 = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3, runs
+    return (time.perf_counter() - t0) * 1e3
+
+
+def interleaved_medians(steps: dict, device: str, repeat: int, budget_s: float) -> tuple[dict, int]:
+    """Median wall time (ms) of each of ``steps`` over rounds in which every step runs once, after one
+    warm-up round: a load that comes and goes on a shared machine then weighs on every row alike. At
+    most ``repeat`` rounds, fewer when the warm-up shows they would not fit in ``budget_s`` per step.
+    A step that raises is left out (its error, not a time, is returned for it)."""
+    warm, failed = {}, {}
+    for label, step in steps.items():
+        try:
+            warm[label] = _run_ms(step, device)
+        except Exception as error:  # one failing row must not hide the others
+            traceback.print_exc()
+            failed[label] = error
+    rounds = max(1, min(repeat, int(budget_s * 1e3 * max(len(warm), 1) / max(sum(warm.values()), 1e-3))))
+    times: dict = {label: [] for label in warm}
+    for _ in range(rounds):
+        for label in warm:
+            times[label].append(_run_ms(steps[label], device))
+    found = {label: statistics.median(t) for label, t in times.items()}
+    found.update(failed)
+    return found, rounds
 
 
 def _rss_peak_reset() -> int:
@@ -175,12 +189,6 @@ def bench_model(name: str, device: str, repeat: int, budget_s: float) -> tuple[s
         rows.append((label, value, note))
         print(f"  {label}: {value:.3f}  {note}", flush=True)
 
-    def timed(step):
-        def measure():
-            ms, runs = median_ms(step, device, repeat, budget_s)
-            return ms, ("" if runs == repeat else f"median of {runs}")
-        return measure
-
     def make_plan(key: str, scheme: str, reset_kept: bool):
         def measure():
             t0 = time.perf_counter()
@@ -190,21 +198,36 @@ def bench_model(name: str, device: str, repeat: int, budget_s: float) -> tuple[s
         return measure
 
     def apply(key: str, with_generator: bool):
-        step = (lambda: plans[key].apply(model, generator=generator)) if with_generator else \
+        if key not in plans:
+            return None
+        return (lambda: plans[key].apply(model, generator=generator)) if with_generator else \
             seeded(lambda: plans[key].apply(model))
-        return timed(step)
 
-    row("zero_() floor", timed(zero_floor(params)))
     row("plan (once)", make_plan("idinit", "idinit", True))
     row("plan, reset_kept=False (once)", make_plan("idinit-kept", "idinit", False))
     row("plan kaiming, reset_kept=False (once)", make_plan("kaiming-kept", "kaiming", False))
-    # the pattern writer alone: embeddings kept (reset_kept=False), everything else written by idinit
-    row("apply idinit, embeddings kept", apply("idinit-kept", True))
-    # the whole plan: the embeddings (and any other kept parameter) get the model's own init
-    row("apply idinit, embeddings by the model's init", apply("idinit", False))
-    row("apply kaiming, embeddings kept", apply("kaiming-kept", True))
-    row("HF _init_weights", timed(seeded(hf_init(model))))
-    row("kaiming_uniform_ loop", timed(kaiming_loop(params)))
+    steps = {
+        "zero_() floor": zero_floor(params),
+        # the pattern writer alone: embeddings kept (reset_kept=False), everything else written by idinit
+        "apply idinit, embeddings kept": apply("idinit-kept", True),
+        # the whole plan: the embeddings (and any other kept parameter) get the model's own init
+        "apply idinit, embeddings by the model's init": apply("idinit", False),
+        "apply kaiming, embeddings kept": apply("kaiming-kept", True),
+        "HF _init_weights": seeded(hf_init(model)),
+        "kaiming_uniform_ loop": kaiming_loop(params),
+    }
+    medians, rounds = interleaved_medians({k: v for k, v in steps.items() if v is not None}, device, repeat,
+                                          budget_s)
+    timed_note = "" if rounds == repeat else f"median of {rounds}"
+    planned, rows[:] = rows[:], []
+    for label in steps:
+        found = medians.get(label, RuntimeError("its plan failed"))
+        if isinstance(found, Exception):
+            rows.append((label, float("nan"), f"failed: {type(found).__name__}: {str(found)[:200]}"))
+        else:
+            rows.append((label, found, timed_note))
+        print(f"  {label}: {rows[-1][1]:.3f}  {rows[-1][2]}", flush=True)
+    rows.extend(planned)
     for reset_kept in (False, True):
         def measure(reset_kept=reset_kept):
             extra, ms = peak_extra_bytes(lambda: idinit.init_(model, reset_kept=reset_kept, generator=generator),
@@ -244,8 +267,11 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=None,
                         help="time for the timed runs of one row: fewer runs when they would not fit "
                              "(default 10 s on CUDA, 120 s on CPU)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--out", default=None, help="also write the markdown report to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cuda = args.device.startswith("cuda")
     models = ["tiny"] if args.tiny else args.models or (["llama-7b", "gpt2"] if cuda else
                                                         ["gpt2", "gpt2-medium", "llama-1b"])
