@@ -36,7 +36,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from idinit.sharded import gathered
+from idinit.sharded import gathered, is_dtensor
 
 __all__ = ["unwrap", "describe", "run_model_init", "run_on_parameters", "modules_holding_only", "rebuild_buffers",
            "tie_hf_weights", "seeded_from"]
@@ -223,10 +223,21 @@ def run_on_parameters(model: nn.Module, names: set[str], watched: set[str], prot
         for n in saved:
             params[n].fill_(float("nan"))
         run_model_init(model, {n.rpartition(".")[0] for n in names}, protected)
-        unwritten = {n for n in saved if torch.isnan(params[n]).any()}
+        unwritten = {n for n in saved if _has_nan(params[n])}
         for n in unwritten:
             params[n].copy_(saved[n])
     return unwritten
+
+
+def _has_nan(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds a NaN, read in slices of 4M elements: ``isnan`` of a whole embedding
+    would hold a mask of its size (the peak memory of ``init_`` is the model plus its largest tensor:
+    that tensor is the copy of the kept parameter). A DTensor is asked as a whole, so that every rank
+    gets the same answer."""
+    if is_dtensor(tensor) or tensor.numel() <= 1 << 22:
+        return bool(torch.isnan(tensor).any())
+    flat = tensor.detach().reshape(-1)  # a parameter is contiguous: a view
+    return any(bool(torch.isnan(piece).any()) for piece in flat.split(1 << 22))
 
 
 def modules_holding_only(model: nn.Module, untouched: set[str]) -> set[str]:
