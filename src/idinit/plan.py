@@ -158,6 +158,26 @@ class Plan:
         on each rank its part of the unsharded result. Norm layers whose parameters are initialised
         also get their running statistics reset. Returns the plan.
         """
+        jobs, calls, noisy, resets = self._check(model, generator)
+        with torch.no_grad():
+            _reset_modules(model, resets, {e.name for e in self.entries if e.init == "keep"})
+            fill(jobs, draw_seed(generator) if noisy else None)
+            for e, param in calls:
+                if param.device.type != "meta":
+                    view = _view(param, e.layout)
+                    for block in _blocks(view, e.blocks):
+                        _fill(block, e.init, e.args, generator)
+            norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
+                     and e.init != "keep"}
+            for name in norms:
+                module = model.get_submodule(name)
+                if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
+                    module.reset_running_stats()
+        return self
+
+    def _check(self, model: nn.Module, generator: torch.Generator | None):
+        """Everything :meth:`apply` checks before its first write; returns what it writes: the pattern
+        jobs, the ``torch.nn.init`` calls, whether noise is drawn, the modules it resets."""
         params = dict(model.named_parameters())
         jobs, calls, devices, noisy = [], [], set(), False
         for e in self.entries:
@@ -187,21 +207,7 @@ class Plan:
         if resets and generator is not None:
             raise ValueError("this plan calls modules' reset_parameters() (the 'default' scheme, reset_kept=True), "
                              "which draw from the global RNG and take no generator: seed with torch.manual_seed()")
-        with torch.no_grad():
-            _reset_modules(model, resets, {e.name for e in self.entries if e.init == "keep"})
-            fill(jobs, draw_seed(generator) if noisy else None)
-            for e, param in calls:
-                if param.device.type != "meta":
-                    view = _view(param, e.layout)
-                    for block in _blocks(view, e.blocks):
-                        _fill(block, e.init, e.args, generator)
-            norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
-                     and e.init != "keep"}
-            for name in norms:
-                module = model.get_submodule(name)
-                if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
-                    module.reset_running_stats()
-        return self
+        return jobs, calls, noisy, resets
 
 
 def _fmt(value: Any) -> str:
@@ -499,6 +505,9 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
         p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
                  reset_kept=reset_kept, use_registry=use_registry, keep_model_values=keep_model_values, loose=loose,
                  conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
+        # what apply() will write is checked before anything is (the own init included): a value the dtype
+        # cannot hold refuses the call with the buffers put back (issue 13 §4)
+        _written(p)._check(model, generator)
     if retied:
         p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
     p.states = {**rebuilt, **p.states}
@@ -515,6 +524,11 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
         p.notes.append(f"{len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}; after to_empty() "
                        "they hold uninitialised memory: set them yourself")
     # the own init is done: apply() writes the rest (it would run reset_parameters entries again)
-    written = [dataclasses.replace(e, init="keep") if e.init == "reset_parameters" else e for e in p.entries]
-    Plan(p.model_name, p.scheme, p.options, written, p.source, p.residual, p.notes, p.states).apply(model, generator)
+    _written(p).apply(model, generator)
     return p
+
+
+def _written(p: Plan) -> Plan:
+    """What :func:`init_` applies after the model's own init: ``p`` with its own-init entries kept."""
+    written = [dataclasses.replace(e, init="keep") if e.init == "reset_parameters" else e for e in p.entries]
+    return Plan(p.model_name, p.scheme, p.options, written, p.source, p.residual, p.notes, p.states)

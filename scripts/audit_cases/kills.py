@@ -1,0 +1,2 @@
+def run(scratch, n, seed):
+    return []
