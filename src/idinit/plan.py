@@ -25,6 +25,7 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
+from idinit.kinds import MATRIX_KINDS, kind_of
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
@@ -51,7 +52,7 @@ _INITIALISERS = {
 }
 _RANDOM = {"identity_", "channel_identity_", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_",
            "xavier_normal_", "orthogonal_", "normal_", "uniform_"}
-INITIALISERS = tuple(_INITIALISERS) + ("ones_", "zeros_", "reset_parameters", "keep")
+INITIALISERS = tuple(_INITIALISERS) + ("ones_", "zeros_", "reset_parameters", "keep", "weight_norm_g")
 
 
 @dataclass
@@ -159,14 +160,19 @@ class Plan:
         also get their running statistics reset. Returns the plan.
         """
         jobs, calls, noisy, resets = self._check(model, generator)
+        params = dict(model.named_parameters())
         with torch.no_grad():
             _reset_modules(model, resets, {e.name for e in self.entries if e.init == "keep"})
             fill(jobs, draw_seed(generator) if noisy else None)
             for e, param in calls:
-                if param.device.type != "meta":
-                    view = _view(param, e.layout)
-                    for block in _blocks(view, e.blocks):
-                        _fill(block, e.init, e.args, generator)
+                if param.device.type == "meta":
+                    continue
+                if e.init == "weight_norm_g":  # after its direction v is written: g = |v|, so g v / |v| = v
+                    param.copy_(torch.norm_except_dim(params[e.args["direction"]], 2, e.args["dim"]))
+                    continue
+                view = _view(param, e.layout)
+                for block in _blocks(view, e.blocks):
+                    _fill(block, e.init, e.args, generator)
             norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
                      and e.init != "keep"}
             for name in norms:
@@ -199,6 +205,8 @@ class Plan:
                     devices.add(job.local.device)
             else:
                 tensor_init.writable(param, e.name)
+                if e.init == "weight_norm_g" and e.args.get("direction") not in params:
+                    raise ValueError(f"{e.name}: weight_norm_g needs args direction= (the parameter v), got {e.args}")
                 calls.append((e, param))
                 if param.device.type != "meta":
                     devices.add(local_of(param).device)
@@ -441,6 +449,7 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         if entry.init == "reset_parameters":
             entry.note = _join(entry.note, f"the model's own init: {own}")
         entries.append(entry)
+    entries = _parametrized(model, entries, scheme, options, found.residual)
     p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes,
              _norm_states(model, entries))
     if p.unclassified:
@@ -451,6 +460,64 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p
+
+
+def _parametrized(model: nn.Module, entries: list[PlanEntry], scheme: str, options: dict,
+                  residual: bool) -> list[PlanEntry]:
+    """Rows for the original tensors of parametrized weights (``torch.nn.utils.parametrize``), which no
+    detection rule places (the weight a layer uses is recomputed from them on every access; writing it is
+    lost). ``weight_norm`` (``weight = g v / |v|``): ``v`` gets the pattern the layer's type gives and
+    ``g = |v|`` (row norms), so the recomputed weight is the planned one. Any other parametrization
+    (``spectral_norm``, ``orthogonal``, a user's) has no inverse that keeps a pattern as it is: its
+    originals are kept, and the row says so. Rows the user placed (``overrides=``, tags) stay as they are."""
+    from torch.nn.utils import parametrize
+
+    originals: dict[str, tuple[str, str, nn.Module]] = {}
+    for name, module in model.named_modules():
+        if parametrize.is_parametrized(module):
+            for tensor, chain in module.parametrizations.items():
+                prefix = f"{name}.parametrizations.{tensor}." if name else f"parametrizations.{tensor}."
+                for local, _ in chain.named_parameters(recurse=False):
+                    originals[prefix + local] = (name, tensor, chain)
+    if not originals:
+        return entries
+    out = []
+    for e in entries:
+        if e.name not in originals or e.role != "unclassified":
+            out.append(e)
+            continue
+        name, tensor, chain = originals[e.name]
+        module = model.get_submodule(name)
+        what = " + ".join(type(f).__name__.lstrip("_") for f in chain)
+        kind = kind_of(module, tensor, getattr(module, tensor))
+        weight = f"{name}.{tensor}" if name else tensor
+        local = e.name.rpartition(".")[2]
+        if what == "WeightNorm" and kind in MATRIX_KINDS and kind != "fused_qkv":
+            if local == "original1":
+                init, args = assign(scheme, "identity", kind, options, residual)
+                if init in ("reset_parameters", "keep"):
+                    init, args = "keep", {}
+                layout = {"linear_t": "t", "conv_transpose": "transpose01" if getattr(module, "groups", 1) == 1
+                          else "stored"}.get(kind, "rows")
+                out.append(dataclasses.replace(
+                    e, role="identity", init=init, args=args, source="type", layout=layout, kind=kind,
+                    note=f"v of weight_norm({weight}): the weight recomputed as g v / |v| with g = |v| is this pattern; "
+                         "role from the layer type alone (the graph is not read through a parametrization): "
+                         f"overrides={{'{e.name}': role}} places it as a stem, branch end or head"))
+            else:
+                dim = chain[0].dim
+                out.append(dataclasses.replace(
+                    e, role="scale", init="weight_norm_g" if scheme != "default" else "keep",
+                    args={"direction": e.name.removesuffix("original0") + "original1", "dim": dim}
+                    if scheme != "default" else {}, source="type",
+                    note=f"g of weight_norm({weight}): the norms of v once v is written"))
+            continue
+        out.append(dataclasses.replace(
+            e, role="keep", init="keep", args={}, source="parametrization",
+            note=f"original of the {what} parametrization of {weight}: kept as the parametrization made it; the "
+                 f"weight is recomputed from it on every access, and only weight_norm has an inverse that keeps "
+                 "a planned pattern unchanged"))
+    return out
 
 
 def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> None:
