@@ -77,7 +77,8 @@ def classify(case) -> dict:
     verdict = case.check(result, seen)
     if verdict is True:
         return {"outcome": OK, "detail": "; ".join(seen)[:300]}
-    return {"outcome": SILENT, "detail": str(verdict)[:400]}
+    # a check may say the outcome was a refusal of the wrong kind (the command line's exit code, traceback)
+    return {"outcome": WRONG if str(verdict).startswith("wrong kind") else SILENT, "detail": str(verdict)[:400]}
 
 
 def digest(*parts) -> str:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import pathlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 ERRORS = (ValueError, TypeError, RuntimeError)
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 @dataclass
