@@ -30,10 +30,10 @@ def _train(kind: str, folder: str) -> None:
     """The training a child process runs (forked: the imports and data are the parent's)."""
     torch.set_num_threads(1)
     if kind == "cifar":
-        config = RunConfig(name="k", **{**TINY, "epochs": 6})
+        config = RunConfig(name="k", **{**TINY, "epochs": 4})
         train_run(config, folder, data=_DATA["cifar"], dtype=torch.float64, log=lambda m: None)
     else:
-        config = TextRunConfig(name="k", arch="transformer", init="idinit", dataset="trec6", epochs=5, batch_size=40,
+        config = TextRunConfig(name="k", arch="transformer", init="idinit", dataset="trec6", epochs=3, batch_size=40,
                                optimizer="adam", lr=1e-3)
         train_text_run(config, folder, data=_DATA["text"], log=lambda m: None)
 
@@ -87,7 +87,8 @@ def run(scratch, kills: int, seed: int) -> list[dict]:
     for kind in kinds:
         durations[kind] = _complete(kind, scratch / f"reference-{kind}")
         references[kind] = _end_state(scratch / f"reference-{kind}")
-    per_sequence = 4
+    epochs = {"cifar": 4, "text": 3}
+    per_sequence = 2
     sequence = 0
     t_start = time.time()
     while len(rows) < kills:
@@ -95,17 +96,17 @@ def run(scratch, kills: int, seed: int) -> list[dict]:
         folder = scratch / f"{kind}-{sequence}"
         mine = []
         while len(mine) < min(per_sequence, kills - len(rows)):
+            done = len(read_records(folder / rec.RECORDS))
+            # a moment in what is left of the training (its start included: preparing, resuming)
+            moment = rng.uniform(0.0, durations[kind] * (1 - done / epochs[kind]))
             child = _start(kind, folder)
-            moment = rng.uniform(0.0, durations[kind])
             child.join(moment)
-            if not child.is_alive():  # it finished first: not a kill; the next draw is earlier
-                durations[kind] *= 0.9
-                continue
+            if not child.is_alive():  # it finished first: no kill; the sequence ends here
+                break
             os.kill(child.pid, signal.SIGKILL)
             child.join()
-            epochs = len(read_records(folder / rec.RECORDS))
-            mine.append({"kind": kind, "sequence": sequence, "moment_s": round(moment, 3),
-                         "epochs_recorded_when_killed": epochs})
+            mine.append({"kind": kind, "sequence": sequence, "moment_s": round(moment, 3), "epochs_before": done,
+                         "epochs_recorded_when_killed": len(read_records(folder / rec.RECORDS))})
         try:
             _complete(kind, folder)
             verdict = _same(_end_state(folder), references[kind])
