@@ -43,8 +43,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from audit_cases import kills, lab, model, tensor  # noqa: E402
-
 CLEAR, OK, SILENT, CHANGED, WRONG = ("clear error", "accepted, correct", "silent wrong result",
                                      "change before error", "wrong kind")
 OUTCOMES = (CLEAR, OK, SILENT, CHANGED, WRONG)
@@ -110,6 +108,7 @@ def main(argv=None) -> int:
                         help="run only these parts (repeatable); default all")
     args = parser.parse_args(argv)
     parts = args.only or ["tensor", "model", "lab", "kill"]
+    from audit_cases import kills, lab, model, tensor  # the cases import the whole lab: only when run
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
