@@ -29,7 +29,7 @@ from idinit.kinds import MATRIX_KINDS, kind_of
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
-from idinit.sharded import local_of
+from idinit.sharded import full_size, local_of, unsharded_view
 from idinit.schemes import assign, blocks_of, check_options, needs_positions
 
 Scheme = Literal["idinit", "kaiming", "xavier", "orthogonal", "default", "zero_gamma", "zero"]
@@ -159,6 +159,7 @@ class Plan:
         on each rank its part of the unsharded result. Norm layers whose parameters are initialised
         also get their running statistics reset. Returns the plan.
         """
+        model = model_init.unwrap(model)
         jobs, calls, noisy, resets = self._check(model, generator)
         params = dict(model.named_parameters())
         with torch.no_grad():
@@ -170,9 +171,12 @@ class Plan:
                 if e.init == "weight_norm_g":  # after its direction v is written: g = |v|, so g v / |v| = v
                     param.copy_(torch.norm_except_dim(params[e.args["direction"]], 2, e.args["dim"]))
                     continue
-                view = _view(param, e.layout)
-                for block in _blocks(view, e.blocks):
+                # a DTensor: drawn on a full-size tensor, the rank's part kept (the unsharded draw)
+                target, box = full_size(param)
+                for block in _blocks(_view(target, e.layout), e.blocks):
                     _fill(block, e.init, e.args, generator)
+                if box is not None:
+                    local_of(param).copy_(target[box])
             norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
                      and e.init != "keep"}
             for name in norms:
@@ -423,7 +427,7 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
              "branch_end_norm": branch_end_norm}
     options = check_options(scheme, {k: v for k, v in given.items() if v is not None})
-    with _state_restored(model):
+    with _state_restored(model), unsharded_view(model):  # an FSDP2 model: planned as unsharded, on meta
         found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme), keep_model_values)
     entries = []
     for name, info in found.params.items():
