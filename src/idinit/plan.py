@@ -25,7 +25,7 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
-from idinit.kinds import MATRIX_KINDS, kind_of
+from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
@@ -453,7 +453,7 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         if entry.init == "reset_parameters":
             entry.note = _join(entry.note, f"the model's own init: {own}")
         entries.append(entry)
-    entries = _parametrized(model, entries, scheme, options, found.residual)
+    entries = parametrized_rows(model, entries, scheme, options, found.residual)
     p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes,
              _norm_states(model, entries))
     if p.unclassified:
@@ -464,64 +464,6 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
         warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
     return p
-
-
-def _parametrized(model: nn.Module, entries: list[PlanEntry], scheme: str, options: dict,
-                  residual: bool) -> list[PlanEntry]:
-    """Rows for the original tensors of parametrized weights (``torch.nn.utils.parametrize``), which no
-    detection rule places (the weight a layer uses is recomputed from them on every access; writing it is
-    lost). ``weight_norm`` (``weight = g v / |v|``): ``v`` gets the pattern the layer's type gives and
-    ``g = |v|`` (row norms), so the recomputed weight is the planned one. Any other parametrization
-    (``spectral_norm``, ``orthogonal``, a user's) has no inverse that keeps a pattern as it is: its
-    originals are kept, and the row says so. Rows the user placed (``overrides=``, tags) stay as they are."""
-    from torch.nn.utils import parametrize
-
-    originals: dict[str, tuple[str, str, nn.Module]] = {}
-    for name, module in model.named_modules():
-        if parametrize.is_parametrized(module):
-            for tensor, chain in module.parametrizations.items():
-                prefix = f"{name}.parametrizations.{tensor}." if name else f"parametrizations.{tensor}."
-                for local, _ in chain.named_parameters(recurse=False):
-                    originals[prefix + local] = (name, tensor, chain)
-    if not originals:
-        return entries
-    out = []
-    for e in entries:
-        if e.name not in originals or e.role != "unclassified":
-            out.append(e)
-            continue
-        name, tensor, chain = originals[e.name]
-        module = model.get_submodule(name)
-        what = " + ".join(type(f).__name__.lstrip("_") for f in chain)
-        kind = kind_of(module, tensor, getattr(module, tensor))
-        weight = f"{name}.{tensor}" if name else tensor
-        local = e.name.rpartition(".")[2]
-        if what == "WeightNorm" and kind in MATRIX_KINDS and kind != "fused_qkv":
-            if local == "original1":
-                init, args = assign(scheme, "identity", kind, options, residual)
-                if init in ("reset_parameters", "keep"):
-                    init, args = "keep", {}
-                layout = {"linear_t": "t", "conv_transpose": "transpose01" if getattr(module, "groups", 1) == 1
-                          else "stored"}.get(kind, "rows")
-                out.append(dataclasses.replace(
-                    e, role="identity", init=init, args=args, source="type", layout=layout, kind=kind,
-                    note=f"v of weight_norm({weight}): the weight recomputed as g v / |v| with g = |v| is this pattern; "
-                         "role from the layer type alone (the graph is not read through a parametrization): "
-                         f"overrides={{'{e.name}': role}} places it as a stem, branch end or head"))
-            else:
-                dim = chain[0].dim
-                out.append(dataclasses.replace(
-                    e, role="scale", init="weight_norm_g" if scheme != "default" else "keep",
-                    args={"direction": e.name.removesuffix("original0") + "original1", "dim": dim}
-                    if scheme != "default" else {}, source="type",
-                    note=f"g of weight_norm({weight}): the norms of v once v is written"))
-            continue
-        out.append(dataclasses.replace(
-            e, role="keep", init="keep", args={}, source="parametrization",
-            note=f"original of the {what} parametrization of {weight}: kept as the parametrization made it; the "
-                 f"weight is recomputed from it on every access, and only weight_norm has an inverse that keeps "
-                 "a planned pattern unchanged"))
-    return out
 
 
 def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> None:
