@@ -10,7 +10,9 @@ a partial last period), written with ``fill_`` or ``copy_``: no index tensor is 
 copied from the host, and the cost is one pass of ``zero_()`` plus O(rows) element writes.
 
 :func:`fill` takes every tensor of a model at once: one ``_foreach_zero_`` over all of them, one batch
-of loose-condition noise for all identity entries (:mod:`idinit.noise`), then the strided writes.
+of loose-condition noise for all identity entries (:mod:`idinit.noise`), then the strided writes, collected
+and issued as a few ``_foreach_add_`` / ``_foreach_copy_`` calls; the writes of one tensor geometry (a
+transformer has a handful, each repeated per layer) are worked out once and replayed on the others.
 """
 from __future__ import annotations
 
