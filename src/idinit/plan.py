@@ -29,9 +29,7 @@ from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
 from idinit.sharded import local_of
-from idinit.schemes import assign, blocks_of, check_options, needs_positions
-
-Scheme = Literal["idinit", "kaiming", "xavier", "orthogonal", "default", "zero_gamma", "zero"]
+from idinit.schemes import SchemeName, assign, blocks_of, check_options, lookup
 Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
 
 __all__ = ["Plan", "PlanEntry", "plan", "init_"]
@@ -356,21 +354,21 @@ def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
     return states
 
 
-def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = None, *,
          overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = True,
          use_registry: bool = True, keep_model_values: bool = True, loose: float | None = None,
          conv: Literal["patch", "channel"] | None = None,
          branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
-         eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
+         eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None, **options: Any) -> Plan:
     """Decide, without touching any weight, buffer or the global RNG, what every parameter of ``model`` gets.
 
     Args:
         model: any ``nn.Module`` (on any device, meta included); a ``torch.compile``d model,
             ``nn.DataParallel`` or ``DistributedDataParallel`` is planned as the model inside, under
             its own parameter names.
-        scheme: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``, ``"default"`` (the
-            model's own init: HF ``_init_weights``, timm ``init_weights()``, else each module's
-            ``reset_parameters()``), ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
+        scheme: a name in ``idinit.SCHEMES``: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``,
+            ``"default"`` (the model's own init: HF ``_init_weights``, timm ``init_weights()``, else each
+            module's ``reset_parameters()``), ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
         example_inputs: one forward pass's arguments (a tuple of positional arguments, a dict of
             keyword arguments, or one tensor). Without them the roles come from torch.fx (or,
             for HF transformers models, from a forward pass on ``model.dummy_inputs``); with them,
@@ -398,6 +396,8 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         eps: ``"idinit"``: the +-eps of IDIZ (default 1e-6).
         branch_end_norm: ``"idinit"``: ``"one"`` (the paper; default) or ``"zero"`` (the norm weight closing
             each residual branch set to 0 as Zero-gamma does; not in the paper, see :mod:`idinit.schemes`).
+        **options: the options of a scheme that the named keywords above do not cover (each scheme
+            declares its own: :data:`idinit.schemes.TABLE`).
 
     Returns:
         the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
@@ -406,11 +406,12 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
                                                 "use_registry": use_registry,
                                                 "keep_model_values": keep_model_values}, example_inputs)
-    given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
+    named = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
              "branch_end_norm": branch_end_norm}
-    options = check_options(scheme, {k: v for k, v in given.items() if v is not None})
+    options = check_options(scheme, {**{k: v for k, v in named.items() if v is not None}, **options})
+    declared = lookup(scheme)
     with _state_restored(model):
-        found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme), keep_model_values)
+        found = detect(model, example_inputs, overrides, use_registry, declared.needs_positions, keep_model_values)
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
@@ -442,8 +443,9 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
                     f"State their roles to initialise them, e.g. overrides={{'{p.unclassified[0].name}': 'keep'}} "
                     "(or 'bias', 'scale', ...), or idinit.tag()")
-    if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
-        warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
+    if declared.equals_without and found.residual and not p.by_role(declared.equals_without[0]):
+        role, other = declared.equals_without
+        warn_caller(f"{scheme}: no parameter of this model has the role {role!r}, so it equals {other!r} here")
     return p
 
 
@@ -461,12 +463,12 @@ def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> N
             entry.note = _join(entry.note, "left as it was: the model's own init does not write it")
 
 
-def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+def init_(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = None, *,
           generator: torch.Generator | None = None, overrides: Mapping[str, str] | None = None,
           include_frozen: bool = False, reset_kept: bool = True, use_registry: bool = True,
           keep_model_values: bool = True, loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
           branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
-          eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
+          eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None, **options: Any) -> Plan:
     """Initialise ``model`` in place with ``scheme`` and return the :class:`Plan` that was applied.
 
     The arguments are those of :func:`plan`, plus ``generator`` for every random draw (the loose noise,
@@ -498,7 +500,8 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
         rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
         p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
                  reset_kept=reset_kept, use_registry=use_registry, keep_model_values=keep_model_values, loose=loose,
-                 conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
+                 conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm,
+                 **options)
     if retied:
         p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
     p.states = {**rebuilt, **p.states}
