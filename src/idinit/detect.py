@@ -1,5 +1,8 @@
 """Role detection: what every parameter of a model is.
 
+Fifth link of the model level's chain (kinds -> graph -> positions -> roles -> **detect** -> schemes ->
+plan): merges every source of roles into one role per parameter.
+
 Each source of roles returns its own findings ``{parameter: Role}``; :func:`detect` merges them once,
 the first source in this order that has a finding for a parameter giving its role
 (:data:`PRECEDENCE`, DESIGN "Roles"):

@@ -1,6 +1,9 @@
 """Plan and apply: ``idinit.plan(model)`` decides what every parameter gets without touching any
 weight; ``idinit.init_(model)`` builds the plan, applies it and returns it.
 
+Seventh link of the model level's chain (kinds -> graph -> positions -> roles -> detect -> schemes ->
+**plan**): each parameter's role (detect) and its initialiser (schemes) as a table, then written.
+
 A :class:`Plan` is a list of :class:`PlanEntry` rows (one per parameter, tied parameters once) that
 prints as a table and can be edited before :meth:`Plan.apply`. Applying works on any device,
 on a model built on the meta device after ``to_empty()`` (same seed, bitwise the same weights as
