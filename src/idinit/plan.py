@@ -387,8 +387,8 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
         use_registry: use the registry of known blocks (switch off to see the graph's own answer).
         keep_model_values: keep what the model set on purpose (a prior bias, a small layer scale
             closing a branch: see :mod:`idinit.values`), read from the values; False plans by position
-            alone. After ``to_empty()`` the values are whatever the memory held: pass False there
-            (``idinit.hf.from_config`` runs the model's own init first instead).
+            alone. Memory nothing wrote since it was allocated (after ``to_empty()``) is never kept: a
+            bias there gets its zeros, a layer scale is judged on what the model's own init writes.
         loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (SPEC §3.1; default 1e-6, 0: none).
         conv: ``"idinit"``: ``"patch"`` (IDIC, patch-maintain; default) or ``"channel"`` (the centre-tap
             channel-maintain of the paper's Table 2 ablation).
