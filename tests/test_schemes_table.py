@@ -115,7 +115,8 @@ CHANNEL = "channel_identity_"
     ({"conv": "channel"}, (CHANNEL, {"gain": R2, "loose": 1e-6}), (CHANNEL, {"gain": 1.0, "loose": 1e-6}), IDIZ, IDIZ),
     ({"branch_end": "zero"}, IDI_STEM, IDI, ZEROS, ZEROS),
     ({"activation": "tanh", "loose": 0, "eps": 1e-3}, ("identity_", {"gain": 1.0, "loose": 0.0}),
-     ("identity_", {"gain": 1.0, "loose": 0.0}), ("zero_preserving_", {"eps": 1e-3}), ("zero_preserving_", {"eps": 1e-3})),
+     ("identity_", {"gain": 1.0, "loose": 0.0}), ("zero_preserving_", {"eps": 1e-3}),
+     ("zero_preserving_", {"eps": 1e-3})),
     ({"activation": "gelu"}, IDI_STEM, IDI, IDIZ, IDIZ),
 ])
 def test_idinit_options_on_a_conv_branch(options, stem, identity, branch_end, head):

@@ -5,7 +5,7 @@ plan): merges every source of roles into one role per parameter.
 
 Each source of roles returns its own findings ``{parameter: Role}``; :func:`detect` merges them once,
 the first source in this order that has a finding for a parameter giving its role
-(:data:`PRECEDENCE`, DESIGN "Roles"):
+(:data:`PRECEDENCE`):
 
 1. ``user``: what the user states (:mod:`idinit.roles`: ``overrides=`` > ``idinit.tag`` > a block's
    ``idinit_roles()``);

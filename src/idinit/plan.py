@@ -389,7 +389,7 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
             closing a branch: see :mod:`idinit.values`), read from the values; False plans by position
             alone. Memory nothing wrote since it was allocated (after ``to_empty()``) is never kept: a
             bias there gets its zeros, a layer scale is judged on what the model's own init writes.
-        loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (SPEC §3.1; default 1e-6, 0: none).
+        loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (paper Sec. 3.1; default 1e-6, 0: none).
         conv: ``"idinit"``: ``"patch"`` (IDIC, patch-maintain; default) or ``"channel"`` (the centre-tap
             channel-maintain of the paper's Table 2 ablation).
         branch_end: ``"idinit"``: ``"zero_preserving"`` (IDIZ; default) or ``"zero"`` (exact zeros) on the

@@ -62,7 +62,7 @@ from typing import Any, Callable, Literal, Mapping
 
 from idinit.roles import MATRIX_ROLES, fused_blocks
 
-__all__ = ["Option", "Scheme", "TABLE", "SCHEMES", "SchemeName", "check_options", "assign", "needs_positions"]
+__all__ = ["Option", "Scheme", "TABLE", "SCHEMES", "SchemeName", "lookup", "check_options", "assign", "needs_positions"]
 
 # (role, kind, options, residual) -> (initialiser name, arguments), or None for the rule all schemes
 # share for that role (biases 0, norm weights 1 and biases 0)

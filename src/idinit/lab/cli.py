@@ -422,7 +422,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="initialise a model spec and report what the init did (idinit.check)")
     _model_options(p)
     p.add_argument("--scheme", default="idinit", help=f"the library scheme to initialise with ({', '.join(SCHEMES)}; "
-                   "default idinit), 'none' for the model as its constructor left it, or fixup / rezero / skipinit for lab ResNets")
+                   "default idinit), 'none' for the model as its constructor left it, or fixup / rezero / skipinit "
+                   "for lab ResNets")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("--plot", metavar="FILE", help="also write a PNG of activation RMS, gradient norms and block distances")
     p.add_argument("--batch", type=int, default=8, help="example batch size (default 8, at least 2)")
