@@ -3,8 +3,8 @@
 Fourth link of the model level's chain (kinds -> graph -> positions -> **roles** -> detect -> schemes ->
 plan): the words for what a parameter is, and the roles a user states.
 
-A role says *where* a parameter sits (paper Sec. 3.2, "The IDInit framework"); a scheme (:mod:`idinit.schemes`) then
-says what each role is filled with. The roles:
+A role says *where* a parameter sits (paper Sec. 3.2, "The IDInit framework"); a scheme
+(:mod:`idinit.schemes`) then says what each role is filled with. The roles:
 
 ===================  =====================================================================
 role                 what it is
