@@ -166,3 +166,16 @@ def test_a_model_given_its_own_init_after_to_empty_keeps_what_that_init_set():
     entry = plan["backbone.layers.0.mixer.dt_proj.bias"]
     assert (entry.init, entry.source) == ("keep", "values")
     assert model.backbone.layers[0].mixer.dt_proj.bias.max() < -2  # inverse softplus of steps in [1e-3, 0.1]
+
+
+def test_judging_a_layer_scale_records_no_write_on_the_model():
+    """Planning twice gives the same plan: the own init run aside leaves the garbage unwritten."""
+    pytest.importorskip("timm")
+    with torch.device("meta"):
+        model = _deit3()
+    model.to_empty(device="cpu")
+    _plant_through_data(model, GARBAGE["huge"])
+    versions = {n: p._version for n, p in model.named_parameters()}
+    first = idinit.plan(model)
+    assert {n: p._version for n, p in model.named_parameters()} == versions
+    assert [(e.role, e.init) for e in idinit.plan(model)] == [(e.role, e.init) for e in first]

@@ -67,24 +67,33 @@ def written(param: torch.Tensor) -> bool:
 
 def drawn_again(model: nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
     """What the model's own init (:mod:`idinit.model_init`) writes into parameters ``names``: ``{name:
-    values}`` for those it writes. The model (the subtrees of the parameters' modules, buffers included)
-    and the global RNG are put back as they were, and no write is recorded on them (:func:`written`).
-    A parameter the root module holds is left out: its subtree is the whole model."""
+    values}`` for those it writes. It runs on copies of the tensors of the parameters' modules (their
+    subtrees, buffers included) put in their place, and the originals go back afterwards: the model,
+    the record of writes on its tensors (:func:`written`) and the global RNG stay as they were. A
+    parameter the root module holds is left out: its subtree is the whole model."""
     names = {n for n in names if n.rpartition(".")[0]}
     if not names:
         return {}
-    modules = tuple(f"{n.rpartition('.')[0]}." for n in names)
-    tensors = {n: t for n, t in [*model.named_parameters(), *model.named_buffers()] if n.startswith(modules)}
-    saved = {n: t.detach().clone() for n, t in tensors.items()}
-    devices = sorted({t.device.index or 0 for t in tensors.values() if t.device.type == "cuda"})
+    originals: dict[tuple[int, str], tuple[dict, str, torch.Tensor]] = {}
+    for prefix in {n.rpartition(".")[0] for n in names}:
+        for module in model.get_submodule(prefix).modules():
+            for store in (module._parameters, module._buffers):
+                for key, tensor in store.items():
+                    if tensor is not None:
+                        originals.setdefault((id(store), key), (store, key, tensor))
+    devices = sorted({t.device.index or 0 for _, _, t in originals.values() if t.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            unwritten = model_init.run_on_parameters(model, names, names, set())
-            return {n: tensors[n].detach().clone() for n in names if n not in unwritten}
-    finally:
         with torch.no_grad():
-            for n, value in saved.items():
-                tensors[n].data.copy_(value)  # through .data: the version counter does not move
+            for store, key, tensor in originals.values():
+                copy = tensor.detach().clone()
+                store[key] = nn.Parameter(copy, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else copy
+        with torch.random.fork_rng(devices=devices):
+            unwritten = model_init.run_on_parameters(model, names, names, set())
+            params = dict(model.named_parameters())
+            return {n: params[n].detach().clone() for n in names if n not in unwritten}
+    finally:
+        for store, key, tensor in originals.values():
+            store[key] = tensor
 
 
 def _values(param: torch.Tensor) -> torch.Tensor | None:
