@@ -38,6 +38,19 @@ def test_table5_grid_is_the_eight_ablation_settings():
     assert exp.paper["loose-channel-zero"]["acc"] == "87.01"
 
 
+def test_fig6_grid_is_lr_by_wd_for_idinit_and_kaiming_packed_together():
+    from idinit.lab.train.forward import plan_packs
+    exp = get_experiment("fig6")
+    cells = {(c.init, c.lr, c.weight_decay) for c in exp.configs}
+    assert cells == {(i, lr, wd) for i in ("idinit", "kaiming") for lr in (0.01, 0.03, 0.1, 0.3, 1.0)
+                     for wd in (5e-5, 5e-4, 1e-3)}
+    for c in exp.configs:
+        assert (c.arch, c.batch_size, c.epochs, c.momentum, c.warmup_epochs) == ("resnet32", 1024, 200, 0.9, 0)
+    # lr and weight decay differ inside a pack, so the 30 runs need only 4 packs of 8
+    assert [len(p) for p in plan_packs(exp.runs(), 8)] == [8, 8, 8, 6]
+    assert exp.paper["idinit-lr0.1-wd0.001"]["acc"] == "94.08"
+
+
 def test_grid_selection_seeds_and_overrides():
     exp = get_experiment("table1")
     runs = exp.runs(seeds=[0, 1], only=["idinit-sgd*"], overrides=["epochs=6", "arch=resnet110"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from .beyond_residual import allconv, allconv_short, linear5, res112
+from .fig6 import fig6
 from .grid import Experiment
 from .lm_pretrain import lm_pretrain
 from .smoke import smoke
@@ -15,6 +16,7 @@ EXPERIMENTS = {
     "table1-resnet110": lambda: table1(110),
     "table5": lambda: table5(0),
     "table5-warmup5": lambda: table5(5),
+    "fig6": fig6,
     "table4": table4,
     "lm-pretrain": lm_pretrain,
     "vit-cifar": vit_cifar,

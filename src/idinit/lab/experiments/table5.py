@@ -50,11 +50,13 @@ def table5(warmup_epochs: int = 0) -> Experiment:
                     acc, source = _TABLE2[(patch, zp)]
                     paper[name] = {"acc": acc, "epochs_to_target": "", "source": source}
     return Experiment(
-        name="table5" if not warmup_epochs else f"table5-warmup{warmup_epochs}", version=1,
+        name="table5" if not warmup_epochs else f"table5-warmup{warmup_epochs}", version=2,
         description="Paper Table 5 / Table 2: IDInit ablation on ResNet-20 (loose x IDIC x IDIZ), "
                     "SGD 0.1, wd 5e-4, cosine, 200 epochs, mixup",
         configs=configs, seeds=(0,), paper=paper,
-        notes=["Table 5's numbers were lost from the paper's text; beside the loose-on settings stand Table 2's "
+        notes=["Version 2 (2026-11-29): option A is the Fixup code base's (zeros after, shortcut BN); version 1 ran "
+               "with zeros on both sides (now shortcut 'A-centred').",
+               "Table 5's numbers were lost from the paper's text; beside the loose-on settings stand Table 2's "
                "(main text; weight decay 5e-5 there, maybe without mixup).",
                "Batch 1024 and mixup alpha 1.0 are our choices (the paper states neither for this table).",
                "'tight' = loose condition off (identity entries exactly 1), 'channel' = channel-maintain conv "
