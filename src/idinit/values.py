@@ -31,8 +31,8 @@ uninitialised memory, and the two cannot be told apart:
   ``copy.deepcopy`` or loaded whole, which also start every tensor afresh);
 - such a **scale** is judged on what the model's own init writes into it (timm's ``LayerScale``
   ``reset_parameters()``: the value ``init_`` then gives it), computed and undone without changing the
-  model or the global RNG; a scale no method of the model draws is read as it is (it is kept as it is
-  anyway, and the plan's notes name it).
+  model or the global RNG; a scale no method of the model draws is read as it is (``init_`` keeps it
+  as it is anyway, and its notes name it).
 
 A model's own init run after ``to_empty()`` writes its parameters, so a model materialised that way and
 then given its own init (``idinit.hf.from_config`` does) keeps what that init set (Mamba's time steps).
