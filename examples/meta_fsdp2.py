@@ -9,9 +9,10 @@ uninitialised) and then sharded with ``fully_shard``. Every rank draws the same 
 seed, so the shards agree with an unsharded init.
 
 ``--shard-first`` runs the memory-saving order instead: ``fully_shard`` on the meta model, then
-``to_empty()`` and ``idinit.init_``, each rank writing only its shard. That needs ``Plan.apply`` to
-write DTensor shards in place (issue 10 §2); with a library that cannot yet, the default order above
-is the one to use (it holds the full model on each rank once, before sharding).
+``to_empty()`` and ``idinit.init_``, each rank writing only its shards in place (planning runs on a
+meta view of the unsharded model; the embedding's own init draws on its gathered values, one module at a
+time). Both orders give the same weights, bit for bit; the default order holds the full model on each
+rank once, before sharding.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--shard-first", action="store_true",
-                        help="shard on meta, then init each shard in place (needs sharded Plan.apply)")
+                        help="shard on meta, then init each shard in place (the memory-saving order)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     _start_group(args.device)

@@ -100,6 +100,62 @@ def check_fsdp(mesh) -> None:
             assert torch.equal(p.full_tensor(), want), name
 
 
+class TinyLM(nn.Module):
+    """An embedding (the model's own init draws it), two residual blocks, a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(11, 8)
+        self.blocks = nn.Sequential(Block(), Block())
+        self.head = nn.Linear(8, 11)
+
+    def forward(self, tokens):
+        return self.head(self.blocks(self.embed(tokens)))
+
+
+def _meta_model(mesh=None) -> TinyLM:
+    """TinyLM built on the meta device, sharded with fully_shard first when ``mesh`` is given, materialised."""
+    from torch.distributed.fsdp import fully_shard
+
+    with torch.device("meta"):
+        model = TinyLM()
+    if mesh is not None:
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    return model.to_empty(device="cpu")
+
+
+def check_init_after_fully_shard(mesh) -> None:
+    """``init_`` on a model sharded on the meta device (the memory-saving FSDP2 order): each rank writes
+    its shards in place, and the gathered model equals ``init_`` of the unsharded model bit for bit: the
+    embedding drawn by the model's own init, Kaiming draws, the loose noise."""
+    tokens = torch.randint(0, 11, (2, 5), generator=torch.Generator().manual_seed(0))
+    for scheme in ("idinit", "kaiming"):
+        reference = _meta_model()
+        want_plan = idinit.init_(reference, scheme, example_inputs=(tokens,), keep_model_values=False,
+                                 generator=torch.Generator().manual_seed(3))
+        model = _meta_model(mesh)
+        pointers = {n: p.to_local().data_ptr() for n, p in model.named_parameters()}
+        plan = idinit.init_(model, scheme, example_inputs=(tokens,), keep_model_values=False,
+                            generator=torch.Generator().manual_seed(3))
+        assert [(e.name, e.role, e.init) for e in plan] == [(e.name, e.role, e.init) for e in want_plan]
+        assert plan["embed.weight"].init == "reset_parameters"
+        for (name, p), want in zip(model.named_parameters(), reference.parameters()):
+            assert p.to_local().data_ptr() == pointers[name], name  # in place, still sharded
+            assert torch.equal(p.full_tensor(), want), (scheme, name)
+        # what the equality guards against: a draw on each rank's shard is not the unsharded draw
+        assert 0.5 < reference.embed.weight.std() < 2.0  # nn.Embedding's N(0, 1)
+        torch.manual_seed(0)
+        local_draw = nn.init.normal_(model.embed.weight.detach().clone()).full_tensor()
+        torch.manual_seed(0)
+        assert not torch.equal(local_draw, nn.init.normal_(torch.empty(11, 8)))
+    # the model still trains (FSDP's hooks are back after planning)
+    loss = model(tokens).sum()
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
 def check_column_sharded_model(mesh) -> None:
     """Tensor-parallel style: a Linear weight Shard(1), a conv kernel Shard(1), a replicated one."""
     torch.manual_seed(0)
@@ -146,6 +202,8 @@ def run(rank: int, world: int, path: str) -> None:
             mesh2 = init_device_mesh("cpu", (2, 2))
             check_tensors(mesh2, [[Shard(0), Shard(1)], [Shard(0), Shard(0)]])
         check_fsdp(mesh)
+        if world == 2:
+            check_init_after_fully_shard(mesh)
         check_column_sharded_model(mesh)
         check_refusals(mesh)
     finally:

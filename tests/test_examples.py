@@ -35,11 +35,12 @@ def test_timm_model(argv):
     assert math.isfinite(result["logit_rms"]) and result["logit_rms"] < 1e-3  # zero-preserving head
 
 
-def test_meta_fsdp2_runs_as_a_script():
+@pytest.mark.parametrize("argv", [[], ["--shard-first"]])
+def test_meta_fsdp2_runs_as_a_script(argv):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(EXAMPLES.parent / "src"), os.environ.get("PYTHONPATH", "")]))
     for key in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
         env.pop(key, None)
-    done = subprocess.run([sys.executable, str(EXAMPLES / "meta_fsdp2.py")], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, str(EXAMPLES / "meta_fsdp2.py"), *argv], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     losses = [float(x) for x in done.stdout.split("losses:")[1].split(",")]

@@ -178,21 +178,6 @@ def test_runner_with_two_worker_processes(tmp_path):
         assert summary["finished"] and summary["epochs"] == 1
 
 
-def test_bench_rows_are_ratios_to_eager(tmp_path, capsys):
-    from idinit.lab.bench import run_bench
-
-    rows = run_bench(device="cpu", archs=["resnet8"], batch_size=8, steps=1, concurrent=(), packed=(2,),
-                     out=tmp_path / "bench.json")
-    assert [r["config"] for r in rows] == ["eager", "2 models packed"]
-    assert rows[0]["ratio_to_eager"] == 1.0
-    for r in rows:
-        assert r["images_per_s"] > 0
-        assert r["s_per_epoch_per_model"] == pytest.approx(40_000 * r["models"] / r["images_per_s"])
-        assert r["ratio_to_eager"] == pytest.approx(r["images_per_s"] / rows[0]["images_per_s"])
-    assert json.loads((tmp_path / "bench.json").read_text())["rows"] == rows
-    assert "img/s" in capsys.readouterr().out
-
-
 # -- model specs: plan and check ---------------------------------------------------------------
 
 def one_line_error(capsys, argv) -> str:

@@ -77,8 +77,12 @@ def test_lm_runs_learn_through_the_runner_and_report(tmp_path):
         assert [r["step"] for r in records] == [0, 10, 20, 30]
         assert records[-1]["val_loss"] < records[0]["val_loss"] - 1.0, records
         assert records[-1]["tokens"] == 30 * 8 * 16
-    report = write_lm_report(tmp_path / "runs").read_text()
+    from idinit.lab.report import write_report
+
+    report = write_report(tmp_path / "runs", tmp_path / "report").read_text()  # `idinit report` on LM runs
     assert "| gpt2 | default | 0 | True | 30 |" in report and "1.000x" in report
+    assert "| paper: BERT-Base" in report and "0.887x (11.3% less)" in report
+    assert (tmp_path / "report" / "loss.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="unknown setting 'step'"):
         experiment.runs(overrides=["step=1"])
 

@@ -16,16 +16,18 @@ QUIET = dict(log=lambda m: None)
 EXACT = dict(QUIET, dtype=torch.float64)  # trainings compared with each other: see the pack test
 
 
-@pytest.mark.parametrize("variant", [dict(shortcut="A"), dict(shortcut="B"), dict(shortcut="A", gate=True),
-                                     dict(shortcut="B", norm=False, gate=True)])
-def test_packed_forward_equals_each_member_alone(variant):
+@pytest.mark.parametrize("variant,dense", [(dict(shortcut="A"), 0), (dict(shortcut="B"), 0),
+                                           (dict(shortcut="A", gate=True), 0), (dict(shortcut="B", norm=False, gate=True), 0),
+                                           (dict(shortcut="A"), 16), (dict(shortcut="B", norm=False, gate=True), 64)])
+def test_packed_forward_equals_each_member_alone(variant, dense):
+    """Grouped or dense block-diagonal convolutions (``dense``), the pack computes each member."""
     torch.manual_seed(0)
     members = [CifarResNet(8, **variant).double() for _ in range(3)]
     for m in members:
         for p in m.parameters():
             p.data.normal_(0, 0.3)  # gates and heads non-zero, so every path shows in the output
     alone = [copy.deepcopy(m) for m in members]
-    packed = PackedCifarResNet(members)
+    packed = PackedCifarResNet(members, dense_channels=dense)
     xs = [torch.randn(5, 3, 16, 16, dtype=torch.float64) for _ in members]
     for mode in ("train", "eval"):
         getattr(packed, mode)()
@@ -41,16 +43,67 @@ def test_packed_forward_equals_each_member_alone(variant):
                     torch.testing.assert_close(b, b_ref, rtol=1e-12, atol=1e-12, msg=name)
 
 
-def test_packed_gradients_reach_each_member_as_if_alone():
+@pytest.mark.parametrize("dense", [0, 16, 64])
+def test_packed_gradients_reach_each_member_as_if_alone(dense):
     torch.manual_seed(1)
     members = [CifarResNet(8, shortcut="A").double() for _ in range(2)]
     alone = [copy.deepcopy(m) for m in members]
     xs = [torch.randn(4, 3, 8, 8, dtype=torch.float64) for _ in members]
-    PackedCifarResNet(members)(torch.cat(xs, 1)).square().sum().backward()
+    PackedCifarResNet(members, dense_channels=dense)(torch.cat(xs, 1)).square().sum().backward()
     for mine, ref, x in zip(members, alone, xs):
         ref(x).square().sum().backward()
         for (name, p), (_, p_ref) in zip(mine.named_parameters(), ref.named_parameters()):
             torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_the_dense_kernel_is_block_diagonal():
+    """Member i's kernel in rows and columns i of the dense kernel, exact zeros elsewhere; a
+    member's non-finite kernel stays in its own block."""
+    members = [CifarResNet(8) for _ in range(3)]
+    members[1].conv1.weight.data[0, 0, 0, 0] = float("inf")
+    packed = PackedCifarResNet(members, dense_channels=16)
+    dense = packed._block_diagonal("conv1")  # (3*16, 3*3, 3, 3)
+    assert dense.shape == (48, 9, 3, 3)
+    for i in range(3):
+        for j in range(3):
+            block = dense[16 * i:16 * (i + 1), 3 * j:3 * (j + 1)]
+            if i == j:
+                assert torch.equal(block, members[i].conv1.weight)
+            else:
+                assert torch.equal(block, torch.zeros_like(block))
+
+
+@pytest.mark.parametrize("dense", [0, 64])
+def test_a_channels_last_pack_stays_channels_last(dense):
+    """The option-A shortcut pads each member's channels without leaving the layout (a 5-D
+    pad-and-reshape made every later layer contiguous, ~2x slower convolutions on a GPU)."""
+    members = [CifarResNet(20).to(memory_format=torch.channels_last) for _ in range(2)]
+    packed = PackedCifarResNet(members, dense_channels=dense, memory_format=torch.channels_last)
+    layouts = []
+    for path in ("layer1.0", "layer2.0", "layer2.1", "layer3.0", "layer3.2"):
+        block = members[0].get_submodule(path)
+        x = torch.randn(2, 2 * block.conv1.in_channels, 8, 8).contiguous(memory_format=torch.channels_last)
+        out = packed._block(path, block, x)
+        layouts.append(out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous())
+    assert layouts == [True] * 5
+    with pytest.raises(ValueError, match="dense_channels must be >= 0"):
+        PackedCifarResNet(members, dense_channels=-1)
+
+
+def test_a_dense_pack_trains_every_member_as_train_run_would(tmp_path):
+    data = fake_data(n_train=128, n_eval=64)
+    tiny = dict(TINY, epochs=1)
+    configs = [RunConfig(name=f"m{s}", init="kaiming", lr=0.05, seed=s, **tiny) for s in (0, 1)]
+    packed = train_packed(configs, [tmp_path / "pack" / c.name for c in configs], data=data, dense_channels=16,
+                          **EXACT)
+    for config, summary in zip(configs, packed):
+        alone = train_run(config, tmp_path / "alone" / config.name, data=data, **EXACT)
+        assert summary["final_eval_acc"] == alone["final_eval_acc"]
+        assert summary["dense_channels"] == 16 and "dense_channels" not in alone
+        w_pack = torch.load(tmp_path / "pack" / config.name / "checkpoint.pt", weights_only=True)["model"]
+        w_alone = torch.load(tmp_path / "alone" / config.name / "checkpoint.pt", weights_only=True)["model"]
+        for key in w_alone:
+            torch.testing.assert_close(w_pack[key], w_alone[key], rtol=1e-9, atol=1e-11, msg=key)
 
 
 def test_a_pack_trains_every_member_as_train_run_would(tmp_path):

@@ -12,7 +12,8 @@ from idinit.lab.experiments import get_experiment
 from idinit.lab.experiments.runner import run_configs
 from idinit.lab.experiments.text_classification import TextRunConfig, train_text_run
 from idinit.lab.models.text import (EncoderBlock, TextTransformer, build_text_model, example_inputs)
-from idinit.lab.report import load_runs, summary_rows
+from idinit.lab.experiments.runner import write_experiment_file
+from idinit.lab.report import load_runs, summary_rows, write_report
 from idinit.lab.train import read_records
 
 
@@ -193,11 +194,23 @@ def test_table4_grid_runs_through_the_lab_runner(tmp_path, monkeypatch):
     assert len(experiment.configs) == 60 and experiment.seeds == (0, 1, 2, 3, 4)
     runs = experiment.runs(seeds=[0], only=["trec6-random-textcnn-zero", "trec6-random-transformer-rezero"],
                            overrides=["epochs=1", "batch_size=40"])
-    assert [r.run_id for r in runs] == ["trec6-random-textcnn-zero/seed0", "trec6-random-transformer-rezero/seed0"]
-    assert runs[1].optimizer == "adam" and runs[1].lr == 1e-4 and runs[0].optimizer == "adadelta"
+    # seed by seed, the slowest (Transformer) first: a grid cut short keeps every cell (table4.run_order)
+    assert [r.run_id for r in runs] == ["trec6-random-transformer-rezero/seed0", "trec6-random-textcnn-zero/seed0"]
+    assert runs[0].optimizer == "adam" and runs[0].lr == 1e-4 and runs[1].optimizer == "adadelta"
+    assert [r.seed for r in experiment.runs()] == sorted(experiment.seeds * 60)
     with pytest.raises(ValueError, match="unknown setting 'epoch'"):
         experiment.runs(overrides=["epoch=1"])
     monkeypatch.setattr(TextRunConfig, "load_data", lambda self, data_dir=None: fake_text())
     run_configs(runs, tmp_path, device="cpu", log=lambda m: None)
     for run in runs:
         assert json.loads((tmp_path / run.run_id / "summary.json").read_text())["finished"]
+    # `idinit report`: the paper's Table 4 layout, our runs beside its numbers, "not run" elsewhere
+    write_experiment_file(tmp_path, experiment, runs, "cpu", "test")
+    report = write_report(tmp_path).read_text()
+    trec_random = report.split("### TREC-6, ours: random embeddings")[1].split("###")[0]
+    ours = summary_rows(*load_runs(tmp_path))
+    zero = next(r for r in ours if r["name"] == "trec6-random-textcnn-zero")["acc"][0]
+    assert f"| ZerO | **{zero * 100:.2f}** (1) | 92.90±0.50 | not run | 88.71±0.40 | not run | 89.38±0.64 |" in trec_random
+    assert "| Fixup | — | — | — | — | not run | 89.35±0.53 |" in trec_random
+    assert "| IDInit | not run | 92.94±0.48 |" in trec_random
+    assert report.count("| IDInit | not run | 82.60±0.24 |") == 1  # SST-2 GloVe: the paper's G column

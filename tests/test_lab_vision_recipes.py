@@ -54,3 +54,37 @@ def test_vision_grids_and_bad_input():
     assert [c.init for c in rn50.configs] == ["idinit", "kaiming"] and rn50.configs[0].weight_decay == 1e-4
     with pytest.raises(ValueError, match="32x32 RGB"):
         build_model("tv-resnet50", "idinit", in_channels=1, image_size=28)
+
+
+def test_vit_recipe_uses_adamw_with_decoupled_decay_sparing_vectors():
+    """B.5's AdamW: one step with a zero gradient shrinks every matrix by exactly (1 - lr * wd) and
+    leaves biases and LayerNorm weights as they were (an L2 penalty, or decay on vectors, would not)."""
+    from idinit.lab.train import make_optimizer
+
+    config = get_experiment("vit-cifar").configs[0]
+    assert (config.optimizer, config.lr, config.weight_decay) == ("adamw", 1e-3, 5e-2)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = make_optimizer(model, config.replace(lr=0.1, weight_decay=0.5), torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.AdamW)
+    (0.0 * sum(p.sum() for p in model.parameters())).backward()
+    optimizer.step()
+    for (name, p), old in zip(model.named_parameters(), before):
+        expected = old * (1 - 0.1 * 0.5) if p.ndim >= 2 else old
+        assert torch.equal(p.detach(), expected), name
+
+
+def test_vision_reports_stand_beside_table3():
+    """The report section of each recipe: our CIFAR-10 result beside the paper's ImageNet Table 3 row
+    of the same initialisation, "not run" where no seed finished."""
+    rows = [{"config": {"init": "idinit"}, "acc": (0.8123, None), "epochs": (17.0, None), "reached": 1,
+             "seeds_done": 1, "target": 0.7},
+            {"config": {"init": "default"}, "acc": (None, None), "epochs": (None, None), "reached": 0,
+             "seeds_done": 0, "target": 0.7}]
+    lines = get_experiment("vit-cifar").report_sections(rows)
+    assert "| idinit | 81.23 | 17 (to 70%) | 71.60 | 42 |" in lines
+    assert "| default | not run | not run | 71.05 | 44 |" in lines
+    rn50 = get_experiment("resnet50-cifar").report_sections([{**rows[1], "config": {"init": "kaiming"}}])
+    assert "| kaiming | not run | not run | 75.70 | 38 |" in rn50

@@ -297,11 +297,12 @@ def test_hf_vit_gets_its_pixel_values_from_the_config():
         got = roles(idinit.plan(model, example_inputs={"pixel_values": torch.randn(1, 3, 16, 16)}))
         assert roles(idinit.plan(model)) == got  # pixel_values built from image_size / num_channels
     # module names differ between transformers 4.x and 5.x: count roles instead of naming them
-    assert got["vit.embeddings.patch_embeddings.projection.weight"] == "stem"
+    # the patch projection feeds the residual stream, no ReLU-like activation: no stem gain (idinit.positions)
+    assert got["vit.embeddings.patch_embeddings.projection.weight"] == "identity"
     counts = {r: list(got.values()).count(r) for r in set(got.values())}
     assert {r: counts.get(r, 0) for r in ("attention_q", "attention_k", "attention_v", "attention_out", "branch_end",
-                                         "identity", "head", "embedding")} == {
+                                         "identity", "head", "embedding", "stem")} == {
         "attention_q": 1, "attention_k": 1, "attention_v": 1, "attention_out": 1, "branch_end": 1,
-        "identity": 1, "head": 1, "embedding": 2}
+        "identity": 2, "head": 1, "embedding": 2, "stem": 0}
     assert got["vit.embeddings.cls_token"] == got["vit.embeddings.position_embeddings"] == "embedding"
     assert got["classifier.weight"] == "head"

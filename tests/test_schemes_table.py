@@ -199,7 +199,8 @@ def test_a_new_scheme_is_one_declaration(monkeypatch, capsys):
     model = nn.Sequential(nn.Linear(8, 256), _Block(256), _Block(256), nn.Linear(256, 10))
     p = idinit.init_(model, "branch_zero_kaiming", fan="fan_out")
     assert p.options == {"fan": "fan_out"}
-    assert [e.role for e in p if e.name.endswith("weight")] == ["stem", "identity", "branch_end", "identity",
+    # the first layer feeds the residual stream directly, so it is no stem (no ReLU follows it)
+    assert [e.role for e in p if e.name.endswith("weight")] == ["identity", "identity", "branch_end", "identity",
                                                                 "branch_end", "head"]
     assert torch.count_nonzero(model[1].fc2.weight) == 0 and torch.count_nonzero(model[2].fc2.weight) == 0
     # He normal fan_out on a 256x256 layer: std sqrt(2/256) = 0.088 (65536 draws: within 3%)

@@ -1,5 +1,6 @@
 """torch.compile, nn.DataParallel and DistributedDataParallel: plan / init_ see the user's model inside,
 under the user's own parameter names."""
+import copy
 import socket
 
 import pytest
@@ -27,6 +28,16 @@ def _check(wrapped: nn.Module, inner: nn.Module) -> None:
     assert [e.name for e in plan] == _expected_names()
     assert torch.equal(inner[0].weight, torch.eye(6) * 2 ** 0.5)  # the stem: IDI with gain sqrt(2)
     assert torch.all(inner[0].bias == 0)
+    # a plan made on the bare model (the user's names) applies to the wrapped one, as to the bare one
+    bare_plan = idinit.plan(inner, "kaiming")
+    reference = copy.deepcopy(inner)
+    bare_plan.apply(reference, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        for p in inner.parameters():
+            p.fill_(float("nan"))
+    assert bare_plan.apply(wrapped, generator=torch.Generator().manual_seed(3)) is bare_plan
+    for (name, got), want in zip(inner.named_parameters(), reference.parameters()):
+        assert torch.equal(got, want), name
 
 
 def test_compiled_model():

@@ -161,7 +161,8 @@ def _value_roles(model: nn.Module, infos, kinds, scaled: Mapping[str, set[str]],
                                    f"overrides={{'{name}': 'keep'}} keeps it (a copy.deepcopy or a model loaded whole)")
             elif why:
                 found[name] = Role("keep", "values", f"{why}: kept; overrides={{'{name}': 'bias'}} zeroes it")
-    fresh = {s for scales in scaled.values() for s in scales if s in infos and not values.written(infos[s].param)}
+    fresh = {s for scales in scaled.values() for s in scales
+             if s in infos and not infos[s].param.is_meta and not values.written(infos[s].param)}
     redrawn = values.drawn_again(model, fresh) if fresh else {}
     for name, scales in scaled.items():
         small = values.small_scale({s: redrawn.get(s, infos[s].param) for s in scales if s in infos})

@@ -46,6 +46,9 @@ class Op:
     params: tuple
     label: str
     block: str | None = None
+    # what was called: the function, method or module class (fx) or the backward node (autograd);
+    # ``label`` names the call site (a module path), which says nothing of an nn.ReLU named "1"
+    fn: str = ""
 
     @property
     def data_inputs(self) -> list[int]:
@@ -152,14 +155,16 @@ def fx_graph(model: nn.Module, names: Mapping[int, str], is_block: Callable[[nn.
             kind = next((k for cls, k in _FX_MODULE_KINDS if isinstance(module, cls)), "call")
             block = node.target if is_block(module) else None
             own = module_params(node.target, module)
-            graph.ops.append(Op(kind, inputs, tuple(dict.fromkeys([*own, *sorted(params)])), node.target, block))
+            graph.ops.append(Op(kind, inputs, tuple(dict.fromkeys([*own, *sorted(params)])), node.target, block,
+                                type(module).__name__))
             status[node] = ("op", len(graph.ops) - 1)
             continue
         kind = _fx_kind(node)
         if kind == "meta":
             status[node] = ("const", None)
         elif any(i is not None for i in inputs) or (kind == "embedding" and params):
-            graph.ops.append(Op(kind, inputs, tuple(sorted(params)), node.name))
+            called = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
+            graph.ops.append(Op(kind, inputs, tuple(sorted(params)), node.name, fn=called))
             status[node] = ("op", len(graph.ops) - 1)
         elif params:
             status[node] = ("param", frozenset(params))
@@ -309,7 +314,7 @@ def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: A
             status[fn] = ("param", frozenset(params))  # a weight chain: w.t(), w.expand(), table[idx]
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
-        graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name))
+        graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]
     return graph

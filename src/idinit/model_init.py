@@ -36,6 +36,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
+from idinit.sharded import gathered
+
 __all__ = ["unwrap", "describe", "run_model_init", "run_on_parameters", "modules_holding_only", "rebuild_buffers",
            "tie_hf_weights", "seeded_from"]
 
@@ -201,8 +203,9 @@ def run_model_init(model: nn.Module, names: set[str], protected: set[str]) -> se
                 continue
             if calls[name] is None:
                 missing.update({name} & names)
-            else:
-                calls[name][1]()
+            else:  # DTensor (FSDP2) parameters: run on their gathered values, each rank keeps its part
+                with gathered([model.get_submodule(name)]):
+                    calls[name][1]()
         for n, value in saved.items():
             params[n].copy_(value)
     return missing

@@ -31,7 +31,7 @@ from idinit.detect import detect, warn_caller
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
-from idinit.sharded import local_of
+from idinit.sharded import full_size, local_of, unsharded_view
 from idinit.schemes import SchemeName, assign, blocks_of, check_options, lookup
 Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
 
@@ -159,6 +159,7 @@ class Plan:
         on each rank its part of the unsharded result. Norm layers whose parameters are initialised
         also get their running statistics reset. Returns the plan.
         """
+        model = model_init.unwrap(model)
         params = dict(model.named_parameters())
         jobs, calls, devices, noisy = [], [], set(), False
         for e in self.entries:
@@ -193,9 +194,12 @@ class Plan:
             fill(jobs, draw_seed(generator) if noisy else None)
             for e, param in calls:
                 if param.device.type != "meta":
-                    view = _view(param, e.layout)
-                    for block in _blocks(view, e.blocks):
+                    # a DTensor: drawn on a full-size tensor, the rank's part kept (the unsharded draw)
+                    target, box = full_size(param)
+                    for block in _blocks(_view(target, e.layout), e.blocks):
                         _fill(block, e.init, e.args, generator)
+                    if box is not None:
+                        local_of(param).copy_(target[box])
             norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
                      and e.init != "keep"}
             for name in norms:
@@ -413,7 +417,7 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
              "branch_end_norm": branch_end_norm}
     options = check_options(scheme, {**{k: v for k, v in named.items() if v is not None}, **options})
     declared = lookup(scheme)
-    with _state_restored(model):
+    with _state_restored(model), unsharded_view(model):  # an FSDP2 model: planned as unsharded, on meta
         found = detect(model, example_inputs, overrides, use_registry, declared.needs_positions, keep_model_values)
     entries = []
     for name, info in found.params.items():

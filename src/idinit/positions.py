@@ -29,8 +29,17 @@ Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
   an attention core; walking back from its query, key and value operands (through reshapes, rotary
   embeddings, q/k norms) gives the projections, walking forward from its output gives the output
   projection. A projection feeding several operands is fused (``attention_qkv``).
-- **stem** and **head.** A linear / conv layer with no layer (nor embedding) upstream is a stem; one
-  with no layer downstream, outside every residual branch and not an attention projection, is a head.
+- **stem** and **head.** A linear / conv layer with no layer upstream whose output passes a ReLU-like
+  activation before the next layer is a stem; one with no layer downstream, outside every residual
+  branch and not an attention projection, is a head. The stem's role is its gain: appendix B sets
+  tau = sqrt(2) "for the first layer" of a ReLU network, the factor that makes up for the half of
+  the signal the ReLU after it removes. Two readings follow. An embedding lookup is no layer here:
+  its table is kept (GloVe / Word2Vec in Table 4, appendix B.4), so the first layer IDI initialises
+  is the one after it (TextCNN's convolutions), unless that layer sits inside a residual branch (the
+  first block of a language model): then it is a layer of that block. And a first layer that no
+  ReLU-like activation follows (a ViT's patch projection, a Transformer's input projection, both
+  feeding a residual stream whose activations sit inside the branches, appendix A.5) has nothing to
+  make up for: it stays ``identity``, gain 1.
 """
 from __future__ import annotations
 
@@ -46,6 +55,23 @@ __all__ = ["Analysis", "analyse"]
 # Op classes (idinit.kinds.op_class) a walk along a branch or an attention operand cannot pass:
 # the layer it looks for may lie behind them, but is not theirs to give.
 _WALLS = ("block", "opaque", "recurrent", "embedding", "input")
+
+
+# Activations that zero or shrink one half-line, halving the second moment as ReLU does: the ones
+# idinit.schemes.STEM_GAIN gives sqrt(2), by the name of the function, module class or backward node.
+_RECTIFIERS = {"relu", "relu6", "leakyrelu", "prelu", "rrelu", "threshold", "hardtanh", "gelu", "quickgelu",
+               "silu", "swish", "hardswish", "mish", "elu", "selu", "celu", "softplus"}
+# Ops a walk from a stem to its activation stops at: another mixing of values, a saturating activation.
+_NOT_RECTIFIED = ("softmax", "sdpa", "sigmoid", "matmul")
+
+
+def _activation_name(op) -> str:
+    """``ReluBackward0``, ``relu_1``, ``LeakyReLU``, ``GELUActivation`` -> ``relu``, ``relu``,
+    ``leakyrelu``, ``gelu``."""
+    name = (op.fn or op.label).rpartition(".")[2].lower().rstrip("0123456789_")
+    for suffix in ("backward", "activation"):
+        name = name.removesuffix(suffix).rstrip("0123456789_")
+    return name.replace("_", "")
 
 
 @dataclass
@@ -125,6 +151,23 @@ class _Graph:
             elif through(n):
                 stack.extend(self.users[n] if forward else self.ops[n].data_inputs)
         return found
+
+    def rectified(self, start: int) -> bool:
+        """Whether the output of ``start`` passes a ReLU-like activation before it reaches another layer
+        (through reshapes, norms, bias and position adds, pooling, residual sums)."""
+        stack, seen = list(self.users[start]), set()
+        while stack:
+            n = stack.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            name = _activation_name(self.ops[n])
+            if name in _RECTIFIERS:
+                return True
+            if self.classes[n] in ("plain", "param", "norm", "embedding") and name not in ("tanh", "softsign") \
+                    and self.ops[n].kind not in _NOT_RECTIFIED:
+                stack.extend(self.users[n])
+        return False
 
     def where(self, n: int) -> str:
         """Name an op for a message by the parameters nearest upstream (autograd ops have no names)."""
@@ -381,9 +424,11 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         found.setdefault(n, []).append(("attention_out", ""))
 
     layers = ("matrix", "block", "opaque", "recurrent")
-    upstream = [False] * len(g.ops)
+    upstream, embedded = [False] * len(g.ops), [False] * len(g.ops)
     for n, op in enumerate(g.ops):
-        upstream[n] = any(upstream[i] or g.classes[i] in layers + ("embedding",) for i in op.data_inputs)
+        # an embedding lookup is not a layer here: its table is kept, the layer after it is the first (docstring)
+        upstream[n] = any(upstream[i] or g.classes[i] in layers for i in op.data_inputs)
+        embedded[n] = any(embedded[i] or g.classes[i] == "embedding" for i in op.data_inputs)
     downstream = [False] * len(g.ops)
     for n in reversed(range(len(g.ops))):
         downstream[n] = any(downstream[u] or g.classes[u] in layers for u in g.users[n])
@@ -392,8 +437,11 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
             continue
         if not downstream[n] and n not in in_branch and n not in letters and n not in outs:
             found.setdefault(n, []).append(("head", "final layer"))
-        if not upstream[n]:
-            found.setdefault(n, []).append(("stem", "first layer"))
+        # after an embedding, a layer inside a residual branch is one of its block's layers (the first
+        # block's MLP in a parallel-attention LM), not the network's first layer
+        if not upstream[n] and not (embedded[n] and n in in_branch):
+            found.setdefault(n, []).append(("stem", "first layer") if g.rectified(n) else
+                                           ("identity", "first layer; no ReLU-like activation follows it, so no stem gain"))
         found.setdefault(n, []).append(("identity", ""))
     picked = {}
     for n, candidates in found.items():

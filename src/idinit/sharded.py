@@ -10,23 +10,37 @@ shard covers, so each rank writes its own entries in place and nothing is gather
 Supported placements: ``Replicate`` and ``Shard(d)`` along the output dimension (d = 0) or the input
 dimension (d = 1) of the pattern, on any number of mesh dimensions. A shard cutting a kernel's spatial
 dimensions, ``Partial`` and strided sharding are refused before anything is written.
+
+A model sharded by FSDP2 (``fully_shard``) before it is initialised is planned through
+:func:`unsharded_view` (its forward pass on global-shape meta parameters, FSDP's hooks set aside, so
+that planning communicates nothing and allocates no weight), and what draws from a random stream (the
+model's own init, ``torch.nn.init`` entries) draws on a full-size tensor of one parameter (or module) at
+a time and keeps its rank's part (:func:`full_size`, :func:`gathered`), so that every rank holds its
+part of the unsharded result.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Iterator, Optional
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
-__all__ = ["Region", "is_dtensor", "local_of", "local_and_offset", "regions", "check_placements"]
+__all__ = ["Region", "is_dtensor", "local_of", "local_and_offset", "regions", "check_placements",
+           "unsharded_view", "gathered", "full_size"]
 
 try:  # torch.distributed is optional (some builds ship without it)
     from torch.distributed.tensor import DTensor, Replicate, Shard
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 except ImportError:  # pragma: no cover - builds without distributed support
     DTensor = None
+try:
+    from torch.distributed.fsdp import FSDPModule
+except ImportError:  # pragma: no cover
+    FSDPModule = None
 
 
 @dataclass
@@ -130,3 +144,105 @@ def regions(tensor: Tensor, layout: str = "rows", blocks: int = 1, box: Optional
             found.append(Region(local[lo - first:hi - first], per_block, trailing, lo - start, offset[1] * k,
                                 start // per_block))
     return found
+
+
+def _local_box(tensor: Tensor) -> tuple:
+    """Index of this rank's shard of DTensor ``tensor`` in the global tensor."""
+    local, offset = local_and_offset(tensor)
+    return tuple(slice(o, o + n) for o, n in zip(offset, local.shape))
+
+
+def _is_fsdp_hook(hook) -> bool:
+    function = getattr(hook, "__func__", None) or getattr(hook, "func", None) or hook
+    # FSDP2's hooks live in torch.distributed.fsdp (torch.distributed._composable.fsdp before torch 2.6)
+    return (getattr(function, "__module__", None) or "").startswith("torch.distributed.")
+
+
+@contextlib.contextmanager
+def unsharded_view(model: nn.Module) -> Iterator[None]:
+    """For the duration, ``model`` looks unsharded: every DTensor parameter (and every buffer of an
+    FSDP2 module) is a meta tensor of its global shape, FSDP2's forward hooks are set aside and each
+    FSDP2 module has its own class again (``FSDPLlamaForCausalLM`` is ``LlamaForCausalLM``). Role
+    detection runs the forward pass on it without communicating or allocating. A no-op on a model
+    with no DTensor parameter."""
+    modules = list(model.modules())
+    if not any(is_dtensor(p) for m in modules for p in m._parameters.values()):
+        yield
+        return
+    meta: dict = {}
+
+    def meta_of(t: Tensor) -> Tensor:
+        if id(t) not in meta:  # tied parameters stay tied
+            empty = torch.empty(tuple(t.shape), dtype=t.dtype, device="meta")
+            meta[id(t)] = nn.Parameter(empty, t.requires_grad) if isinstance(t, nn.Parameter) else empty
+        return meta[id(t)]
+
+    saved = []
+    hook_dicts = ("_forward_pre_hooks", "_forward_hooks")
+    try:
+        for m in modules:
+            fsdp = FSDPModule is not None and isinstance(m, FSDPModule)
+            saved.append((m, type(m), dict(m._parameters), dict(m._buffers),
+                          {d: getattr(m, d).copy() for d in hook_dicts}))
+            for n, p in m._parameters.items():
+                if p is not None and is_dtensor(p):
+                    m._parameters[n] = meta_of(p)
+            if not fsdp:
+                continue
+            for n, b in m._buffers.items():
+                if b is not None:
+                    m._buffers[n] = meta_of(b)
+            for d in hook_dicts:
+                for key in [k for k, hook in getattr(m, d).items() if _is_fsdp_hook(hook)]:
+                    del getattr(m, d)[key]
+            m.__class__ = next(c for c in type(m).__mro__ if not issubclass(c, FSDPModule))
+        yield
+    finally:
+        for m, cls, params, buffers, hooks in saved:
+            m.__class__ = cls
+            m._parameters.clear()
+            m._parameters.update(params)
+            m._buffers.clear()
+            m._buffers.update(buffers)
+            for d, found in hooks.items():
+                getattr(m, d).clear()
+                getattr(m, d).update(found)
+
+
+@contextlib.contextmanager
+def gathered(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """For the duration, the DTensor parameters of ``modules`` and their submodules are plain tensors
+    holding their full values (gathered on every rank: a collective); afterwards each rank copies its
+    part of what they hold then into its shard. The model's own init runs on them as on an unsharded
+    model, drawing the same values from the same RNG state. A no-op without DTensor parameters."""
+    full: dict = {}
+    swapped = []
+    for module in modules:
+        for m in module.modules():
+            for n, p in m._parameters.items():
+                if p is None or not is_dtensor(p):
+                    continue
+                if id(p) not in full:
+                    value = p.full_tensor()
+                    value = value.wait() if hasattr(value, "wait") else value  # an AsyncCollectiveTensor
+                    full[id(p)] = (p, nn.Parameter(value.detach().clone(), p.requires_grad))
+                swapped.append((m, n, p))
+                m._parameters[n] = full[id(p)][1]
+    try:
+        yield
+    finally:
+        for m, n, p in swapped:
+            m._parameters[n] = p
+        with torch.no_grad():
+            for p, value in full.values():
+                local_of(p).copy_(value[_local_box(p)])
+
+
+def full_size(tensor: Tensor) -> tuple[Tensor, Optional[tuple]]:
+    """``(tensor, None)``, or for a DTensor a new plain tensor of its global shape on its local device and
+    the index of this rank's part in it: a ``torch.nn.init`` draw on that tensor (as many random numbers,
+    in the same order, as on the unsharded parameter) gives each rank its part of the unsharded draw."""
+    if not is_dtensor(tensor):
+        return tensor, None
+    local = local_of(tensor)
+    return torch.empty(tuple(tensor.shape), dtype=tensor.dtype, device=local.device), _local_box(tensor)

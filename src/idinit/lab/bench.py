@@ -1,25 +1,99 @@
-"""``idinit bench``: training throughput of the lab's step, as ratios to the eager step measured in
-the same run. Rows: eager; ``torch.compile(mode="reduce-overhead")``; N processes training at once
-on the same device (aggregate images/s); N models packed into one grouped network
-(:mod:`idinit.lab.train.packed`, the step of ``idinit run --pack N``).
+"""``idinit bench``: throughput of the lab's training step on one device, in seconds per
+run-epoch (one run's 40k-image CIFAR epoch: a pack of N runs counts N run-epochs per pack-epoch),
+with ratios to references measured in the same call.
 
-Every row runs the real training step of :mod:`idinit.lab.train.loop` (bf16 autocast and
-channels_last on CUDA, fused SGD, the device-resident loader with crop/flip) on synthetic uint8
-images, so data, step and optimiser are what a run pays for. Timing: warm-up steps first (they
-include compilation), then ``steps`` steps between two device synchronisations.
+Every row times the step ``idinit run`` takes, :class:`~idinit.lab.train.step.TrainStep`, over the
+device-resident loader (crop, flip) on synthetic uint8 images: one run alone
+(:func:`~idinit.lab.train.forward.alone`) or a pack of N runs as one grouped network
+(:func:`~idinit.lab.train.forward.packed`, ``idinit run --pack N``); bf16 autocast, channels_last
+and ``torch.compile`` on CUDA, fused SGD. Warm-up steps (compile, cuDNN autotuning, CUDA-graph
+recording) are timed apart from the ``steps`` timed steps between two device synchronisations.
+
+Two plans:
+
+- fixed rows (``run_bench(packed=(8,), concurrent=(4,))``): eager, compiled, N processes at once,
+  N packed;
+- ``search_plan=True`` (``idinit bench --search``, issue 12): references (one run eager; ``--pack 8``
+  as ``idinit run`` trained it before this search, with its profile), an eager sweep of pack sizes,
+  dense (block-diagonal) convolutions and the other layout (:data:`SWEEP`), the best two of those
+  compiled (the best one profiled), then the best setting on the other architectures and without
+  CUDA graphs, while the time budget lasts. Each row is wrapped: a failure, or a row past its time
+  limit, prints its error and the others go on.
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import multiprocessing
 import pathlib
 import queue
+import re
+import signal
 import statistics
+import threading
 import time
+from dataclasses import dataclass
 
 import torch
 
+from .train.step import COMPILE_MODE
+
 EPOCH_IMAGES = 40_000  # the shared protocol's training set
+EVAL_IMAGES = 11_000   # evaluated after every epoch: 10k evaluation + 1k test images
+# Issue 12's measurement (one H200, torch 2.11, ResNet-56, batch 1024), the "before" of this work.
+ISSUE_BASELINE = {"eager alone": 0.94, "compiled alone": 0.62, "8 packed, compiled": 0.44, "target": 0.22}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to train: ``pack`` runs of ``arch`` (1: a run alone), compiled or not, with
+    PackedCifarResNet's ``dense_channels``, TrainStep's ``compile_mode``, and the activations'
+    layout (``channels_last`` None: the lab's default, channels_last on CUDA only)."""
+
+    arch: str = "resnet56"
+    pack: int = 1
+    compile: bool = False
+    compile_mode: str = COMPILE_MODE
+    dense_channels: int = 0
+    channels_last: bool | None = None
+
+    @property
+    def label(self) -> str:
+        how = "alone" if self.pack == 1 else f"pack {self.pack}"
+        if self.pack > 1:
+            how += " grouped" if self.dense_channels == 0 else f" dense<={self.dense_channels}ch"
+        layout = {None: "", True: " channels_last", False: " contiguous"}[self.channels_last]
+        return f"{self.arch} {how}{layout} " + (f"compiled {self.compile_mode}" if self.compile else "eager")
+
+
+class BenchTimeout(BaseException):
+    """A row ran past its time limit (a BaseException, so TrainStep's compile fallback lets it through)."""
+
+
+class _TimeLimit:
+    """Raise :class:`BenchTimeout` in the main thread after ``seconds`` (no limit off the main
+    thread or without SIGALRM)."""
+
+    def __init__(self, seconds: float | None):
+        self.seconds = seconds
+        self.active = (seconds is not None and hasattr(signal, "SIGALRM")
+                       and threading.current_thread() is threading.main_thread())
+
+    def _fire(self, signum, frame):
+        raise BenchTimeout(f"over its time limit of {self.seconds:.0f} s")
+
+    def __enter__(self):
+        if self.active:
+            self.previous = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, max(self.seconds, 0.01))
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        return False
 
 
 def _sync(device: torch.device) -> None:
@@ -27,16 +101,50 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time_steps(train_step, epoch_batches, warmup: int, steps: int, dev, barrier=None) -> tuple[float, float, float]:
-    """Run ``warmup`` then ``steps`` training steps over ``epoch_batches(epoch)``; return
-    (warm-up seconds, start of the timed window, its seconds). The timed steps start at epoch 1000,
-    so they never reuse the warm-up's batches; ``barrier`` lines up concurrent processes."""
+def time_variant(variant: Variant, device: str, batch_size: int, steps: int, warmup: int = 8, barrier=None,
+                 profile_path=None, profile_steps: int = 5, eval_images: int = 0) -> dict:
+    """Time ``warmup`` then ``steps`` training steps of ``variant``; returns seconds per step,
+    images/s of all members, seconds per run-epoch, warm-up seconds, and (``eval_images > 0``)
+    the seconds one evaluation pass over that many images costs per run. ``profile_path``: also
+    profile ``profile_steps`` steps and write the tables there (:func:`write_profile`)."""
+    from .data import DeviceLoader
+    from .models import CifarResNet, parse_arch
+    from .train import RunConfig, make_optimizer
+    from .train import forward as fwd
+    from .train.loop import evaluate_members
+    from .train.step import TrainStep
+
+    dev = torch.device(device)
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    channels_last = cuda if variant.channels_last is None else variant.channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    configs = [RunConfig(arch=variant.arch, init="default", batch_size=batch_size, seed=k) for k in range(variant.pack)]
+    torch.manual_seed(0)
+    members = [CifarResNet(parse_arch(variant.arch)).to(dev, memory_format=memory_format) for _ in configs]
+    optimizers = [make_optimizer(m, c, dev) for m, c in zip(members, configs)]
+    if variant.pack > 1:
+        forward = fwd.packed(members, memory_format, variant.dense_channels)
+    else:
+        forward = fwd.alone(members[0])
+    x_dtype = torch.bfloat16 if cuda else torch.float32
+    n_images = batch_size * min(steps + warmup, 16)
+    images = torch.randint(0, 256, (n_images, 32, 32, 3), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n_images,))
+    loaders = [DeviceLoader(images, labels, batch_size, device=dev, train=True, seed=c.seed, channels_last=channels_last,
+                            dtype=x_dtype) for c in configs]
+    messages: list[str] = []
+    step = TrainStep(forward.train, configs, optimizers, amp=cuda, device_type=dev.type, compile=variant.compile,
+                     steps_per_epoch=len(loaders[0]), compile_mode=variant.compile_mode, log=messages.append)
+    no_mixup = [None] * variant.pack
+    forward.module.train()
 
     def run(count: int, epoch: int) -> None:
         done = 0
         while done < count:
-            for batch in epoch_batches(epoch):
-                train_step(batch)
+            for i, batches in enumerate(zip(*(loader.epoch(epoch) for loader in loaders))):
+                step(0, i, [x for x, _ in batches], [y for _, y in batches], no_mixup, no_mixup)
                 done += 1
                 if done == count:
                     return
@@ -49,94 +157,108 @@ def _time_steps(train_step, epoch_batches, warmup: int, steps: int, dev, barrier
     if barrier is not None:
         barrier.wait()
     t0 = time.perf_counter()
-    run(steps, 1000)
+    run(steps, 1000)  # other epochs than the warm-up's: no batch is reused
     _sync(dev)
-    return warmup_s, t0, time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    images_per_s = variant.pack * batch_size * steps / seconds
+    out = {"step_s": seconds / steps, "images_per_s": images_per_s, "s_per_run_epoch": EPOCH_IMAGES / images_per_s,
+           "warmup_s": warmup_s, "start": t0, "end": t0 + seconds, "compiled": step.compiled,
+           "peak_gib": torch.cuda.max_memory_allocated(dev) / 2**30 if cuda else None}
+    if variant.compile and not step.compiled:
+        out["note"] = "compile FAILED, timed eagerly: " + " | ".join(messages)
+    if profile_path is not None:
+        try:  # a profiler failure must not cost the row its timing
+            out["profile"] = write_profile(lambda count: run(count, 2000), dev, profile_steps, profile_path,
+                                           f"{variant.label}, batch {batch_size} per run")
+        except Exception as err:
+            note = f"profile FAILED: {type(err).__name__}: {str(err)[:200]}"
+            out["note"] = f"{out['note']}; {note}" if "note" in out else note
+    if eval_images:
+        eval_loader = DeviceLoader(torch.randint(0, 256, (eval_images, 32, 32, 3), dtype=torch.uint8),
+                                   torch.randint(0, 10, (eval_images,)), configs[0].eval_batch_size, device=dev,
+                                   train=False, channels_last=channels_last,
+                                   dtype=x_dtype)
+        evaluate_members(forward, eval_loader, cuda)  # warm-up: cuDNN autotuning of the eval shapes
+        _sync(dev)
+        t0 = time.perf_counter()
+        evaluate_members(forward, eval_loader, cuda)
+        out["eval_s_per_run"] = (time.perf_counter() - t0) / variant.pack
+    return out
+
+
+# Kernel families of a training step, by kernel name (first match wins).
+KERNEL_FAMILIES = (
+    ("convolution (cuDNN/CUTLASS)", re.compile(r"conv|cudnn|xmma|implicit|dgrad|wgrad|cutlass|gemm|sm\d\d_", re.I)),
+    ("batch norm (eager kernels)", re.compile(r"batch_?norm|bn_(fw|bw)", re.I)),
+    ("optimiser", re.compile(r"multi_tensor|sgd|adam|foreach", re.I)),
+    ("inductor-fused (triton)", re.compile(r"^triton_", re.I)),
+    ("copies, casts, cat", re.compile(r"copy|memcpy|memset|cat|fill", re.I)),
+    ("other eager elementwise/reduce", re.compile(r"elementwise|vectorized|reduce|index|scatter|gather", re.I)),
+)
+
+
+def write_profile(run_steps, device: torch.device, steps: int, path, title: str) -> dict:
+    """Profile ``run_steps(steps)`` with torch.profiler and write to ``path``: device time per
+    step by kernel family, device-busy against wall time (launch-bound when busy << wall), and the
+    top 20 kernels by self device time (self CPU time on a CPU). Returns the family totals."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync(device)
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        run_steps(steps)
+        _sync(device)
+    wall_ms = (time.perf_counter() - t0) * 1e3 / steps
+    events = prof.key_averages()
+
+    def self_ms(e) -> float:
+        us = getattr(e, "self_device_time_total", None) if cuda else e.self_cpu_time_total
+        if us is None:  # older torch
+            us = getattr(e, "self_cuda_time_total", 0)
+        return us / 1e3 / steps
+
+    if cuda:  # the kernels themselves (a CPU op's self device time repeats its kernels')
+        events = [e for e in events if str(e.device_type).split(".")[-1] != "CPU"]
+    timed = sorted(((self_ms(e), e) for e in events if self_ms(e) > 0), key=lambda t: -t[0])
+    busy = sum(ms for ms, _ in timed)
+    families: dict[str, float] = {}
+    for ms, e in timed:
+        family = next((name for name, pattern in KERNEL_FAMILIES if pattern.search(e.key)), "other")
+        families[family] = families.get(family, 0.0) + ms
+    unit = "device" if cuda else "CPU"
+    lines = [f"profile: {title}", f"{steps} steps profiled on {_device_name(device)}, torch {torch.__version__}",
+             f"wall {wall_ms:.2f} ms per step (under the profiler); {unit} busy {busy:.2f} ms per step "
+             f"({100 * busy / wall_ms:.0f}% of wall: near 100% = bound by the {unit}'s work, far below = by launches "
+             "and host code)"]
+    if not timed:
+        lines.append("no kernels recorded (the profiler may not see kernels replayed inside CUDA graphs; the eager "
+                     "profile of the same pack shows them)")
+    lines += ["", f"self {unit} time per step by kernel family:"]
+    for name, ms in sorted(families.items(), key=lambda t: -t[1]):
+        lines.append(f"  {name:<34} {ms:>9.2f} ms  {100 * ms / busy if busy else 0:>5.1f}%")
+    lines += ["", f"top 20 by self {unit} time per step:",
+              f"  {'ms/step':>9}  {'%':>5}  {'calls/step':>10}  name"]
+    for ms, e in timed[:20]:
+        lines.append(f"  {ms:>9.3f}  {100 * ms / busy if busy else 0:>5.1f}  {e.count / steps:>10.1f}  {e.key[:110]}")
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return {"wall_ms_per_step": wall_ms, "busy_ms_per_step": busy, "families_ms_per_step": families,
+            "file": str(path)}
 
 
 def time_training(arch: str, device: str, batch_size: int, steps: int, compile: bool, warmup: int = 8,
                   barrier=None) -> dict:
-    """Seconds per step of the lab's training step for ``arch`` (one model)."""
-    from .data import DeviceLoader
-    from .models import CifarResNet, parse_arch
-    from .train import RunConfig, make_optimizer
-    from .train.loop import _make_step
-
-    dev = torch.device(device)
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    config = RunConfig(arch=arch, init="default", batch_size=batch_size)
-    torch.manual_seed(0)
-    model = CifarResNet(parse_arch(arch)).to(dev, memory_format=torch.channels_last if cuda else torch.preserve_format)
-    optimizer = make_optimizer(model, config, dev)
-    n_images = batch_size * min(steps + warmup, 16)
-    images = torch.randint(0, 256, (n_images, 32, 32, 3), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (n_images,))
-    loader = DeviceLoader(images, labels, batch_size, device=dev, train=True, channels_last=cuda,
-                          dtype=torch.bfloat16 if cuda else torch.float32)
-    eager = _make_step(model, config, cuda, dev.type)
-    step = torch.compile(eager, mode="reduce-overhead", dynamic=False) if compile else eager
-
-    def train_step(batch) -> None:
-        x, y = batch
-        if compile:
-            torch.compiler.cudagraph_mark_step_begin()
-        loss, _ = step(x, y, None, None)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    warmup_s, t0, seconds = _time_steps(train_step, loader.epoch, warmup, steps, dev, barrier)
-    return {"step_s": seconds / steps, "images_per_s": batch_size * steps / seconds, "warmup_s": warmup_s,
-            "start": t0, "end": t0 + seconds}
+    """Seconds per step of ``arch`` trained alone (``compile``: in TrainStep's default mode)."""
+    return time_variant(Variant(arch, 1, compile), device, batch_size, steps, warmup, barrier)
 
 
-def time_packed(n: int, arch: str, device: str, batch_size: int, steps: int, compile: bool, warmup: int = 8) -> dict:
-    """Seconds per step of ``n`` models of ``arch`` trained as one packed network (each its own
-    data, optimiser and batch of ``batch_size``), with the packed runner's own step."""
-    from .data import DeviceLoader
-    from .models import CifarResNet, parse_arch
-    from .models.packed_resnet import PackedCifarResNet
-    from .train import RunConfig, make_optimizer
-    from .train.packed import _member_forward_loss
-
-    dev = torch.device(device)
-    cuda = dev.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
-    configs = [RunConfig(arch=arch, init="default", batch_size=batch_size, seed=k) for k in range(n)]
-    torch.manual_seed(0)
-    members = [CifarResNet(parse_arch(arch)).to(dev, memory_format=memory_format) for _ in range(n)]
-    optimizers = [make_optimizer(m, c, dev) for m, c in zip(members, configs)]
-    packed = PackedCifarResNet(members).to(dev)
-    n_images = batch_size * min(steps + warmup, 16)
-    images = torch.randint(0, 256, (n_images, 32, 32, 3), dtype=torch.uint8)
-    labels = torch.randint(0, 10, (n_images,))
-    loaders = [DeviceLoader(images, labels, batch_size, device=dev, train=True, seed=k,
-                            dtype=torch.bfloat16 if cuda else torch.float32) for k in range(n)]
-    eager = _member_forward_loss(packed, configs, cuda, dev.type, memory_format)
-    step = torch.compile(eager, mode="reduce-overhead", dynamic=False) if compile else eager
-    no_perm = torch.zeros((n, batch_size), dtype=torch.int64, device=dev)
-    no_lam = torch.ones(n, device=dev)
-
-    def train_step(batches) -> None:
-        xs = torch.stack([x for x, _ in batches])
-        ys = torch.stack([y for _, y in batches])
-        if compile:
-            torch.compiler.cudagraph_mark_step_begin()
-        total, _, _ = step(xs, ys, no_perm, no_lam)
-        total.backward()
-        for optimizer in optimizers:
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    def epoch_batches(epoch):
-        return zip(*(loader.epoch(epoch) for loader in loaders))
-
-    warmup_s, _, seconds = _time_steps(train_step, epoch_batches, warmup, steps, dev)
-    return {"step_s": seconds / steps, "images_per_s": n * batch_size * steps / seconds, "warmup_s": warmup_s}
+def time_packed(n: int, arch: str, device: str, batch_size: int, steps: int, compile: bool, warmup: int = 8,
+                dense_channels: int = 0) -> dict:
+    """Seconds per step of ``n`` runs of ``arch`` trained as one packed network."""
+    return time_variant(Variant(arch, n, compile, dense_channels=dense_channels), device, batch_size, steps, warmup)
 
 
 def _concurrent_worker(arch, device, batch_size, steps, compile, barrier, results):
@@ -168,54 +290,214 @@ def time_concurrent(n: int, arch: str, device: str, batch_size: int, steps: int,
         raise RuntimeError(f"concurrent run failed: {errors[0]}")
     # Aggregate over the common window: images of all processes over the span from first start to last end.
     span = max(o["end"] for o in out) - min(o["start"] for o in out)
-    return {"images_per_s": n * batch_size * steps / span, "per_process_images_per_s":
-            statistics.fmean(o["images_per_s"] for o in out), "step_s": span / steps,
+    images_per_s = n * batch_size * steps / span
+    return {"images_per_s": images_per_s, "s_per_run_epoch": EPOCH_IMAGES / images_per_s,
+            "per_process_images_per_s": statistics.fmean(o["images_per_s"] for o in out), "step_s": span / steps,
             "warmup_s": max(o["warmup_s"] for o in out)}
 
 
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+
+
+class Bench:
+    """Rows measured in one call, under an overall time budget and a limit per row."""
+
+    def __init__(self, device: str, batch_size: int, steps: int, warmup: int, budget_s: float | None,
+                 variant_s: float | None, profile_dir=None, eval_images: int = EVAL_IMAGES):
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.batch_size, self.steps, self.warmup = batch_size, steps, warmup
+        self.budget_s, self.variant_s = budget_s, variant_s
+        self.profile_dir = None if profile_dir is None else pathlib.Path(profile_dir)
+        self.eval_images = eval_images
+        self.start = time.perf_counter()
+        self.rows: list[dict] = []
+
+    def left(self) -> float | None:
+        return None if self.budget_s is None else self.budget_s - (time.perf_counter() - self.start)
+
+    def estimate_s(self, variant: Variant) -> float:
+        """A rough cost of a row on an H200 (compile ~1 s per layer of depth), scaled by batch."""
+        depth = int(variant.arch[6:]) if variant.arch[6:].isdigit() else 56
+        work = (self.warmup + self.steps) * depth * variant.pack * 4e-4 * self.batch_size / 1024
+        return (8 + 1.1 * depth if variant.compile else 2) + work
+
+    def run(self, variant: Variant, role: str | None = None, profile: str | None = None, eval: bool = False):
+        """Measure one row; returns it, or None when it failed or was skipped (both are printed)."""
+        label = variant.label
+        left = self.left()
+        if left is not None and left < self.estimate_s(variant):
+            reason = f"about {self.estimate_s(variant):.0f} s needed, {max(left, 0):.0f} s of the budget left"
+            print(f"  skipped {label}: {reason}", flush=True)
+            self.rows.append({**dataclasses.asdict(variant), "label": label, "role": role, "skipped": reason})
+            return None
+        limit = min(x for x in (self.variant_s, left, float("inf")) if x is not None)
+        limit = None if limit == float("inf") else limit
+        profile_path = None
+        if profile and self.profile_dir is not None:
+            profile_path = self.profile_dir / f"profile-{profile}.txt"
+        t0 = time.perf_counter()
+        try:
+            with _TimeLimit(limit):
+                result = time_variant(variant, self.device, self.batch_size, self.steps, self.warmup,
+                                      profile_path=profile_path, eval_images=self.eval_images if eval else 0)
+        except (Exception, BenchTimeout) as err:
+            message = f"{type(err).__name__}: {str(err)[:400]}"
+            print(f"  FAILED {label} after {time.perf_counter() - t0:.0f} s: {message}", flush=True)
+            self.rows.append({**dataclasses.asdict(variant), "label": label, "role": role, "error": message})
+            return None
+        finally:
+            _clean_up(self.device)
+        row = {**dataclasses.asdict(variant), "label": label, "role": role, "row_s": time.perf_counter() - t0,
+               **{k: v for k, v in result.items() if k not in ("start", "end")}}
+        self.rows.append(row)
+        extra = f", eval {row['eval_s_per_run']:.3f} s per run" if "eval_s_per_run" in row else ""
+        extra += f", peak {row['peak_gib']:.1f} GiB" if row.get("peak_gib") is not None else ""
+        print(f"  {label:<46} {row['s_per_run_epoch']:>7.3f} s/run-epoch  {row['images_per_s']:>9.0f} img/s  "
+              f"step {1e3 * row['step_s']:>7.1f} ms  warm-up {row['warmup_s']:>5.1f} s{extra}"
+              f"{'  ' + row['note'] if 'note' in row else ''}", flush=True)
+        return row
+
+
+def _clean_up(device: torch.device) -> None:
+    """Drop a row's compiled graphs and CUDA-graph memory pools before the next row."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+DEFAULT_PACK = 8  # issue 12's packed reference: `idinit run --pack 8` as it trained before this work
+
+# The eager sweep of the search: (pack size, dense_channels). Dense convolutions trade N times the
+# multiply-adds for dense tensor-core kernels, so they are tried on the narrow layers and small packs.
+# The last row: the grouped pack in the other layout than the device's default.
+SWEEP = ((8, 0, None), (16, 0, None), (8, 16, None), (4, 16, None), (4, 32, None), (4, 64, None), (8, 0, "other"))
+
+
+def search(bench: Bench, arch: str = "resnet56", others=("resnet20", "resnet110")) -> None:
+    """Issue 12's search on ``arch`` (see the module docstring), then the best setting on ``others``."""
+    cuda = bench.cuda
+    print(f"[{arch}] references: one run eager; --pack {DEFAULT_PACK} as idinit run trained it so far", flush=True)
+    bench.run(Variant(arch), role="eager alone", eval=True)
+    default = Variant(arch, DEFAULT_PACK, compile=cuda)
+    bench.run(default, role="packed default", profile="packed-default", eval=True)
+    print(f"[{arch}] eager sweep of pack size x dense block-diagonal convolutions", flush=True)
+    eager = {}
+    for pack, dense, layout in SWEEP:
+        variant = Variant(arch, pack, dense_channels=dense, channels_last=None if layout is None else not cuda)
+        row = bench.run(variant, role="sweep", profile="packed-eager" if variant == Variant(arch, DEFAULT_PACK) else None)
+        if row is not None:
+            eager[variant] = row["s_per_run_epoch"]
+    ranked = sorted((v for v in eager if v != Variant(arch, DEFAULT_PACK)), key=eager.get)  # the default is compiled
+    candidates = [dataclasses.replace(v, compile=cuda) for v in ranked[:2]]
+    if cuda and candidates:
+        print(f"[{arch}] the sweep's best two layouts, compiled", flush=True)
+        for k, variant in enumerate(candidates):
+            bench.run(variant, role="candidate", profile="best-candidate" if k == 0 else None, eval=k == 0)
+    best = best_row(bench.rows, arch)
+    if best is None:
+        return
+    chosen = Variant(**{f.name: best[f.name] for f in dataclasses.fields(Variant)})
+    later = [("other", other) for other in others[:1]] + [("mode", arch)] + [("other", o) for o in others[1:]]
+    for what, name in later:
+        if what == "mode":
+            if chosen.compile:
+                print(f"[{arch}] the best setting without CUDA graphs (compile mode 'default')", flush=True)
+                bench.run(dataclasses.replace(chosen, compile_mode="default"), role="compile mode")
+            continue
+        print(f"[{name}] one run eager, and the best {arch} setting", flush=True)
+        bench.run(Variant(name), role="eager alone")
+        bench.run(dataclasses.replace(chosen, arch=name), role="best setting")
+    if cuda:
+        print(f"[{arch}] one run compiled (issue 12's middle reference)", flush=True)
+        bench.run(Variant(arch, compile=True), role="compiled alone")
+
+
+def best_row(rows: list[dict], arch: str) -> dict | None:
+    measured = [r for r in rows if r["arch"] == arch and "s_per_run_epoch" in r and r["pack"] > 1]
+    return min(measured, key=lambda r: r["s_per_run_epoch"], default=None)
+
+
+def summary_table(rows: list[dict]) -> list[str]:
+    """The final table: per row, s per run-epoch and its ratios (speed-ups: reference time / row
+    time) to one eager run and to today's ``--pack 8`` of the same architecture."""
+    lines = [f"{'variant':<48} {'s/run-epoch':>11} {'x eager alone':>13} {'x pack-8 today':>14} "
+             f"{'step ms':>8} {'warm-up s':>9} {'eval s/run':>10}"]
+    for row in rows:
+        if "error" in row or "skipped" in row:
+            what = f"FAILED: {row['error']}" if "error" in row else f"skipped ({row['skipped']})"
+            lines.append(f"{row['label']:<48} {what[:100]}")
+            continue
+        refs = {r["role"]: r["s_per_run_epoch"] for r in rows
+                if r["arch"] == row["arch"] and "s_per_run_epoch" in r and r["role"] in ("eager alone", "packed default")}
+        ratio = {k: (f"{v / row['s_per_run_epoch']:.2f}" if k in refs else "-") for k, v in refs.items()}
+        evals = f"{row['eval_s_per_run']:.3f}" if "eval_s_per_run" in row else "-"
+        lines.append(f"{row['label']:<48} {row['s_per_run_epoch']:>11.3f} {ratio.get('eager alone', '-'):>13} "
+                     f"{ratio.get('packed default', '-'):>14} {1e3 * row['step_s']:>8.1f} {row['warmup_s']:>9.1f} "
+                     f"{evals:>10}" + ("  " + row["note"][:60] if "note" in row else ""))
+    return lines
+
+
 def run_bench(device: str = "cuda", archs=("resnet56",), batch_size: int = 1024, steps: int = 30,
-              concurrent=(4,), packed=(), compile: bool = True, out=None) -> list[dict]:
+              concurrent=(4,), packed=(), compile: bool = True, out=None, *, search_plan: bool = False,
+              warmup: int = 8, budget_s: float | None = None, variant_s: float | None = None,
+              eval_images: int = EVAL_IMAGES) -> list[dict]:
+    """Measure and print the rows (module docstring); write them as JSON to ``out`` and, with
+    ``search_plan``, the profiles beside it. Returns the rows."""
     dev = torch.device(device)
     compile = compile and dev.type == "cuda"  # inductor on CPU is slow to build and not what we measure
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
-    print(f"idinit bench on {name}, torch {torch.__version__}, batch {batch_size}, {steps} timed steps", flush=True)
-    rows = []
-    for arch in archs:
-        reference = None
-
-        def add(label, result, models=1):
-            nonlocal reference
-            ips = result["images_per_s"]
-            reference = reference or ips
-            row = {"arch": arch, "config": label, "models": models, "images_per_s": ips,
-                   "s_per_epoch_per_model": EPOCH_IMAGES * models / ips, "ratio_to_eager": ips / reference,
-                   "warmup_s": result.get("warmup_s")}
-            rows.append(row)
-            print(f"{arch:<10} {label:<34} {ips:>10.0f} img/s  {row['s_per_epoch_per_model']:>6.2f} s/epoch per model"
-                  f"  x{row['ratio_to_eager']:.2f} of eager  (warm-up {row['warmup_s']:.0f} s)", flush=True)
-
-        add("eager", time_training(arch, device, batch_size, steps, False))
-        if compile:
-            try:
-                add("compiled (reduce-overhead)", time_training(arch, device, batch_size, steps, True))
-            except Exception as err:
-                print(f"{arch:<10} compiled: FAILED {type(err).__name__}: {err}", flush=True)
-        for n in concurrent:
-            try:
-                res = time_concurrent(n, arch, device, batch_size, steps, compile)
-                add(f"{n} processes at once{' (compiled)' if compile else ''}", res, models=n)
-            except Exception as err:
-                print(f"{arch:<10} {n} processes: FAILED {type(err).__name__}: {err}", flush=True)
-        for n in packed:
-            try:
-                add(f"{n} models packed{' (compiled)' if compile else ''}",
-                    time_packed(n, arch, device, batch_size, steps, compile), models=n)
-            except Exception as err:
-                print(f"{arch:<10} {n} packed: FAILED {type(err).__name__}: {err}", flush=True)
-    print("\nratios are images/s of all models together over one eager model's, same run, same device")
+    print(f"idinit bench on {_device_name(dev)}, torch {torch.__version__}, batch {batch_size} per run, {steps} timed "
+          f"steps after {warmup} warm-up steps; budget {budget_s or 'none'} s, row limit {variant_s or 'none'} s",
+          flush=True)
+    profile_dir = pathlib.Path(out).parent if out else None
+    bench = Bench(device, batch_size, steps, warmup, budget_s, variant_s, profile_dir, eval_images)
+    if search_plan:
+        search(bench, archs[0], tuple(archs[1:]))
+    else:
+        for arch in archs:
+            bench.run(Variant(arch), role="eager alone")
+            if compile:
+                bench.run(Variant(arch, compile=True), role="compiled alone")
+            for n in concurrent:
+                t0 = time.perf_counter()
+                label = f"{arch} {n} processes at once " + ("compiled" if compile else "eager")
+                try:
+                    result = time_concurrent(n, arch, device, batch_size, steps, compile)
+                    bench.rows.append({**dataclasses.asdict(Variant(arch, 1, compile)), "label": label, "role": None,
+                                       "processes": n, "row_s": time.perf_counter() - t0, **result})
+                except Exception as err:
+                    print(f"  FAILED {label}: {type(err).__name__}: {err}", flush=True)
+            for n in packed:
+                bench.run(Variant(arch, n, compile), role="packed default" if n == DEFAULT_PACK else None)
+    rows = bench.rows
+    lines = ["", f"SUMMARY (idinit bench, {_device_name(dev)}, torch {torch.__version__}, batch {batch_size} per run, "
+             f"{time.perf_counter() - bench.start:.0f} s in all)"]
+    lines += summary_table(rows)
+    lines += ["",
+              "s/run-epoch: seconds for one run's 40k-image epoch of training steps (a pack of N trains N runs at",
+              "once, so it is the pack's epoch time / N); evaluation not included (eval s/run: one pass over "
+              f"{eval_images} images,", "eager, per run). x columns: how many times faster than that reference row "
+              "of the same architecture.", "warm-up s: the first steps (torch.compile, cuDNN autotuning, CUDA-graph "
+              "recording), paid once per training call.",
+              f"issue 12's numbers before this work (H200): {ISSUE_BASELINE}."]
+    best = best_row(rows, archs[0])
+    if best is not None:
+        lines.append(f"fastest {archs[0]} pack: {best['label']} at {best['s_per_run_epoch']:.3f} s per run-epoch "
+                     f"(target <= {ISSUE_BASELINE['target']}: {'met' if best['s_per_run_epoch'] <= 0.22 else 'not met'}"
+                     f"); train with it: idinit.lab.train.train(..., pack=True, dense_channels={best['dense_channels']}, "
+                     f"compile_mode={best['compile_mode']!r}"
+                     + ("" if best["channels_last"] is None else f", channels_last={best['channels_last']}")
+                     + f") on {best['pack']} runs (idinit run --pack {best['pack']})")
+    print("\n".join(lines), flush=True)
     if out:
         path = pathlib.Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"device": name, "torch": torch.__version__, "batch_size": batch_size,
-                                    "steps": steps, "rows": rows}, indent=2))
+        path.write_text(json.dumps({"device": _device_name(dev), "torch": torch.__version__, "batch_size": batch_size,
+                                    "steps": steps, "warmup": warmup, "issue_baseline": ISSUE_BASELINE,
+                                    "rows": rows, "summary": lines}, indent=2, default=str))
     return rows

@@ -230,7 +230,8 @@ def cmd_report(args) -> int:
     _folder(args.out, "--out")
     _check_summaries(args.run_dir)
     path = write_report(args.run_dir, args.out, title=args.title, with_records=args.with_records)
-    print(f"wrote {path} and {path.parent / 'accuracy.png'}")
+    figure = next((path.parent / f for f in ("accuracy.png", "loss.png") if (path.parent / f).is_file()), None)
+    print(f"wrote {path}" + (f" and {figure}" if figure else ""))
     return 0
 
 
@@ -362,10 +363,17 @@ def cmd_bench(args) -> int:
 
     _at_least(args.batch, 1, "--batch")
     _at_least(args.steps, 1, "--steps")
+    _at_least(args.warmup, 1, "--warmup")
+    _at_least(args.eval_images, 1, "--eval-images")
+    for value, option in ((args.budget_s, "--budget-s"), (args.row_s, "--row-s")):
+        if value is not None and value <= 0:
+            raise UsageError(f"{option} must be > 0 seconds, got {value}")
     _file(args.out, "--out")
     run_bench(device=args.device or _device_default(), archs=args.archs.split(","), batch_size=args.batch,
               steps=args.steps, concurrent=_counts(args.concurrent, "--concurrent"),
-              packed=_counts(args.packed, "--packed"), compile=not args.no_compile, out=args.out)
+              packed=_counts(args.packed, "--packed"), compile=not args.no_compile, out=args.out,
+              search_plan=args.search, warmup=args.warmup, budget_s=args.budget_s, variant_s=args.row_s,
+              eval_images=args.eval_images)
     return 0
 
 
@@ -447,7 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrent", default="4", help="comma-separated process counts (default 4)")
     p.add_argument("--packed", default="8", help="comma-separated model counts for packed training (default 8)")
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile on CUDA")
-    p.add_argument("--out", help="write the measurements as JSON to this file")
+    p.add_argument("--out", help="write the measurements as JSON to this file (profiles beside it)")
+    p.add_argument("--search", action="store_true",
+                   help="issue 12's search instead of the fixed rows: references, an eager sweep of pack size and "
+                        "dense convolutions, the best two compiled, profiles; the first of --archs is searched, the "
+                        "others get the best setting")
+    p.add_argument("--warmup", type=int, default=8, help="untimed warm-up steps per row (default 8)")
+    p.add_argument("--budget-s", type=float, help="stop starting rows that would end past this many seconds")
+    p.add_argument("--row-s", type=float, help="time limit of one row in seconds (a row past it fails, the rest go on)")
+    p.add_argument("--eval-images", type=int, default=11_000,
+                   help="images of the timed evaluation pass of the search's reference rows (default 11000)")
     p.set_defaults(func=cmd_bench)
     return parser
 

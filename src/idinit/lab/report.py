@@ -148,6 +148,15 @@ def copy_records(run_dir, out_dir) -> int:
     return len(files)
 
 
+def _experiment_sections(meta: dict, rows: list[dict]) -> list[str]:
+    """The sections the named experiment adds (its ``report_sections``: the paper's own table layout)."""
+    from .experiments import EXPERIMENTS
+
+    make = EXPERIMENTS.get(meta.get("experiment", ""))
+    sections = make().report_sections if make else None
+    return sections(rows) if sections else []
+
+
 def write_report(run_dir, out_dir=None, title: str | None = None, with_records: bool = False) -> pathlib.Path:
     """Write ``report.md`` and ``accuracy.png`` into ``out_dir`` (default: ``run_dir``); return the md
     path. ``with_records`` also copies the runs' JSON / JSONL files there (:func:`copy_records`). A
@@ -158,6 +167,10 @@ def write_report(run_dir, out_dir=None, title: str | None = None, with_records: 
     out_dir.mkdir(parents=True, exist_ok=True)
     if with_records and out_dir.resolve() != run_dir.resolve():
         copy_records(run_dir, out_dir)
+    if {run["config"].get("task") for run in runs} == {"lm"}:  # losses against tokens and FLOPs, no accuracy
+        from .experiments.lm_pretrain import write_lm_report
+
+        return write_lm_report(run_dir, out_dir)
     rows = summary_rows(meta, runs)
     plot_curves(runs, out_dir / "accuracy.png")
     name = meta.get("experiment", run_dir.name)
@@ -173,6 +186,7 @@ def write_report(run_dir, out_dir=None, title: str | None = None, with_records: 
               "over finished seeds; epochs to target counted on the evaluation set; s/epoch is the median "
               "wall time of a training epoch (of the whole pack, for runs trained packed).", "",
               markdown_table(rows), "", "![evaluation accuracy per epoch](accuracy.png)", ""]
+    lines += _experiment_sections(meta, rows)
     reading = out_dir / "reading.md"
     if reading.is_file():  # the hand-written interpretation kept beside the generated report
         lines += ["## Reading", "", reading.read_text().strip(), ""]

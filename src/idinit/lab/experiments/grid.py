@@ -3,6 +3,7 @@ paper's numbers for each cell so the report can put them side by side."""
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..train import RunConfig, parse_overrides
@@ -18,6 +19,8 @@ class Experiment:
     # config name -> {"acc": "93.41±0.10", "epochs_to_target": "26±1", "source": "..."}
     paper: dict[str, dict] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # report sections of its own (the paper's table layout): rows of report.summary_rows -> markdown lines
+    report_sections: Callable[[list[dict]], list[str]] | None = None
 
     def __post_init__(self):
         names = [c.name for c in self.configs]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .grid import Experiment
@@ -34,13 +35,17 @@ def parse_task_overrides(config_class, pairs) -> dict:
 
 @dataclass
 class TaskExperiment(Experiment):
-    """An :class:`Experiment` of runs of another task; ``--set`` keys are their class's fields."""
+    """An :class:`Experiment` of runs of another task; ``--set`` keys are their class's fields.
+    ``run_order``, a sort key on runs, sets the order workers take them in (else configuration-major)."""
+
+    run_order: Callable | None = None
 
     def runs(self, seeds=None, only=None, overrides=None) -> list:
         changes = parse_task_overrides(type(self.configs[0]), overrides or {})
         if "seed" in changes or "name" in changes:
             raise ValueError("set seeds with --seeds and do not rename configurations with --set")
-        return [run.replace(**changes) for run in super().runs(seeds=seeds, only=only)]
+        runs = [run.replace(**changes) for run in super().runs(seeds=seeds, only=only)]
+        return runs if self.run_order is None else sorted(runs, key=self.run_order)
 
 
 __all__ = ["TaskExperiment", "parse_task_overrides"]

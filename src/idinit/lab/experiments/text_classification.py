@@ -111,9 +111,9 @@ def evaluate_text(model, split, device, batch_size: int = 500) -> float:
     model.eval()
     correct = 0
     for start in range(0, len(split), batch_size):
-        lengths = split.lengths[start:start + batch_size]
+        lengths = split.lengths[start:start + batch_size]  # on the host: TextRNN packs by them there
         ids = split.ids[start:start + batch_size, :int(lengths.max())].to(device)
-        logits = model(ids, lengths.to(device))
+        logits = model(ids, lengths)
         correct += int((logits.argmax(1).cpu() == split.labels[start:start + batch_size]).sum())
     model.train(was_training)
     return correct / len(split)
@@ -164,20 +164,23 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
     optimizer = _optimizer(model, config, device)
     rec.write_records(records_path, [])  # an unfinished earlier attempt starts over
 
+    # The training texts live on the device and each epoch's order is copied there once: a step then
+    # copies nothing from the host, so a small model's steps queue up without waiting on each other.
+    train_ids, train_labels = train.ids.to(device), train.labels.to(device)
     records, finished = [], True
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        device_order = order.to(device)
         loss_sum = torch.zeros((), device=device)  # summed on the device: one host sync an epoch
         correct = torch.zeros((), dtype=torch.int64, device=device)
         steps = 0
         model.train()
         for start in range(0, len(train), config.batch_size):
-            index = order[start:start + config.batch_size]
-            lengths = train.lengths[index]
-            ids = train.ids[index, :int(lengths.max())].to(device)
-            labels = train.labels[index].to(device)
-            logits = model(ids, lengths.to(device))
+            lengths = train.lengths[order[start:start + config.batch_size]]  # host: the batch's longest text
+            index = device_order[start:start + config.batch_size]
+            ids, labels = train_ids[index, :int(lengths.max())], train_labels[index]
+            logits = model(ids, lengths)
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

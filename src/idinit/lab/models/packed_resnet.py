@@ -14,6 +14,15 @@ back to the members by :meth:`PackedCifarResNet.sync_members`.
 
 Input: ``(B, 3N, H, W)``, member ``i`` reading channels ``3i .. 3i+2`` (its own images);
 output: ``(B, N, classes)``.
+
+Two ways to run a packed convolution (``dense_channels``), equal in value while every member's
+activations are finite: ``groups=N`` (the default; N times fewer multiply-adds), or one dense
+convolution with a block-diagonal weight (the members' kernels on the diagonal, exact zeros
+elsewhere), which runs the tensor-core kernels of an ``N*C``-channel network instead of the
+grouped kernels of ``C``-channel groups. Dense costs N times the multiply-adds, so it can pay only
+where the grouped kernels are far from the arithmetic peak (narrow layers, small packs); and a
+member whose activations become NaN or inf spreads them to its pack-mates (0 * inf is NaN), which
+``groups=N`` never does.
 """
 from __future__ import annotations
 
@@ -35,8 +44,18 @@ def architecture_signature(model: nn.Module) -> tuple:
 class PackedCifarResNet(nn.Module):
     """Run N :class:`CifarResNet` members (same depth, shortcut, norm and gate) as one network."""
 
-    def __init__(self, members: list[CifarResNet]):
+    def __init__(self, members: list[CifarResNet], dense_channels: int = 0,
+                 memory_format: torch.memory_format = torch.contiguous_format):
+        """``dense_channels``: convolutions whose per-member output channels are at most this
+        many run as one dense block-diagonal convolution (0: all grouped; 64: all dense for the
+        CIFAR widths 16/32/64). ``memory_format``: the layout the network keeps its activations in
+        (that of its input; the option-A shortcut would otherwise fall back to contiguous)."""
         super().__init__()
+        if dense_channels < 0:
+            raise ValueError(f"dense_channels must be >= 0, got {dense_channels}")
+        if memory_format not in (torch.contiguous_format, torch.channels_last):
+            raise ValueError(f"memory_format must be torch.contiguous_format or torch.channels_last, got {memory_format}")
+        self.dense_channels, self.memory_format = dense_channels, memory_format
         if not members:
             raise ValueError("PackedCifarResNet needs at least one member model")
         for i, m in enumerate(members):
@@ -93,7 +112,20 @@ class PackedCifarResNet(nn.Module):
     def _conv(self, path: str, x: torch.Tensor) -> torch.Tensor:
         conv: nn.Conv2d = self.members[0].get_submodule(path)
         bias = self._cat(path, "bias") if conv.bias is not None else None
-        return F.conv2d(x, self._cat(path, "weight"), bias, conv.stride, conv.padding, conv.dilation, groups=self.n)
+        if conv.out_channels > self.dense_channels:
+            return F.conv2d(x, self._cat(path, "weight"), bias, conv.stride, conv.padding, conv.dilation, groups=self.n)
+        return F.conv2d(x, self._block_diagonal(path), bias, conv.stride, conv.padding, conv.dilation)
+
+    def _block_diagonal(self, path: str) -> torch.Tensor:
+        """The members' kernels ``(C_out, C_in, kh, kw)`` on the diagonal of one dense kernel
+        ``(N*C_out, N*C_in, kh, kw)``; off-diagonal entries are exact zeros, written by one
+        ``index_put`` (not multiplied by a mask, so a non-finite kernel stays on its diagonal)."""
+        weights = torch.stack([m.get_submodule(path).weight for m in self.members])  # (N, Co, Ci, kh, kw)
+        n, c_out, c_in, kh, kw = weights.shape
+        index = torch.arange(n, device=weights.device)
+        dense = weights.new_zeros(n, n, c_out, c_in, kh, kw).index_put((index, index), weights)
+        dense = dense.transpose(1, 2).reshape(n * c_out, n * c_in, kh, kw)  # rows: (member, C_out)
+        return dense.contiguous(memory_format=self.memory_format)
 
     def _norm(self, path: str, x: torch.Tensor) -> torch.Tensor:
         norm = self.members[0].get_submodule(path)
@@ -112,9 +144,14 @@ class PackedCifarResNet(nn.Module):
             b, _, h, w = x.shape
             s = shortcut.stride
             x = self._norm(f"{path}.norm", x[:, :, ::s, ::s])
-            x = x.reshape(b, self.n, shortcut.in_channels, x.shape[-2], x.shape[-1])
-            x = F.pad(x, (0, 0, 0, 0, shortcut.pad_front, shortcut.pad_back))
-            return x.reshape(b, self.n * shortcut.out_channels, x.shape[-2], x.shape[-1])
+            h, w = x.shape[-2:]
+            # Each member's channels padded in place of a 5-D pad-and-reshape, whose result is
+            # contiguous: that made every later layer of a channels_last pack run contiguous.
+            out = x.new_zeros(b, self.n * shortcut.out_channels, h, w).contiguous(memory_format=self.memory_format)
+            front = shortcut.pad_front
+            out.view(b, self.n, shortcut.out_channels, h, w)[:, :, front:front + shortcut.in_channels] = (
+                x.reshape(b, self.n, shortcut.in_channels, h, w))
+            return out
         if isinstance(shortcut, ProjectionShortcut):
             x = self._conv(f"{path}.0", x)
             return self._norm(f"{path}.1", x) if len(shortcut) > 1 else x

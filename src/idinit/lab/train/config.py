@@ -55,7 +55,7 @@ class RunConfig(ConfigRecord):
     init: str = "idinit"
     shortcut: str = "A"                   # "A" (zeros after + BN, Fixup code base), "A-centred", "B"
     init_options: dict = field(default_factory=dict)
-    optimizer: str = "sgd"                 # "sgd" or "adam"
+    optimizer: str = "sgd"                 # "sgd", "adam" (L2 decay) or "adamw" (decoupled decay)
     lr: float = 0.2
     momentum: float = 0.9
     nesterov: bool = False
@@ -78,8 +78,8 @@ class RunConfig(ConfigRecord):
     dataset: str = "cifar10"               # "cifar10" or "mnist"
 
     def __post_init__(self):
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.optimizer not in ("sgd", "adam", "adamw"):
+            raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
         if self.shortcut not in SHORTCUTS:
             raise ValueError(f"shortcut must be one of {SHORTCUTS}, got {self.shortcut!r}")
         if self.dataset not in DATASETS:

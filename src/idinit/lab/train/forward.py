@@ -3,7 +3,7 @@
 - :func:`alone`: one model, one batch.
 - :func:`packed`: N CIFAR ResNets of one architecture as one grouped network
   (:class:`~idinit.lab.models.packed_resnet.PackedCifarResNet`; ~3x the images/s of one compiled
-  model on an H200). Which runs can share a pack: :func:`packable`, :func:`pack_key`,
+  model on an H200), its narrow convolutions optionally dense block-diagonal (:data:`DENSE_CHANNELS`). Which runs can share a pack: :func:`packable`, :func:`pack_key`,
   :func:`plan_packs`.
 
 Both return a :class:`Forward`, whose ``train(xs)`` takes one batch per member and ``eval(x)`` one
@@ -20,6 +20,12 @@ from torch import nn
 from ..models.cifar_resnet import CifarResNet
 from ..models.packed_resnet import PackedCifarResNet
 from .config import RunConfig
+
+# Packed convolutions whose per-member output channels are at most this many run as one dense
+# block-diagonal convolution (PackedCifarResNet's ``dense_channels``); 0: all grouped. Not the
+# default until `idinit bench` shows it faster on the GPU: it costs N times the multiply-adds, and a
+# member whose activations turn NaN/inf spreads them to its pack-mates.
+DENSE_CHANNELS = 0
 
 # Fields every member of a pack must share (the rest, e.g. init, seed, optimiser, lr, warm-up,
 # mixup, may differ).
@@ -47,13 +53,15 @@ def alone(model: nn.Module, trained: nn.Module | None = None) -> Forward:
     return Forward(trained, lambda xs: trained(xs[0])[:, None], one, lambda steps: None)
 
 
-def packed(members: list[nn.Module], memory_format=torch.contiguous_format) -> Forward:
+def packed(members: list[nn.Module], memory_format=torch.contiguous_format,
+           dense_channels: int = DENSE_CHANNELS) -> Forward:
     """The members as one :class:`PackedCifarResNet` (built now: it copies their BN statistics, so
-    build it after loading their checkpoints)."""
+    build it after loading their checkpoints); ``dense_channels``: see that class."""
     for model in members:
         if type(model) is not CifarResNet:
             raise ValueError(f"a {type(model).__name__} cannot be packed; only CifarResNet models can")
-    network = PackedCifarResNet(members).to(next(members[0].parameters()).device)
+    network = PackedCifarResNet(members, dense_channels=dense_channels, memory_format=memory_format)
+    network = network.to(next(members[0].parameters()).device)
     n = len(members)
 
     def train(xs):

@@ -25,7 +25,7 @@ from . import forward as fwd
 from .config import RunConfig
 from .metrics import summarise
 from .run_folder import RunFolder
-from .step import TrainStep, epoch_mixing, lr_factor, make_forward_loss, make_optimizer
+from .step import COMPILE_MODE, TrainStep, epoch_mixing, lr_factor, make_optimizer
 
 # Per dataset: input shape, normalisation and training augmentation. MNIST gets none (appendix C.1
 # states none); CIFAR-10 the standard pad-4 crop and flip of He et al. (2016).
@@ -115,10 +115,12 @@ def runtime_settings(device, compile, amp, channels_last, dtype) -> dict:
 def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, device="cpu", data=None, data_dir=None,
           compile: bool | None = None, amp: bool | None = None, channels_last: bool | None = None,
           dtype: torch.dtype | None = None, checkpoint_every: int = 1, stop_after_epoch: int | None = None,
-          deadline: float | None = None, log=print) -> list[dict]:
+          deadline: float | None = None, compile_mode: str = COMPILE_MODE, dense_channels: int = fwd.DENSE_CHANNELS,
+          log=print) -> list[dict]:
     """Train ``configs`` together, each in its run folder (resuming from its checkpoint); return one
     summary per run, in order. ``pack=False`` needs a single run; ``pack=True`` trains the runs as
-    one :class:`PackedCifarResNet` (see :func:`train_packed`). Other arguments: see :func:`train_run`."""
+    one :class:`PackedCifarResNet` (see :func:`train_packed`; ``dense_channels`` is its option).
+    ``compile_mode``: :class:`~idinit.lab.train.step.TrainStep`'s. Other arguments: see :func:`train_run`."""
     if len(configs) != len(run_dirs) or not configs:
         raise ValueError(f"need one run folder per configuration, got {len(configs)} and {len(run_dirs)}")
     if pack:
@@ -126,6 +128,7 @@ def train(configs: list[RunConfig], run_dirs: list, *, pack: bool = False, devic
     elif len(configs) > 1:
         raise ValueError("several runs train together only as a pack (pack=True)")
     rt = runtime_settings(device, compile, amp, channels_last, dtype)
+    rt.update(compile_mode=compile_mode, dense_channels=dense_channels)
     rank, world = rt["shard"]
     if world > 1 and (pack or configs[0].batch_size % world):
         raise ValueError(f"data-parallel training ({world} processes) takes one run whose batch size divides by "
@@ -178,7 +181,7 @@ def _train(folders, summaries, pack, rt, data, data_dir, checkpoint_every, stop_
             f"resuming after epoch {start_epoch}")
     rank, world = rt["shard"]
     if pack:
-        forward = fwd.packed(members, memory_format)
+        forward = fwd.packed(members, memory_format, rt["dense_channels"])
     elif world > 1:  # data-parallel: gradients averaged over the processes' shards of each batch
         has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in members[0].modules())
         if has_bn and device.type != "cuda":
@@ -200,7 +203,7 @@ def _train(folders, summaries, pack, rt, data, data_dir, checkpoint_every, stop_
                                                   **common)
     steps_per_epoch, num_images = len(loaders[0]), loaders[0].num_images
     step = TrainStep(forward.train, configs_a, optimizers, amp=amp, device_type=device.type, compile=rt["compile"],
-                     steps_per_epoch=steps_per_epoch, shard=rt["shard"], log=log)
+                     steps_per_epoch=steps_per_epoch, shard=rt["shard"], log=log, compile_mode=rt["compile_mode"])
     n = len(members)
     alive = [True] * n
     finished, stopped_early, steady = True, False, 0.0
@@ -282,6 +285,8 @@ def _summary(folder: RunFolder, records, finished, compiled, rt, packed, write=T
     summary = {**summarise(records, config.target_accuracy), "finished": finished, "run_id": config.run_id,
                "name": config.name, "seed": config.seed, "compiled": compiled, "amp": rt["amp"],
                "channels_last": rt["channels_last"], **({"packed": packed} if packed else {}),
+               **({"compile_mode": rt["compile_mode"]} if compiled else {}),
+               **({"dense_channels": rt["dense_channels"]} if packed and rt["dense_channels"] else {}),
                "dtype": str(rt["dtype"]).removeprefix("torch."), "device": _device_name(rt["device"]),
                "torch": torch.__version__, "python": platform.python_version()}
     if write:
@@ -302,18 +307,6 @@ def train_run(config: RunConfig, run_dir, **runtime) -> dict:
     later call resumes. ``checkpoint_every`` epochs (and at the end) a checkpoint is written.
     """
     return train([config], [run_dir], **runtime)[0]
-
-
-def _make_step(model, config: RunConfig, amp: bool, device_type: str):
-    """The differentiable part of a run's step alone, as ``idinit bench`` times it:
-    ``(x, y, perm, lam) -> (loss, correct)``."""
-    forward_loss = make_forward_loss(fwd.alone(model).train, [config], amp, device_type)
-
-    def step(x, y, perm, lam):
-        total, _, corrects = forward_loss([x], [y], [perm], [lam])
-        return total, corrects[0]
-
-    return step
 
 
 def _device_name(device: torch.device) -> str:

@@ -11,13 +11,9 @@ only the forward pass differs (:mod:`idinit.lab.train.forward`). What members mu
 """
 from __future__ import annotations
 
-import torch
-
-from ..models.packed_resnet import PackedCifarResNet
 from .config import RunConfig
 from .forward import SHARED_FIELDS, pack_key, packable, plan_packs
 from .loop import train
-from .step import make_forward_loss
 
 
 def train_packed(configs: list[RunConfig], run_dirs: list, **runtime) -> list[dict]:
@@ -27,23 +23,6 @@ def train_packed(configs: list[RunConfig], run_dirs: list, **runtime) -> list[di
     (they always do when they were trained as one pack). Keyword arguments as for ``train_run``.
     """
     return train(configs, run_dirs, pack=True, **runtime)
-
-
-def _member_forward_loss(packed: PackedCifarResNet, configs, amp: bool, device_type: str, memory_format):
-    """The differentiable part of a pack's step, as ``idinit bench`` times it:
-    ``(xs (N, B, C, H, W), ys (N, B), perms (N, B), lams (N,)) -> (total, losses, corrects)``."""
-    n = packed.n
-
-    def train_forward(xs):
-        return packed(torch.cat(xs, 1).contiguous(memory_format=memory_format))
-
-    forward_loss = make_forward_loss(train_forward, configs, amp, device_type)
-
-    def step(xs, ys, perms, lams):
-        return forward_loss([xs[i] for i in range(n)], [ys[i] for i in range(n)],
-                            [perms[i] for i in range(n)], [lams[i] for i in range(n)])
-
-    return step
 
 
 __all__ = ["SHARED_FIELDS", "pack_key", "packable", "plan_packs", "train_packed"]

@@ -8,8 +8,10 @@ losses (members never share a parameter, so each member's gradients are its own 
 optimiser step per member. A run alone is a pack of one; only how the forward pass computes the
 members' logits differs (:mod:`idinit.lab.train.forward`).
 
-``torch.compile(mode="reduce-overhead")`` wraps the differentiable part on CUDA; if it fails on
-the first step of a call, the step says so and goes on eagerly.
+``torch.compile`` (mode :data:`COMPILE_MODE` unless told: ``"reduce-overhead"`` replays the
+compiled kernels as CUDA graphs) wraps the differentiable part on CUDA; if it fails on the first
+step of a call, the step says so and goes on eagerly. On CUDA the step also turns on cuDNN's
+autotuning (``torch.backends.cudnn.benchmark``). ``idinit bench`` times this step.
 """
 from __future__ import annotations
 
@@ -22,6 +24,9 @@ import torch.nn.functional as F
 
 from ..models import parameter_groups
 from .config import RunConfig
+
+COMPILE_MODE = "reduce-overhead"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -42,8 +47,24 @@ def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.devi
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov,
                                weight_decay=config.weight_decay, **extra)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(decoupled_decay_groups(groups, config.weight_decay), lr=config.lr,
+                                 betas=(config.beta1, config.beta2), **extra)
     return torch.optim.Adam(groups, lr=config.lr, betas=(config.beta1, config.beta2),
                             weight_decay=config.weight_decay, **extra)
+
+
+def decoupled_decay_groups(groups: list[dict], weight_decay: float) -> list[dict]:
+    """AdamW's groups (Loshchilov & Hutter 2019, decay decoupled from the gradient): each group split
+    into its matrices and tables, decayed by ``weight_decay``, and its vectors and scalars (biases,
+    norm weights, branch gates) at 0, the split BERT and timm make."""
+    split = []
+    for group in groups:
+        for decayed in (True, False):
+            params = [p for p in group["params"] if (p.ndim >= 2) == decayed]
+            if params:
+                split.append({**group, "params": params, "weight_decay": weight_decay if decayed else 0.0})
+    return split
 
 
 def epoch_mixing(config: RunConfig, epoch: int, steps: int, batch: int, device):
@@ -106,8 +127,15 @@ class TrainStep:
     members' (losses, correct counts) as device tensors (no host sync)."""
 
     def __init__(self, forward: Callable, configs: list[RunConfig], optimizers: list, *, amp: bool,
-                 device_type: str, compile: bool, steps_per_epoch: int, shard: tuple[int, int] = (0, 1), log=print):
+                 device_type: str, compile: bool, steps_per_epoch: int, shard: tuple[int, int] = (0, 1), log=print,
+                 compile_mode: str = COMPILE_MODE):
+        if compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {COMPILE_MODES}, got {compile_mode!r}")
         self.configs, self.optimizers, self.log = configs, optimizers, log
+        if device_type == "cuda":
+            # cuDNN times its algorithms on each new shape once and keeps the fastest; without this
+            # it picks by heuristics, which can be several times slower for grouped convolutions.
+            torch.backends.cudnn.benchmark = True
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = steps_per_epoch * configs[0].epochs
         self.eager = make_forward_loss(forward, configs, amp, device_type, shard)
@@ -116,10 +144,10 @@ class TrainStep:
             # the same code, and dynamo silently falls back to eager past its recompile limit (8).
             # The on-disk inductor cache keeps a repeated architecture's rebuild short.
             torch._dynamo.reset()
-            self.forward_loss = torch.compile(self.eager, mode="reduce-overhead", dynamic=False)
+            self.forward_loss = torch.compile(self.eager, mode=compile_mode, dynamic=False)
         else:
             self.forward_loss = self.eager
-        self.compiled = compile
+        self.compiled, self.compile_mode = compile, compile_mode
         self.first = True
 
     def lr(self, k: int, step: int) -> float:
@@ -135,7 +163,7 @@ class TrainStep:
                 group["lr"] = group["initial_lr"] * factor
         first, self.first = self.first, False
         if self.compiled:
-            torch.compiler.cudagraph_mark_step_begin()
+            torch.compiler.cudagraph_mark_step_begin()  # harmless in the modes without CUDA graphs
             try:
                 total, losses, corrects = self.forward_loss(xs, ys, perms, lams)
                 total.backward()
