@@ -170,7 +170,7 @@ def test_text_run_learns_writes_the_run_folder_and_skips_when_finished(tmp_path)
     mtime = (tmp_path / "cnn/seed0/records.jsonl").stat().st_mtime_ns
     again = train_text_run(config, tmp_path / "cnn/seed0", data=data)
     assert again == summary and (tmp_path / "cnn/seed0/records.jsonl").stat().st_mtime_ns == mtime
-    with pytest.raises(ValueError, match="differs in \\['lr'\\]"):
+    with pytest.raises(ValueError, match="differs in lr: 1.0 there, 0.5 here"):
         train_text_run(config.replace(lr=0.5), tmp_path / "cnn/seed0", data=data)
     rows = summary_rows(*load_runs(tmp_path))
     assert rows[0]["name"] == "cnn" and rows[0]["acc"][0] == summary["final_eval_acc"]

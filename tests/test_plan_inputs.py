@@ -96,3 +96,16 @@ def test_the_first_line_of_the_error_says_what_to_pass():
     first = str(info.value).splitlines()[0]
     assert first.startswith("Untraceable needs example inputs") and "example_inputs=(" in first, first
     assert "torch.fx" not in first and "torch.fx" in str(info.value)  # the detail comes after
+
+
+def test_config_built_inputs_live_on_the_model_device():
+    # transformers builds dummy_inputs on the CPU; on a GPU model the detection pass then failed on
+    # mixed devices (seen on an H200 with transformers 5.17, where torch.fx cannot trace GPT-2 either).
+    # The meta device stands in for "not the CPU" here.
+    from idinit.inputs import example_inputs_for
+
+    with torch.device("meta"):
+        model = tiny_bert()
+    inputs, _ = example_inputs_for(model)
+    tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
+    assert tensors and all(t.device.type == "meta" for t in tensors)

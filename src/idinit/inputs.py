@@ -46,9 +46,12 @@ def _hf_inputs(model: nn.Module) -> dict | None:
         dummy = model.dummy_inputs
     except Exception:  # a model class whose dummy_inputs cannot be built
         dummy = None
-    if isinstance(dummy, dict):
-        inputs.update({k: v for k, v in dummy.items() if k in accepted})
     device = _device(model)
+    if isinstance(dummy, dict):
+        # transformers builds dummy_inputs on the CPU whatever the model's device (5.x): move them,
+        # or the forward pass of a model on a GPU fails on mixed devices.
+        inputs.update({k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                       for k, v in dummy.items() if k in accepted})
     batch = next((v.shape[0] for v in inputs.values() if isinstance(v, torch.Tensor) and v.dim() > 0), 1)
     if "pixel_values" in accepted and "pixel_values" not in inputs:
         vision = getattr(config, "vision_config", None) or config

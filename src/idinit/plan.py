@@ -28,6 +28,7 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
+from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
@@ -52,7 +53,7 @@ _INITIALISERS = {
 }
 _RANDOM = {"identity_", "channel_identity_", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_",
            "xavier_normal_", "orthogonal_", "normal_", "uniform_"}
-INITIALISERS = tuple(_INITIALISERS) + ("ones_", "zeros_", "reset_parameters", "keep")
+INITIALISERS = tuple(_INITIALISERS) + ("ones_", "zeros_", "reset_parameters", "keep", "weight_norm_g")
 
 
 @dataclass
@@ -160,6 +161,34 @@ class Plan:
         also get their running statistics reset. Returns the plan.
         """
         model = model_init.unwrap(model)
+        jobs, calls, noisy, resets = self._check(model, generator)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            _reset_modules(model, resets, {e.name for e in self.entries if e.init == "keep"})
+            fill(jobs, draw_seed(generator) if noisy else None)
+            for e, param in calls:
+                if param.device.type == "meta":
+                    continue
+                if e.init == "weight_norm_g":  # after its direction v is written: g = |v|, so g v / |v| = v
+                    param.copy_(torch.norm_except_dim(params[e.args["direction"]], 2, e.args["dim"]))
+                    continue
+                # a DTensor: drawn on a full-size tensor, the rank's part kept (the unsharded draw)
+                target, box = full_size(param)
+                for block in _blocks(_view(target, e.layout), e.blocks):
+                    _fill(block, e.init, e.args, generator)
+                if box is not None:
+                    local_of(param).copy_(target[box])
+            norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
+                     and e.init != "keep"}
+            for name in norms:
+                module = model.get_submodule(name)
+                if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
+                    module.reset_running_stats()
+        return self
+
+    def _check(self, model: nn.Module, generator: torch.Generator | None):
+        """Everything :meth:`apply` checks before its first write; returns what it writes: the pattern
+        jobs, the ``torch.nn.init`` calls, whether noise is drawn, the modules it resets."""
         params = dict(model.named_parameters())
         jobs, calls, devices, noisy = [], [], set(), False
         for e in self.entries:
@@ -181,6 +210,8 @@ class Plan:
                     devices.add(job.local.device)
             else:
                 tensor_init.writable(param, e.name)
+                if e.init == "weight_norm_g" and e.args.get("direction") not in params:
+                    raise ValueError(f"{e.name}: weight_norm_g needs args direction= (the parameter v), got {e.args}")
                 calls.append((e, param))
                 if param.device.type != "meta":
                     devices.add(local_of(param).device)
@@ -189,24 +220,7 @@ class Plan:
         if resets and generator is not None:
             raise ValueError("this plan calls modules' reset_parameters() (the 'default' scheme, reset_kept=True), "
                              "which draw from the global RNG and take no generator: seed with torch.manual_seed()")
-        with torch.no_grad():
-            _reset_modules(model, resets, {e.name for e in self.entries if e.init == "keep"})
-            fill(jobs, draw_seed(generator) if noisy else None)
-            for e, param in calls:
-                if param.device.type != "meta":
-                    # a DTensor: drawn on a full-size tensor, the rank's part kept (the unsharded draw)
-                    target, box = full_size(param)
-                    for block in _blocks(_view(target, e.layout), e.blocks):
-                        _fill(block, e.init, e.args, generator)
-                    if box is not None:
-                        local_of(param).copy_(target[box])
-            norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
-                     and e.init != "keep"}
-            for name in norms:
-                module = model.get_submodule(name)
-                if hasattr(module, "reset_running_stats") and getattr(module, "track_running_stats", False):
-                    module.reset_running_stats()
-        return self
+        return jobs, calls, noisy, resets
 
 
 def _fmt(value: Any) -> str:
@@ -443,6 +457,7 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
         if entry.init == "reset_parameters":
             entry.note = _join(entry.note, f"the model's own init: {own}")
         entries.append(entry)
+    entries = parametrized_rows(model, entries, scheme, options, found.residual)
     p = Plan(type(model).__name__, scheme, options, entries, found.source, found.residual, found.notes,
              _norm_states(model, entries))
     if p.unclassified:
@@ -509,6 +524,9 @@ def init_(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any =
                  reset_kept=reset_kept, use_registry=use_registry, keep_model_values=keep_model_values, loose=loose,
                  conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm,
                  **options)
+        # what apply() will write is checked before anything is (the own init included): a value the dtype
+        # cannot hold refuses the call with the buffers put back (issue 13 §4)
+        _written(p)._check(model, generator)
     if retied:
         p.notes.append("tied again (to_empty() had untied them; HF tie_weights()): " + ", ".join(retied))
     p.states = {**rebuilt, **p.states}
@@ -525,6 +543,11 @@ def init_(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any =
         p.notes.append(f"{len(left)} buffer(s) no method of the model rebuilds: {', '.join(left)}; after to_empty() "
                        "they hold uninitialised memory: set them yourself")
     # the own init is done: apply() writes the rest (it would run reset_parameters entries again)
-    written = [dataclasses.replace(e, init="keep") if e.init == "reset_parameters" else e for e in p.entries]
-    Plan(p.model_name, p.scheme, p.options, written, p.source, p.residual, p.notes, p.states).apply(model, generator)
+    _written(p).apply(model, generator)
     return p
+
+
+def _written(p: Plan) -> Plan:
+    """What :func:`init_` applies after the model's own init: ``p`` with its own-init entries kept."""
+    written = [dataclasses.replace(e, init="keep") if e.init == "reset_parameters" else e for e in p.entries]
+    return Plan(p.model_name, p.scheme, p.options, written, p.source, p.residual, p.notes, p.states)

@@ -117,6 +117,9 @@ def time_variant(variant: Variant, device: str, batch_size: int, steps: int, war
     dev = torch.device(device)
     cuda = dev.type == "cuda"
     if cuda:
+        # A freshly spawned process (scripts/gpu_scaling.py) has no CUDA context yet, and resetting
+        # the statistics of an uninitialised device raises "Invalid device argument".
+        torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
     channels_last = cuda if variant.channels_last is None else variant.channels_last
     memory_format = torch.channels_last if channels_last else torch.contiguous_format

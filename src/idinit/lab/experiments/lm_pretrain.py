@@ -10,8 +10,10 @@ Each run writes the lab's run-folder format: ``config.json``, ``records.jsonl`` 
 evaluation: ``step``, ``tokens``, ``flops``, ``train_loss`` (mean since the last evaluation),
 ``val_loss``) and ``summary.json``; :func:`write_lm_report` compares the two initialisations:
 loss against tokens and FLOPs, and the FLOPs each needs to reach the default's final validation
-loss (the paper's "11.3% less computation"). A run keeps no checkpoint: an unfinished run starts
-over (minutes on a GPU).
+loss (the paper's "11.3% less computation"). The folder goes through
+:class:`~idinit.lab.train.RunFolder`, as every run's: locked while trained, a checkpoint at every
+evaluation (model, optimiser, records, the batch generator's and the global RNG's states) that
+resumes only if its checksum, configuration and idinit version match, bitwise as if never stopped.
 
 FLOPs are counted as ``6 N + 6 L T d`` per token (Kaplan et al. 2020: forward and backward of the
 ``N`` multiply-accumulate parameters, the LM head included, plus attention over ``T`` positions in
@@ -34,6 +36,7 @@ import idinit
 
 from ..train import records as rec
 from ..train.config import ConfigRecord
+from ..train.run_folder import RunFolder, global_rng_state, restore_global_rng
 from ..train.step import decoupled_decay_groups
 from .grid import Experiment
 
@@ -167,21 +170,28 @@ def _loss(model, inputs, labels, device, amp: bool) -> torch.Tensor:
 
 def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray | None = None, data_dir=None,
                  deadline: float | None = None, log=print, compile: bool | None = None,
-                 checkpoint_every: int = 1) -> dict:
-    """Train ``config`` in ``run_dir`` (skipped when its summary says finished); return the summary.
+                 checkpoint_every: int = 1, stop_after_epoch: int | None = None) -> dict:
+    """Train ``config`` in ``run_dir`` (skipped when its summary says finished, resumed from its
+    checkpoint if it has one); return the summary.
 
     ``data``: the token array (else read from ``config.tokens_path``). bf16 autocast on CUDA. The
     batches (and masks) come from generators seeded by ``config.seed`` alone, so both inits see the
-    same ones. ``compile`` and ``checkpoint_every`` are accepted for the runner and unused."""
+    same ones. A checkpoint is written at every ``checkpoint_every``-th evaluation and at the end;
+    ``deadline`` (a ``time.time()`` value) or ``stop_after_epoch`` (a count of evaluations after the
+    first) end the call after a checkpoint, unfinished. ``compile`` is accepted for the runner and unused."""
     device = torch.device(device)
+    folder = RunFolder(run_dir, config)
+    done = folder.prepare(log)
+    if done is not None:
+        return done
+    try:
+        return _train_lm(config, folder, device, data, deadline, log, checkpoint_every, stop_after_epoch)
+    finally:
+        folder.release()
+
+
+def _train_lm(config, folder, device, data, deadline, log, checkpoint_every, stop_after_epoch) -> dict:
     amp = device.type == "cuda"
-    run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / rec.CONFIG).is_file() and rec.read_json(run_dir / rec.CONFIG) != config.to_dict():
-        raise ValueError(f"{run_dir} holds a run of a different configuration; use another output folder")
-    rec.atomic_write_json(run_dir / rec.CONFIG, config.to_dict())
-    if (run_dir / rec.SUMMARY).is_file() and rec.read_json(run_dir / rec.SUMMARY).get("finished"):
-        return rec.read_json(run_dir / rec.SUMMARY)
     tokens = torch.from_numpy((load_tokens(config.tokens_path) if data is None else data).astype(np.int32))
     split = int(len(tokens) * (1 - config.val_fraction))
     train_tokens, val_tokens = tokens[:split], tokens[split:]
@@ -198,7 +208,11 @@ def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray
     val_batches = [_make_batch(val_tokens, _batch_starts(val_gen, len(val_tokens) - config.seq_len, config.batch_size),
                                config, vocab_size, val_gen) for _ in range(config.eval_batches)]
     train_gen = torch.Generator().manual_seed(config.seed)
-    rec.write_records(run_dir / rec.RECORDS, [])
+    records = folder.resume(model, optimizer, device)
+    if records:
+        train_gen.set_state(folder.extra["train_gen"])
+        restore_global_rng(folder.extra["rng"], device)
+        log(f"{config.run_id}: resuming after step {records[-1]['step']}")
 
     @torch.no_grad()
     def validate() -> float:
@@ -207,13 +221,20 @@ def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray
         model.train()
         return sum(losses) / len(losses)
 
-    records, finished, losses, t0 = [], True, [], time.perf_counter()
-    first = {"epoch": 0, "step": 0, "tokens": 0, "flops": 0.0, "train_loss": None, "val_loss": validate(),
-             "seconds": 0.0}
-    records.append(first)
-    rec.append_record(run_dir / rec.RECORDS, first)
+    def checkpoint() -> None:
+        folder.save_checkpoint(model, optimizer, records, {"train_gen": train_gen.get_state(),
+                                                           "rng": global_rng_state(device)})
+
+    finished, losses = True, []
+    if not records:
+        first = {"epoch": 0, "step": 0, "tokens": 0, "flops": 0.0, "train_loss": None, "val_loss": validate(),
+                 "seconds": 0.0}
+        records.append(first)
+        folder.append(first)
+        checkpoint()
+    t0 = time.perf_counter() - records[-1]["seconds"]  # "seconds" counts training time over all calls
     model.train()
-    for step in range(1, config.steps + 1):
+    for step in range(records[-1]["step"] + 1, config.steps + 1):
         inputs, labels = _make_batch(train_tokens, _batch_starts(train_gen, len(train_tokens) - config.seq_len,
                                                                   config.batch_size), config, vocab_size, train_gen)
         if config.warmup_steps:
@@ -232,11 +253,16 @@ def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray
                       "train_loss": train_loss if math.isfinite(train_loss) else None, "val_loss": validate(),
                       "seconds": time.perf_counter() - t0}
             records.append(record)
-            rec.append_record(run_dir / rec.RECORDS, record)
-            if not math.isfinite(train_loss):
+            folder.append(record)
+            diverged = not math.isfinite(train_loss)
+            stop = step < config.steps and (stop_after_epoch == record["epoch"]
+                                            or (deadline is not None and time.time() > deadline))
+            if step == config.steps or stop or diverged or record["epoch"] % checkpoint_every == 0:
+                checkpoint()
+            if diverged:
                 log(f"{config.run_id}: loss is not finite at step {step}; stopping")
                 break
-            if step < config.steps and deadline is not None and time.time() > deadline:
+            if stop:
                 finished = False
                 break
     summary = {"finished": finished, "run_id": config.run_id, "name": config.name, "seed": config.seed,
@@ -250,7 +276,7 @@ def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray
                "epochs": records[-1]["epoch"], "final_eval_acc": None, "epochs_to_target": None, "diverged":
                    any(r["train_loss"] is None for r in records[1:])}
     if finished:
-        rec.atomic_write_json(run_dir / rec.SUMMARY, summary)
+        folder.finish(summary)
     return summary
 
 

@@ -1,9 +1,11 @@
 """Text classification runs (paper Table 4, appendix B.4): their configuration and their training
-loop, writing the lab's run-folder format (``config.json``, ``records.jsonl``, ``summary.json``
-through :mod:`idinit.lab.train.records`) so ``idinit report`` reads them like any other run.
+loop, writing the lab's run-folder format through :class:`~idinit.lab.train.RunFolder` (the one code
+path of every run: the folder is locked while it is trained, a checkpoint resumes only if its checksum,
+configuration and idinit version match) so ``idinit report`` reads them like any other run.
 
-A run is short (seconds to a few minutes), so it keeps no checkpoint: a finished run (its summary
-says ``finished``) is skipped, an unfinished one is trained again from the start.
+A finished run (its summary says ``finished``) is skipped; an unfinished one resumes from its last
+checkpoint (model, optimiser, records and the global RNG state dropout draws from), bitwise as if it
+had never stopped.
 
 Data order and embeddings depend on the seed only, never on the initialisation: every scheme of a
 seed sees the same batches and starts from the same embedding table.
@@ -12,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import pathlib
 import platform
 import time
 from dataclasses import dataclass, field
@@ -22,9 +23,9 @@ import torch.nn.functional as F
 
 from ..data.text import TEXT_DATASETS, glove_matrix, load_glove, load_text_dataset
 from ..models.text import TEXT_ARCHS, build_text_model
-from ..train import records as rec
 from ..train.config import ConfigRecord
 from ..train.metrics import summarise
+from ..train.run_folder import RunFolder, global_rng_state, restore_global_rng
 
 EMBEDDINGS = ("glove", "random")
 OPTIMIZERS = ("adadelta", "adam")
@@ -125,29 +126,28 @@ def _cut(split, limit):
 
 def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict | None = None, data_dir=None,
                    deadline: float | None = None, log=print, compile: bool | None = None,
-                   checkpoint_every: int = 1) -> dict:
-    """Train ``config`` in ``run_dir`` (skipped if its summary says finished); return the summary.
+                   checkpoint_every: int = 1, stop_after_epoch: int | None = None) -> dict:
+    """Train ``config`` in ``run_dir`` (skipped if its summary says finished, resumed from its
+    checkpoint if it has one); return the summary.
 
     ``data``: :meth:`TextRunConfig.load_data`'s result (loaded from ``data_dir`` if None).
-    ``deadline`` (a ``time.time()`` value) ends the run at an epoch boundary, unfinished.
-    ``compile`` and ``checkpoint_every`` are accepted for the runner's sake and unused: these runs
-    train eagerly and keep no checkpoint (module docstring).
+    ``deadline`` (a ``time.time()`` value) or ``stop_after_epoch`` end the call at an epoch boundary
+    with a checkpoint, unfinished; a later call resumes. A checkpoint is written every
+    ``checkpoint_every`` epochs and at the end. ``compile`` is accepted for the runner's sake and
+    unused: these runs train eagerly.
     """
     device = torch.device(device)
-    run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path, records_path, summary_path = run_dir / rec.CONFIG, run_dir / rec.RECORDS, run_dir / rec.SUMMARY
-    if config_path.is_file():
-        stored = rec.read_json(config_path)
-        if stored != config.to_dict():
-            diff = sorted(k for k in set(stored) | set(config.to_dict()) if stored.get(k) != config.to_dict().get(k))
-            raise ValueError(f"{run_dir} holds a run of a different configuration (differs in {diff}); "
-                             "use another output folder")
-    else:
-        rec.atomic_write_json(config_path, config.to_dict())
-    if summary_path.is_file() and rec.read_json(summary_path).get("finished"):
-        return rec.read_json(summary_path)
+    folder = RunFolder(run_dir, config)
+    done = folder.prepare(log)
+    if done is not None:
+        return done
+    try:
+        return _train_text(config, folder, device, data, data_dir, deadline, log, checkpoint_every, stop_after_epoch)
+    finally:
+        folder.release()
 
+
+def _train_text(config, folder, device, data, data_dir, deadline, log, checkpoint_every, stop_after_epoch) -> dict:
     data = config.load_data(data_dir) if data is None else data
     text = data["text"]
     train = _cut(text.splits["train"], config.train_limit)
@@ -162,13 +162,16 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
         model.embedding.weight.copy_(table)
     model.to(device)
     optimizer = _optimizer(model, config, device)
-    rec.write_records(records_path, [])  # an unfinished earlier attempt starts over
+    records = folder.resume(model, optimizer, device)
+    if records:
+        restore_global_rng(folder.extra["rng"], device)
+        log(f"{config.run_id}: resuming after epoch {len(records)}")
 
     # The training texts live on the device and each epoch's order is copied there once: a step then
     # copies nothing from the host, so a small model's steps queue up without waiting on each other.
     train_ids, train_labels = train.ids.to(device), train.labels.to(device)
-    records, finished = [], True
-    for epoch in range(config.epochs):
+    finished = True
+    for epoch in range(len(records), config.epochs):
         t0 = time.perf_counter()
         order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
         device_order = order.to(device)
@@ -198,11 +201,16 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
             record[key] = evaluate_text(model, split, device)
         record["eval_seconds"] = time.perf_counter() - t1
         records.append(record)
-        rec.append_record(records_path, record)
-        if not math.isfinite(train_loss):
+        folder.append(record)
+        last, diverged = epoch + 1 == config.epochs, not math.isfinite(train_loss)
+        stop = not last and (stop_after_epoch == epoch + 1
+                             or (deadline is not None and time.time() + seconds > deadline))
+        if last or stop or diverged or (epoch + 1) % checkpoint_every == 0:
+            folder.save_checkpoint(model, optimizer, records, {"rng": global_rng_state(device)})
+        if diverged:
             log(f"{config.run_id}: training loss is not finite after epoch {epoch + 1}; stopping the run")
             break
-        if epoch + 1 < config.epochs and deadline is not None and time.time() + seconds > deadline:
+        if stop:
             finished = False
             break
     summary = {**summarise(records, config.target_accuracy), "finished": finished, "run_id": config.run_id,
@@ -211,7 +219,7 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
                else f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)",
                "torch": torch.__version__, "python": platform.python_version()}
     if finished:
-        rec.atomic_write_json(summary_path, summary)
+        folder.finish(summary)
     return summary
 
 

@@ -78,6 +78,17 @@ class RunConfig(ConfigRecord):
     dataset: str = "cifar10"               # "cifar10" or "mnist"
 
     def __post_init__(self):
+        # everything a run would refuse later is refused here, before a run folder is written (issue 13 §2)
+        from ..models.build import INITS, OTHER_ARCHS, parse_arch
+
+        if self.arch not in OTHER_ARCHS:
+            parse_arch(self.arch)
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.train_chunks is not None and (not self.train_chunks or any(c not in (0, 1, 2, 3) for c in self.train_chunks)):
+            raise ValueError(f"train_chunks must be None or a non-empty subset of [0, 1, 2, 3], got {self.train_chunks}")
         if self.optimizer not in ("sgd", "adam", "adamw"):
             raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {self.optimizer!r}")
         if self.shortcut not in SHORTCUTS:

@@ -13,6 +13,11 @@ Guarantees (issue 13 §2):
   and this idinit version;
 - nothing half-written survives: temporary files of an interrupted atomic write are removed on
   the next start.
+
+The CIFAR / MNIST runs (:mod:`idinit.lab.train.loop`), the text-classification and the language-model
+runs (:mod:`idinit.lab.experiments`) all use this class; a run whose next epochs draw from random
+state the model and optimiser do not hold (dropout's global RNG, a batch generator) saves it as
+``extra`` with the checkpoint and gets it back from :attr:`RunFolder.extra` on resume.
 """
 from __future__ import annotations
 
@@ -25,15 +30,17 @@ import torch
 import idinit
 
 from . import records as rec
-from .config import RunConfig
+from .config import ConfigRecord
 
 
 class RunFolder:
-    def __init__(self, path, config: RunConfig, writer: bool = True):
-        """``writer=False``: a reader of a folder another process (rank 0 of a data-parallel run)
-        writes: it checks and loads, never locks or writes."""
+    def __init__(self, path, config: ConfigRecord, writer: bool = True):
+        """``config``: any run configuration of the lab (a :class:`ConfigRecord`: ``to_dict()`` and
+        ``run_id``). ``writer=False``: a reader of a folder another process (rank 0 of a data-parallel
+        run) writes: it checks and loads, never locks or writes."""
         self.path, self.config, self.writer = pathlib.Path(path), config, writer
         self._lock = None
+        self.extra: dict = {}  # what the resumed checkpoint saved besides model and optimiser
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r}, {self.config.run_id!r})"
@@ -99,6 +106,7 @@ class RunFolder:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             records = state["records"]
+            self.extra = state.get("extra", {})
         if self.writer:
             rec.write_records(self.path / rec.RECORDS, records)
         return records
@@ -128,11 +136,14 @@ class RunFolder:
         if self.writer:
             rec.append_record(self.path / rec.RECORDS, record)
 
-    def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, records: list[dict]) -> None:
+    def save_checkpoint(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, records: list[dict],
+                        extra: dict | None = None) -> None:
+        """``extra``: tensors and plain data the run needs to continue bitwise (RNG states)."""
         if not self.writer:
             return
         data = rec.torch_bytes({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "records": records,
-                                "config": self.config.to_dict(), "idinit_version": idinit.__version__})
+                                "config": self.config.to_dict(), "idinit_version": idinit.__version__,
+                                "extra": extra or {}})
         checkpoint, checksum = self.path / rec.CHECKPOINT, self.path / rec.CHECKSUM
         # The new checksum goes first, listed with the current file's, so that whichever file a
         # kill leaves in place matches a listed checksum.
@@ -148,3 +159,20 @@ class RunFolder:
 def _difference(stored: dict, mine: dict) -> str:
     keys = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
     return "differs in " + ", ".join(f"{k}: {stored.get(k)!r} there, {mine.get(k)!r} here" for k in keys)
+
+
+def global_rng_state(device) -> dict:
+    """The global RNG states a run's next epoch draws from (dropout): the CPU one, and the CUDA one
+    of ``device`` if it is a CUDA device; for :meth:`RunFolder.save_checkpoint`'s ``extra``."""
+    device = torch.device(device)
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_global_rng(state: dict, device) -> None:
+    """Put back what :func:`global_rng_state` saved (a checkpoint's ``extra``)."""
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], torch.device(device))
