@@ -40,12 +40,22 @@ def test_the_search_measures_references_sweep_and_profile(tmp_path, monkeypatch,
     assert f"fastest resnet8 pack: {best['label']} at" in out
 
 
-def test_a_failing_or_overrunning_row_is_reported_and_the_rest_go_on(capsys):
+def test_a_failing_or_overrunning_row_is_reported_and_the_rest_go_on(capsys, monkeypatch):
+    import time
+
+    import idinit.lab.bench as bench
+
     torch.set_num_threads(1)
     b = Bench("cpu", batch_size=4, steps=1, warmup=1, budget_s=None, variant_s=None, eval_images=0)
     assert b.run(Variant("resnet8", 2, dense_channels=-1)) is None  # planted fault: refused by the network
+    real = bench.time_variant
+    # planted overrun: a row that would take 30 s on any machine, under a 0.05 s limit
+    monkeypatch.setattr(bench, "time_variant", lambda *a, **k: (time.sleep(30), real(*a, **k))[1])
     b.variant_s = 0.05
-    assert b.run(Variant("resnet8", 2), role="slow") is None  # far past 0.05 s: stopped by the limit
+    t0 = time.perf_counter()
+    assert b.run(Variant("resnet8", 2), role="slow") is None
+    assert time.perf_counter() - t0 < 20  # stopped by the limit, not by the row's end
+    monkeypatch.setattr(bench, "time_variant", real)
     b.variant_s = None
     assert b.run(Variant("resnet8", 2)) is not None  # the process still trains after both
     errors = [r.get("error", "") for r in b.rows]

@@ -102,27 +102,6 @@ def test_lazy_module_with_example_inputs_says_what_to_run():
     assert idinit.plan(model, example_inputs=(torch.randn(2, 3),))["0.weight"].role == "stem"
 
 
-def test_every_scheme_option_is_a_named_keyword_argument():
-    """An option added to a scheme must reach the signatures an IDE shows (and the Literal choices)."""
-    import inspect
-    import typing
-
-    from idinit.schemes import SCHEME_OPTIONS, _CHOICES
-
-    options = {k for opts in SCHEME_OPTIONS.values() for k in opts}
-    for function in (idinit.plan, idinit.init_, idinit.hf.from_config):
-        hints = typing.get_type_hints(function)
-        parameters = inspect.signature(function).parameters
-        for option in options:
-            assert parameters[option].kind is inspect.Parameter.KEYWORD_ONLY, (function.__name__, option)
-            assert parameters[option].default is None, (function.__name__, option)
-            if option in _CHOICES:
-                literal = next(a for a in typing.get_args(hints[option]) if typing.get_origin(a) is typing.Literal)
-                assert set(typing.get_args(literal)) == set(_CHOICES[option]), (function.__name__, option)
-    scheme = typing.get_args(typing.get_type_hints(idinit.plan)["scheme"])
-    assert set(scheme) == set(SCHEME_OPTIONS)
-
-
 def test_init_that_fails_to_plan_leaves_the_buffers_as_they_were():
     model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2))
     with torch.no_grad():

@@ -1,8 +1,11 @@
 """Role detection: what every parameter of a model is.
 
+Fifth link of the model level's chain (kinds -> graph -> positions -> roles -> **detect** -> schemes ->
+plan): merges every source of roles into one role per parameter.
+
 Each source of roles returns its own findings ``{parameter: Role}``; :func:`detect` merges them once,
 the first source in this order that has a finding for a parameter giving its role
-(:data:`PRECEDENCE`, DESIGN "Roles"):
+(:data:`PRECEDENCE`):
 
 1. ``user``: what the user states (:mod:`idinit.roles`: ``overrides=`` > ``idinit.tag`` > a block's
    ``idinit_roles()``);
@@ -146,15 +149,23 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
 
 
 def _value_roles(model: nn.Module, infos, kinds, scaled: Mapping[str, set[str]], base: Mapping[str, Role]) -> dict:
-    """The ``values`` source (:mod:`idinit.values`): kept biases, branch ends behind a small layer scale."""
+    """The ``values`` source (:mod:`idinit.values`): kept biases, branch ends behind a small layer scale.
+    Memory nothing wrote since it was allocated is never kept (``values.written``)."""
     found: dict[str, Role] = {}
     for name, info in infos.items():
         if name in base and base[name].role == "bias":
             why = values.set_bias(model.get_submodule(info.module), info.param, kinds[name] == {"unknown"})
-            if why:
+            if why and not values.written(info.param):
+                found[name] = Role("bias", "values", f"looks set on purpose ({why}), but nothing wrote it since it "
+                                   "was allocated (after to_empty() it is uninitialised memory): not kept; "
+                                   f"overrides={{'{name}': 'keep'}} keeps it (a copy.deepcopy or a model loaded whole)")
+            elif why:
                 found[name] = Role("keep", "values", f"{why}: kept; overrides={{'{name}': 'bias'}} zeroes it")
+    fresh = {s for scales in scaled.values() for s in scales
+             if s in infos and not infos[s].param.is_meta and not values.written(infos[s].param)}
+    redrawn = values.drawn_again(model, fresh) if fresh else {}
     for name, scales in scaled.items():
-        small = values.small_scale({s: infos[s].param for s in scales if s in infos})
+        small = values.small_scale({s: redrawn.get(s, infos[s].param) for s in scales if s in infos})
         if small:
             found[name] = Role("identity", "values", f"closes a residual branch that {small} already holds near "
                                f"zero: IDI here, not IDIZ on top of the scale; overrides={{'{name}': 'branch_end'}} "

@@ -1,5 +1,8 @@
 """The data-flow graph of a model, from torch.fx or from the autograd graph of one forward pass.
 
+Second link of the model level's chain (kinds -> **graph** -> positions -> roles -> detect -> schemes ->
+plan): the model's data flow, which positions reads.
+
 Both sources are reduced to the same small form, a :class:`DataGraph`: a list of operations in
 topological order, each with its data inputs (positional, ``None`` where an argument is not data)
 and the parameters it consumes directly. Parameters reach an operation through "weight chains"

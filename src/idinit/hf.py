@@ -25,19 +25,20 @@ import torch
 from torch import nn
 
 from idinit.model_init import run_model_init, seeded_from
-from idinit.plan import Activation, Plan, Scheme, init_
+from idinit.plan import Activation, Plan, init_
+from idinit.schemes import SchemeName
 
 __all__ = ["from_config"]
 
 
-def from_config(config: Any, model_class: Any = None, *, scheme: Scheme = "idinit",
+def from_config(config: Any, model_class: Any = None, *, scheme: SchemeName = "idinit",
                 device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
                 generator: torch.Generator | None = None, example_inputs: Any = None,
                 overrides: Mapping[str, str] | None = None, loose: float | None = None,
                 conv: Literal["patch", "channel"] | None = None,
                 branch_end: Literal["zero_preserving", "zero"] | None = None,
                 activation: Activation | None = None, eps: float | None = None,
-                branch_end_norm: Literal["one", "zero"] | None = None) -> tuple[nn.Module, Plan]:
+                branch_end_norm: Literal["one", "zero"] | None = None, **options: Any) -> tuple[nn.Module, Plan]:
     """Build the transformers model of ``config`` on the meta device, materialise it on ``device`` and
     initialise it with ``scheme`` (:func:`idinit.init_`). Returns ``(model, plan)``.
 
@@ -46,8 +47,7 @@ def from_config(config: Any, model_class: Any = None, *, scheme: Scheme = "idini
         model_class: an ``AutoModel*`` class (anything with ``from_config``) or a model class called as
             ``model_class(config)``; default ``AutoModelForCausalLM``.
         scheme, generator, example_inputs, overrides, loose, conv, branch_end, activation, eps,
-            branch_end_norm: as in
-            :func:`idinit.init_`.
+            branch_end_norm, options: as in :func:`idinit.init_`.
         device: where the weights are materialised.
         dtype: the parameters' dtype (default: the config's, else float32).
     """
@@ -68,5 +68,5 @@ def from_config(config: Any, model_class: Any = None, *, scheme: Scheme = "idini
     with torch.no_grad(), seeded_from(generator, model):
         run_model_init(model, {name for name, _ in model.named_modules()}, set())
     plan = init_(model, scheme, example_inputs, generator=generator, overrides=overrides, loose=loose, conv=conv,
-                 branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
+                 branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm, **options)
     return model, plan

@@ -1,5 +1,8 @@
 """Parameter kinds: which layer type each parameter belongs to, from its module's type alone.
 
+First link of the model level's chain (**kinds** -> graph -> positions -> roles -> detect -> schemes ->
+plan): the layer type of each parameter, before any graph is read.
+
 A kind is not yet a role: a ``linear`` weight may turn out to be a stem, a branch end or a head once
 the graph is read (:mod:`idinit.positions`). Kinds: ``linear``, ``linear_t`` (HF ``Conv1D``, stored
 ``(in, out)``), ``fused_qkv`` (``nn.MultiheadAttention.in_proj_weight``), ``conv``,

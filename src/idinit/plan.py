@@ -1,6 +1,9 @@
 """Plan and apply: ``idinit.plan(model)`` decides what every parameter gets without touching any
 weight; ``idinit.init_(model)`` builds the plan, applies it and returns it.
 
+Seventh link of the model level's chain (kinds -> graph -> positions -> roles -> detect -> schemes ->
+**plan**): each parameter's role (detect) and its initialiser (schemes) as a table, then written.
+
 A :class:`Plan` is a list of :class:`PlanEntry` rows (one per parameter, tied parameters once) that
 prints as a table and can be edited before :meth:`Plan.apply`. Applying works on any device,
 on a model built on the meta device after ``to_empty()`` (same seed, bitwise the same weights as
@@ -30,9 +33,7 @@ from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
 from idinit.sharded import full_size, local_of, unsharded_view
-from idinit.schemes import assign, blocks_of, check_options, needs_positions
-
-Scheme = Literal["idinit", "kaiming", "xavier", "orthogonal", "default", "zero_gamma", "zero"]
+from idinit.schemes import SchemeName, assign, blocks_of, check_options, lookup
 Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
 
 __all__ = ["Plan", "PlanEntry", "plan", "init_"]
@@ -387,21 +388,21 @@ def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
     return states
 
 
-def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = None, *,
          overrides: Mapping[str, str] | None = None, include_frozen: bool = False, reset_kept: bool = True,
          use_registry: bool = True, keep_model_values: bool = True, loose: float | None = None,
          conv: Literal["patch", "channel"] | None = None,
          branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
-         eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
+         eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None, **options: Any) -> Plan:
     """Decide, without touching any weight, buffer or the global RNG, what every parameter of ``model`` gets.
 
     Args:
         model: any ``nn.Module`` (on any device, meta included); a ``torch.compile``d model,
             ``nn.DataParallel`` or ``DistributedDataParallel`` is planned as the model inside, under
             its own parameter names.
-        scheme: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``, ``"default"`` (the
-            model's own init: HF ``_init_weights``, timm ``init_weights()``, else each module's
-            ``reset_parameters()``), ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
+        scheme: a name in ``idinit.SCHEMES``: ``"idinit"``, ``"kaiming"``, ``"xavier"``, ``"orthogonal"``,
+            ``"default"`` (the model's own init: HF ``_init_weights``, timm ``init_weights()``, else each
+            module's ``reset_parameters()``), ``"zero_gamma"`` or ``"zero"`` (see :mod:`idinit.schemes`).
         example_inputs: one forward pass's arguments (a tuple of positional arguments, a dict of
             keyword arguments, or one tensor). Without them the roles come from torch.fx (or,
             for HF transformers models, from a forward pass on ``model.dummy_inputs``); with them,
@@ -417,9 +418,9 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         use_registry: use the registry of known blocks (switch off to see the graph's own answer).
         keep_model_values: keep what the model set on purpose (a prior bias, a small layer scale
             closing a branch: see :mod:`idinit.values`), read from the values; False plans by position
-            alone. After ``to_empty()`` the values are whatever the memory held: pass False there
-            (``idinit.hf.from_config`` runs the model's own init first instead).
-        loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (SPEC §3.1; default 1e-6, 0: none).
+            alone. Memory nothing wrote since it was allocated (after ``to_empty()``) is never kept: a
+            bias there gets its zeros, a layer scale is judged on what the model's own init writes.
+        loose: ``"idinit"``: std of the loose-condition noise on IDI / IDIC (paper Sec. 3.1; default 1e-6, 0: none).
         conv: ``"idinit"``: ``"patch"`` (IDIC, patch-maintain; default) or ``"channel"`` (the centre-tap
             channel-maintain of the paper's Table 2 ablation).
         branch_end: ``"idinit"``: ``"zero_preserving"`` (IDIZ; default) or ``"zero"`` (exact zeros) on the
@@ -429,6 +430,8 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         eps: ``"idinit"``: the +-eps of IDIZ (default 1e-6).
         branch_end_norm: ``"idinit"``: ``"one"`` (the paper; default) or ``"zero"`` (the norm weight closing
             each residual branch set to 0 as Zero-gamma does; not in the paper, see :mod:`idinit.schemes`).
+        **options: the options of a scheme that the named keywords above do not cover (each scheme
+            declares its own: :data:`idinit.schemes.TABLE`).
 
     Returns:
         the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
@@ -437,11 +440,12 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
     model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
                                                 "use_registry": use_registry,
                                                 "keep_model_values": keep_model_values}, example_inputs)
-    given = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
+    named = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
              "branch_end_norm": branch_end_norm}
-    options = check_options(scheme, {k: v for k, v in given.items() if v is not None})
+    options = check_options(scheme, {**{k: v for k, v in named.items() if v is not None}, **options})
+    declared = lookup(scheme)
     with _state_restored(model), unsharded_view(model):  # an FSDP2 model: planned as unsharded, on meta
-        found = detect(model, example_inputs, overrides, use_registry, needs_positions(scheme), keep_model_values)
+        found = detect(model, example_inputs, overrides, use_registry, declared.needs_positions, keep_model_values)
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
@@ -474,8 +478,9 @@ def plan(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None
         warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
                     f"State their roles to initialise them, e.g. overrides={{'{p.unclassified[0].name}': 'keep'}} "
                     "(or 'bias', 'scale', ...), or idinit.tag()")
-    if scheme == "zero_gamma" and found.residual and not p.by_role("branch_end_norm"):
-        warn_caller("zero_gamma: no norm layer closes a residual branch in this model, so it equals 'kaiming' here")
+    if declared.equals_without and found.residual and not p.by_role(declared.equals_without[0]):
+        role, other = declared.equals_without
+        warn_caller(f"{scheme}: no parameter of this model has the role {role!r}, so it equals {other!r} here")
     return p
 
 
@@ -493,12 +498,12 @@ def _own_init(model: nn.Module, p: Plan, generator: torch.Generator | None) -> N
             entry.note = _join(entry.note, "left as it was: the model's own init does not write it")
 
 
-def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = None, *,
+def init_(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = None, *,
           generator: torch.Generator | None = None, overrides: Mapping[str, str] | None = None,
           include_frozen: bool = False, reset_kept: bool = True, use_registry: bool = True,
           keep_model_values: bool = True, loose: float | None = None, conv: Literal["patch", "channel"] | None = None,
           branch_end: Literal["zero_preserving", "zero"] | None = None, activation: Activation | None = None,
-          eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None) -> Plan:
+          eps: float | None = None, branch_end_norm: Literal["one", "zero"] | None = None, **options: Any) -> Plan:
     """Initialise ``model`` in place with ``scheme`` and return the :class:`Plan` that was applied.
 
     The arguments are those of :func:`plan`, plus ``generator`` for every random draw (the loose noise,
@@ -530,7 +535,8 @@ def init_(model: nn.Module, scheme: Scheme = "idinit", example_inputs: Any = Non
         rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
         p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
                  reset_kept=reset_kept, use_registry=use_registry, keep_model_values=keep_model_values, loose=loose,
-                 conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm)
+                 conv=conv, branch_end=branch_end, activation=activation, eps=eps, branch_end_norm=branch_end_norm,
+                 **options)
         # what apply() will write is checked before anything is (the own init included): a value the dtype
         # cannot hold refuses the call with the buffers put back (issue 13 §4)
         _written(p)._check(model, generator)

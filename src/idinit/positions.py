@@ -1,5 +1,8 @@
 """Positions: where each linear / conv layer sits in a model's data-flow graph.
 
+Third link of the model level's chain (kinds -> graph -> **positions** -> roles -> detect -> schemes ->
+plan): where each layer sits in the graph (residual branches, attention, stem, head).
+
 Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
 
 - **residual sums.** A chain of adds is read as one sum (``attn + mlp + x`` in the parallel blocks

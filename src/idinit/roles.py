@@ -1,7 +1,10 @@
 """Roles: the part each parameter plays in its model, and how a user states one.
 
-A role says *where* a parameter sits (SPEC §4, DESIGN "Roles"); a scheme (:mod:`idinit.schemes`) then
-says what each role is filled with. The roles:
+Fourth link of the model level's chain (kinds -> graph -> positions -> **roles** -> detect -> schemes ->
+plan): the words for what a parameter is, and the roles a user states.
+
+A role says *where* a parameter sits (paper Sec. 3.2, "The IDInit framework"); a scheme
+(:mod:`idinit.schemes`) then says what each role is filled with. The roles:
 
 ===================  =====================================================================
 role                 what it is

@@ -1,21 +1,28 @@
-r"""Schemes: what each role is filled with (SPEC §4-5).
+r"""Schemes: what each role is filled with. Sixth link of the model level's chain (kinds -> graph ->
+positions -> roles -> detect -> **schemes** -> plan): :mod:`idinit.detect` says what every parameter
+is, a scheme says what it gets, :mod:`idinit.plan` writes it.
 
-A scheme maps ``(role, parameter, options)`` to an initialiser name and its arguments. The names
-are those of :mod:`idinit` (``identity_``, ``channel_identity_``, ``zero_preserving_``,
-``hadamard_``) and :mod:`torch.nn.init` (``kaiming_normal_``, ...), plus ``ones_``, ``zeros_``,
-``reset_parameters`` (the module's own) and ``keep`` (left untouched).
+A scheme is one :class:`Scheme` declaration in :data:`TABLE`: its name, its options (default and the
+values each takes), whether it needs the graph's positions (branch ends, stem, head), and its rule,
+``rule(role, kind, options, residual) -> (initialiser name, arguments)``. Everything else derives
+from the table: :data:`SCHEMES`, option checking, the ``plan`` / ``init_`` ``scheme=`` argument, the
+command line's ``--scheme`` and the lab's lists. The initialiser names are those of :mod:`idinit`
+(``identity_``, ``channel_identity_``, ``zero_preserving_``, ``hadamard_``) and
+:mod:`torch.nn.init` (``kaiming_normal_``, ...), plus ``ones_``, ``zeros_``, ``reset_parameters``
+(the module's own) and ``keep`` (left untouched).
 
 ==============  ==========================================================================
 scheme          what it does
 ==============  ==========================================================================
-``idinit``      IDInit (SPEC §4): IDI / IDIC (``conv="patch"``) or channel-maintain
+``idinit``      IDInit (paper Sec. 3): IDI / IDIC (``conv="patch"``) or channel-maintain
                 (``conv="channel"``) on every layer, gain sqrt(2) on the stem of a ReLU-like
-                network (``activation``); IDIZ / IDIZC on branch ends, attention output
-                projections and, in a residual network, the head (``branch_end="zero"`` puts
-                exact zeros there instead). Norms 1 / 0, biases 0. Options ``loose`` and ``eps``;
-                ``branch_end_norm="zero"`` sets the norm weight closing each branch to 0 as
-                Zero-gamma does (not in the paper: an option for BN networks trained at a high
-                learning rate without warm-up, see ``results/analysis-startup``).
+                network (``activation``, appendix B); IDIZ / IDIZC on branch ends, attention
+                output projections (appendix A.5) and, in a residual network, the head
+                (``branch_end="zero"`` puts exact zeros there instead). Norms 1 / 0, biases 0.
+                Options ``loose`` and ``eps``; ``branch_end_norm="zero"`` sets the norm weight
+                closing each branch to 0 as Zero-gamma does (not in the paper: an option for BN
+                networks trained at a high learning rate without warm-up, see
+                ``results/analysis-startup``).
 ``kaiming``     He et al. 2015: convolutions ``kaiming_normal_(mode="fan_out", relu)`` as
                 torchvision's ResNet; linear layers ``kaiming_normal_(mode="fan_in", relu)``,
                 He et al.'s own fully-connected form (and that of the CIFAR ResNet code the
@@ -37,34 +44,87 @@ Table 2 of the paper (ablation on ResNet-20) is four calls of the ``idinit`` sch
 (i) ``conv="channel", branch_end="zero"``, (ii) ``conv="channel"``, (iii) ``branch_end="zero"``,
 (iv) the defaults (``conv="patch", branch_end="zero_preserving"``).
 
-In every scheme embeddings and learned scales are kept as the model made them (SPEC §4
-[decision]): :func:`idinit.init_` draws them again with the model's own init (``reset_kept=True``,
-the default, so that a model materialised with ``to_empty()`` has no uninitialised memory left), or
-leaves them as they are (``reset_kept=False``). Fused attention projections and recurrent gate
-stacks are filled block by block, and a parameter's arguments never depend on its values, so
-planning works on the meta device.
+In every scheme embeddings and learned scales are kept as the model made them (the paper sets
+embeddings only from pretrained vectors in its text experiments): :func:`idinit.init_` draws them
+again with the model's own init (``reset_kept=True``, the default, so that a model materialised with
+``to_empty()`` has no uninitialised memory left), or leaves them as they are (``reset_kept=False``).
+Fused attention projections and recurrent gate stacks are filled block by block, and a parameter's
+arguments never depend on its values, so planning works on the meta device.
+
+Adding a scheme: one more ``Scheme(...)`` in :data:`TABLE` (and its name in :data:`SchemeName`,
+which only type checkers read; ``tests/test_schemes_table.py`` fails until it is there).
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal, Mapping
 
-from idinit.roles import ATTENTION_ROLES, fused_blocks
+from idinit.roles import MATRIX_ROLES, fused_blocks
 
-__all__ = ["SCHEMES", "SCHEME_OPTIONS", "check_options", "assign", "needs_positions"]
+__all__ = ["Option", "Scheme", "TABLE", "SCHEMES", "SchemeName", "lookup", "check_options", "assign", "needs_positions"]
 
-# scheme -> its options and their defaults
-SCHEME_OPTIONS: dict[str, dict[str, Any]] = {
-    "idinit": {"loose": 1e-6, "conv": "patch", "branch_end": "zero_preserving", "activation": "relu", "eps": 1e-6,
-               "branch_end_norm": "one"},
-    "kaiming": {},
-    "xavier": {},
-    "orthogonal": {},
-    "default": {},
-    "zero_gamma": {},
-    "zero": {},
-}
-SCHEMES = tuple(SCHEME_OPTIONS)
+# (role, kind, options, residual) -> (initialiser name, arguments), or None for the rule all schemes
+# share for that role (biases 0, norm weights 1 and biases 0)
+Rule = Callable[[str, str, Mapping[str, Any], bool], "tuple[str, dict] | None"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a scheme: its default and the values it takes (``choices``; none: any finite
+    number >= 0, returned as a float)."""
+
+    default: Any
+    choices: tuple[str, ...] = ()
+
+    def check(self, scheme: str, key: str, value: Any) -> Any:
+        if self.choices:
+            if not isinstance(value, str) or value not in self.choices:
+                raise ValueError(f"scheme {scheme!r}: {key}={value!r} is not one of {', '.join(self.choices)}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"scheme {scheme!r}: {key} must be a finite number >= 0, got {value!r}")
+        return float(value)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One scheme, declared once (module docstring).
+
+    ``needs_positions``: the rule treats layers by where they sit (branch ends, stem, head), so a model
+    whose graph cannot be read raises instead of being planned by layer type alone.
+    ``equals_without``: ``(role, other scheme)`` when the scheme differs from the other only on
+    parameters of that role; planning a model that has none warns.
+    """
+
+    name: str
+    rule: Rule
+    options: Mapping[str, Option] = field(default_factory=dict)
+    needs_positions: bool = False
+    equals_without: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        # a wrong declaration fails at import, not on a user's model
+        if not self.name.isidentifier():
+            raise ValueError(f"scheme name {self.name!r} must be an identifier (it is a keyword on the command line)")
+        for key, option in self.options.items():
+            option.check(self.name, key, option.default)
+
+
+def _standard(role: str, kind: str) -> tuple[str, dict] | None:
+    """What every scheme gives biases and norms unless its rule says otherwise (paper: biases 0, norm
+    weights 1 and biases 0, the layers' own defaults)."""
+    if role == "bias":
+        return "zeros_", {}
+    if role == "norm":
+        return ("ones_" if kind == "norm_weight" else "zeros_"), {}
+    if role == "branch_end_norm":
+        return "ones_", {}
+    return None
+
+
+_CONV_KINDS = ("conv", "conv_transpose")
+_ZEROED = ("branch_end", "attention_out")  # the layer whose output is added back to a residual stream
 
 # IDI gain of the stem (paper appendix B: sqrt(2) for the first layer of a ReLU network, 1 for tanh).
 # [decision] GELU / SiLU / ELU / leaky ReLU halve the signal's second moment roughly as ReLU does, so
@@ -72,81 +132,112 @@ SCHEMES = tuple(SCHEME_OPTIONS)
 STEM_GAIN = {"relu": math.sqrt(2.0), "gelu": math.sqrt(2.0), "silu": math.sqrt(2.0), "elu": math.sqrt(2.0),
              "leaky_relu": math.sqrt(2.0), "tanh": 1.0, "sigmoid": 1.0, "linear": 1.0, "identity": 1.0}
 
-_CHOICES = {"conv": ("patch", "channel"), "branch_end": ("zero_preserving", "zero"), "activation": tuple(STEM_GAIN),
-            "branch_end_norm": ("one", "zero")}
+
+def _idinit(role: str, kind: str, options: Mapping[str, Any], residual: bool):
+    if role == "branch_end_norm":
+        return ("zeros_" if options["branch_end_norm"] == "zero" else "ones_"), {}
+    if role not in MATRIX_ROLES:
+        return None
+    # IDIZ closes what is added back; the classifier too, in a residual network only (paper Sec. 3.2,
+    # "The IDInit framework")
+    if role in _ZEROED or (role == "head" and residual):
+        if options["branch_end"] == "zero_preserving":
+            return "zero_preserving_", {"eps": options["eps"]}
+        return "zeros_", {}
+    gain = STEM_GAIN[options["activation"]] if role == "stem" else 1.0
+    name = "channel_identity_" if kind in _CONV_KINDS and options["conv"] == "channel" else "identity_"
+    return name, {"gain": gain, "loose": options["loose"]}
+
+
+def _kaiming(role: str, kind: str, options: Mapping[str, Any], residual: bool):
+    if role not in MATRIX_ROLES:
+        return None
+    return "kaiming_normal_", {"mode": "fan_out" if kind in _CONV_KINDS else "fan_in", "nonlinearity": "relu"}
+
+
+def _zero_gamma(role: str, kind: str, options: Mapping[str, Any], residual: bool):
+    if role == "branch_end_norm":
+        return "zeros_", {}
+    return _kaiming(role, kind, options, residual)
+
+
+def _xavier(role: str, kind: str, options: Mapping[str, Any], residual: bool):
+    return ("xavier_uniform_", {"gain": 1.0}) if role in MATRIX_ROLES else None
+
+
+def _orthogonal(role: str, kind: str, options: Mapping[str, Any], residual: bool):
+    return ("orthogonal_", {"gain": 1.0}) if role in MATRIX_ROLES else None
+
+
+def _model_own(role: str, kind: str, options: Mapping[str, Any], residual: bool):
+    return "reset_parameters", {}
+
+
+def _zero(role: str, kind: str, options: Mapping[str, Any], residual: bool):
+    if role not in MATRIX_ROLES:
+        return None
+    return ("zeros_", {}) if role in _ZEROED else ("hadamard_", {})
+
+
+TABLE: dict[str, Scheme] = {s.name: s for s in (
+    Scheme("idinit", _idinit, needs_positions=True, options={
+        "loose": Option(1e-6), "conv": Option("patch", ("patch", "channel")),
+        "branch_end": Option("zero_preserving", ("zero_preserving", "zero")),
+        "activation": Option("relu", tuple(STEM_GAIN)), "eps": Option(1e-6),
+        "branch_end_norm": Option("one", ("one", "zero"))}),
+    Scheme("kaiming", _kaiming),
+    Scheme("xavier", _xavier),
+    Scheme("orthogonal", _orthogonal),
+    Scheme("default", _model_own),
+    Scheme("zero_gamma", _zero_gamma, needs_positions=True, equals_without=("branch_end_norm", "kaiming")),
+    Scheme("zero", _zero, needs_positions=True),
+)}
+SCHEMES = tuple(TABLE)
+# For type checkers only, which cannot read TABLE: the same names (a test keeps them equal).
+SchemeName = Literal["idinit", "kaiming", "xavier", "orthogonal", "default", "zero_gamma", "zero"]
+
+
+def lookup(scheme: Any) -> Scheme:
+    """The declaration of ``scheme``; a ValueError naming the schemes if there is none."""
+    if not isinstance(scheme, str) or scheme not in TABLE:
+        raise ValueError(f"unknown scheme {scheme!r}; schemes are {', '.join(TABLE)}")
+    return TABLE[scheme]
 
 
 def needs_positions(scheme: str) -> bool:
     """Whether the scheme treats layers differently by where they sit (branch ends, stem, head)."""
-    return scheme in ("idinit", "zero_gamma", "zero")
+    return lookup(scheme).needs_positions
 
 
 def check_options(scheme: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """Validate ``options`` for ``scheme``; return them merged over the defaults."""
-    if not isinstance(scheme, str) or scheme not in SCHEME_OPTIONS:
-        raise ValueError(f"unknown scheme {scheme!r}; schemes are {', '.join(SCHEMES)}")
-    allowed = SCHEME_OPTIONS[scheme]
-    unknown = sorted(set(options) - set(allowed))
+    declared = lookup(scheme).options
+    unknown = sorted(set(options) - set(declared))
     if unknown:
-        valid = ", ".join(allowed) if allowed else "none"
+        valid = ", ".join(declared) if declared else "none"
         raise TypeError(f"scheme {scheme!r} got unknown option(s) {', '.join(unknown)}; its options are: {valid}")
-    merged = {**allowed, **options}
-    for key, choices in _CHOICES.items():
-        if key in merged and merged[key] not in choices:
-            raise ValueError(f"scheme {scheme!r}: {key}={merged[key]!r} is not one of {', '.join(choices)}")
-    for key in ("loose", "eps"):
-        if key in merged:
-            value = merged[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"scheme {scheme!r}: {key} must be a finite number >= 0, got {value!r}")
-            merged[key] = float(value)
-    return merged
+    given = {key: options.get(key, option.default) for key, option in declared.items()}
+    return {key: declared[key].check(scheme, key, value) for key, value in given.items()}
 
 
-_MATRIX = ("stem", "identity", "branch_end", "head", "recurrent") + ATTENTION_ROLES
-_ZEROED = ("branch_end", "attention_out")
+_KEPT = ("embedding", "scale", "keep")
 
 
 def assign(scheme: str, role: str, kind: str, options: Mapping[str, Any], residual: bool) -> tuple[str, dict]:
     """``(initialiser name, arguments)`` for a parameter of ``role`` and layer ``kind`` under ``scheme``.
 
     ``residual`` says whether the model has residual branches (IDInit gives the head IDIZ only then:
-    SPEC §4, "non-residual networks: no IDIZ").
+    non-residual networks get no IDIZ).
     """
-    if role in ("embedding", "scale", "keep"):
+    if role in _KEPT:
         return "keep", {}
-    if scheme == "default":
-        return "reset_parameters", {}
-    if role == "bias":
-        return "zeros_", {}
-    if role == "norm":
-        return ("ones_" if kind == "norm_weight" else "zeros_"), {}
-    if role == "branch_end_norm":
-        zeroed = scheme == "zero_gamma" or (scheme == "idinit" and options["branch_end_norm"] == "zero")
-        return ("zeros_" if zeroed else "ones_"), {}
-    if role not in _MATRIX:
-        raise ValueError(f"no rule for role {role!r}")
-    conv = kind in ("conv", "conv_transpose")
-    if scheme == "idinit":
-        zero_pattern = ("zero_preserving_", {"eps": options["eps"]}) if options["branch_end"] == "zero_preserving" \
-            else ("zeros_", {})
-        if role in _ZEROED or (role == "head" and residual):
-            return zero_pattern
-        gain = STEM_GAIN[options["activation"]] if role == "stem" else 1.0
-        name = "channel_identity_" if conv and options["conv"] == "channel" else "identity_"
-        return name, {"gain": gain, "loose": options["loose"]}
-    if scheme == "zero":
-        return ("zeros_", {}) if role in _ZEROED else ("hadamard_", {})
-    if scheme in ("kaiming", "zero_gamma"):
-        mode = "fan_out" if conv else "fan_in"
-        return "kaiming_normal_", {"mode": mode, "nonlinearity": "relu"}
-    if scheme == "xavier":
-        return "xavier_uniform_", {"gain": 1.0}
-    if scheme == "orthogonal":
-        return "orthogonal_", {"gain": 1.0}
-    raise ValueError(f"unknown scheme {scheme!r}")
+    found = lookup(scheme).rule(role, kind, options, residual) or _standard(role, kind)
+    if found is None:
+        raise ValueError(f"scheme {scheme!r} has no rule for role {role!r}")
+    return found
 
 
 def blocks_of(role: str, gates: int) -> int:
     """Row blocks filled separately: fused attention projections (q/k/v) and recurrent gate stacks."""
     return max(fused_blocks(role), gates)
+

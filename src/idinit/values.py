@@ -18,9 +18,25 @@ switches both off; an ``overrides=`` entry wins over either):
   them the block starts at identity and the scale's own gradient is of the usual size. A scale is
   small when every entry is at most :data:`SMALL_SCALE` in magnitude.
 
-Values are unreadable on the meta device, so neither rule fires there; after ``to_empty()`` they are
-whatever the memory held (non-finite values never count): pass ``keep_model_values=False`` for such a
-model, or let the model's own init run first (``idinit.hf.from_config`` does).
+Uninitialised memory is never taken for a value the model set. Values are unreadable on the meta
+device, so neither rule fires there; after ``to_empty()`` they are whatever the memory held. So a value
+is read only from memory that something wrote since it was allocated (:func:`written`: the tensor's
+version counter, which every in-place write moves: an init function in the constructor,
+``load_state_dict``, ``copy_``, the model's own init). A tensor never written since it was allocated
+holds either what it was built from (``nn.Parameter(1e-6 * torch.ones(d))``) or, after ``to_empty()``,
+uninitialised memory, and the two cannot be told apart:
+
+- such a **bias** is not read: it gets the scheme's zeros, and if its values looked set on purpose the
+  plan's note says so and how to keep them (``overrides={name: 'keep'}``, for a model copied with
+  ``copy.deepcopy`` or loaded whole, which also start every tensor afresh);
+- such a **scale** is judged on what the model's own init writes into it (timm's ``LayerScale``
+  ``reset_parameters()``: the value ``init_`` then gives it), computed and undone without changing the
+  model or the global RNG; a scale no method of the model draws is read as it is (``init_`` keeps it
+  as it is anyway, and its notes name it).
+
+A model's own init run after ``to_empty()`` writes its parameters, so a model materialised that way and
+then given its own init (``idinit.hf.from_config`` does) keeps what that init set (Mamba's time steps).
+Non-finite values never count.
 """
 from __future__ import annotations
 
@@ -30,12 +46,54 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["SMALL_SCALE", "set_bias", "small_scale"]
+from idinit import model_init
+
+__all__ = ["SMALL_SCALE", "written", "set_bias", "small_scale", "drawn_again"]
 
 # [decision] A layer scale at most 1e-3 holds its branch within 1e-3 of zero at init, the regime
 # IDIZ is for; larger ones (0.1 in some BEiT / EVA configurations) leave the branch open, and the
 # branch end keeps IDIZ.
 SMALL_SCALE = 1e-3
+
+
+def written(param: torch.Tensor) -> bool:
+    """Whether ``param`` was written in place since it was allocated (``to_empty()``, ``torch.empty`` and
+    ``copy.deepcopy`` give a tensor no write yet; an inference tensor keeps no record: taken as written)."""
+    try:
+        return param._version > 0
+    except RuntimeError:
+        return True
+
+
+def drawn_again(model: nn.Module, names: set[str]) -> dict[str, torch.Tensor]:
+    """What the model's own init (:mod:`idinit.model_init`) writes into parameters ``names``: ``{name:
+    values}`` for those it writes. It runs on copies of the tensors of the parameters' modules (their
+    subtrees, buffers included) put in their place, and the originals go back afterwards: the model,
+    the record of writes on its tensors (:func:`written`) and the global RNG stay as they were. A
+    parameter the root module holds is left out: its subtree is the whole model."""
+    names = {n for n in names if n.rpartition(".")[0]}
+    if not names:
+        return {}
+    originals: dict[tuple[int, str], tuple[dict, str, torch.Tensor]] = {}
+    for prefix in {n.rpartition(".")[0] for n in names}:
+        for module in model.get_submodule(prefix).modules():
+            for store in (module._parameters, module._buffers):
+                for key, tensor in store.items():
+                    if tensor is not None:
+                        originals.setdefault((id(store), key), (store, key, tensor))
+    devices = sorted({t.device.index or 0 for _, _, t in originals.values() if t.device.type == "cuda"})
+    try:
+        with torch.no_grad():
+            for store, key, tensor in originals.values():
+                copy = tensor.detach().clone()
+                store[key] = nn.Parameter(copy, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else copy
+        with torch.random.fork_rng(devices=devices):
+            unwritten = model_init.run_on_parameters(model, names, names, set())
+            params = dict(model.named_parameters())
+            return {n: params[n].detach().clone() for n in names if n not in unwritten}
+    finally:
+        for store, key, tensor in originals.values():
+            store[key] = tensor
 
 
 def _values(param: torch.Tensor) -> torch.Tensor | None:

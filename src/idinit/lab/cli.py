@@ -24,6 +24,8 @@ import sys
 import threading
 import time
 
+from idinit.schemes import SCHEMES
+
 
 class UsageError(Exception):
     """A mistake in the command line or in the files it names: one line, exit code 2."""
@@ -422,14 +424,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="print idinit.plan for a model spec (torchvision:, timm:, hf:, lab:)")
     _model_options(p)
-    p.add_argument("--scheme", default="idinit", help="idinit (default), kaiming, xavier, orthogonal, default, "
-                   "zero_gamma or zero")
+    p.add_argument("--scheme", default="idinit", help=f"one of {', '.join(SCHEMES)} (default idinit)")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("check", help="initialise a model spec and report what the init did (idinit.check)")
     _model_options(p)
-    p.add_argument("--scheme", default="idinit", help="the library scheme to initialise with (default idinit), "
-                   "'none' for the model as its constructor left it, or fixup / rezero / skipinit for lab ResNets")
+    p.add_argument("--scheme", default="idinit", help=f"the library scheme to initialise with ({', '.join(SCHEMES)}; "
+                   "default idinit), 'none' for the model as its constructor left it, or fixup / rezero / skipinit "
+                   "for lab ResNets")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.add_argument("--plot", metavar="FILE", help="also write a PNG of activation RMS, gradient norms and block distances")
     p.add_argument("--batch", type=int, default=8, help="example batch size (default 8, at least 2)")

@@ -47,7 +47,7 @@ from .linear5 import ACTIVATIONS, Linear5
 from .res112 import FixupRes112, Res112
 from .vision import resnet50_cifar, vit_small_cifar
 
-LIBRARY_SCHEMES = ("idinit", "kaiming", "zero_gamma", "zero", "xavier", "orthogonal", "default")
+LIBRARY_SCHEMES = idinit.SCHEMES  # every scheme of the library (idinit.schemes.TABLE)
 INITS = LIBRARY_SCHEMES + ("fixup", "rezero", "skipinit")
 ARCHS = tuple(f"resnet{d}" for d in DEPTHS)
 OTHER_ARCHS = ("allconv", "res112") + tuple(f"linear5-{a}" for a in ACTIVATIONS) + ("vit-small", "tv-resnet50")
