@@ -99,6 +99,7 @@ def test_the_search_compiles_the_best_two_eager_layouts_and_carries_the_best_on(
                 "warmup_s": 1.0, "compiled": variant.compile}
 
     monkeypatch.setattr(bench, "time_variant", fake)
+    monkeypatch.setattr(bench, "_clean_up", lambda device: None)  # nothing compiled to drop
     b = Bench("cpu", batch_size=1024, steps=2, warmup=1, budget_s=None, variant_s=None)
     b.cuda = True
     bench.search(b, "resnet56", ("resnet20", "resnet110"))
