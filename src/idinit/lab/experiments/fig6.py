@@ -17,6 +17,31 @@ WEIGHT_DECAYS = (5e-5, 5e-4, 1e-3)
 INITS = ("idinit", "kaiming")
 
 
+def fig6_sections(rows: list[dict]) -> list[str]:
+    """The figure's layout as tables: per initialisation, lr down and weight decay across, the final
+    evaluation accuracy (%); then, per initialisation, the lrs whose best cell is within 1 point of its
+    best accuracy overall (the figure's question: over how wide an lr range does an init hold up?)."""
+    cells = {(r["config"]["init"], r["config"]["lr"], r["config"]["weight_decay"]): r["acc"][0] for r in rows}
+    lines = ["## Fig. 6 layout", "", "Final evaluation accuracy (%), lr down, weight decay across; "
+             "\"not run\" where no seed finished.", ""]
+    held = []
+    for init in INITS:
+        lines += [f"### {init}", "", "| lr | " + " | ".join(f"wd {wd:g}" for wd in WEIGHT_DECAYS) + " |",
+                  "|---|" + "---|" * len(WEIGHT_DECAYS)]
+        for lr in LRS:
+            values = [cells.get((init, lr, wd)) for wd in WEIGHT_DECAYS]
+            lines.append(f"| {lr:g} | " + " | ".join("not run" if v is None else f"{100 * v:.2f}" for v in values) + " |")
+        lines.append("")
+        done = {lr: max(v for wd in WEIGHT_DECAYS if (v := cells.get((init, lr, wd))) is not None)
+                for lr in LRS if any(cells.get((init, lr, wd)) is not None for wd in WEIGHT_DECAYS)}
+        if done:
+            best = max(done.values())
+            within = [f"{lr:g}" for lr, v in done.items() if v >= best - 0.01]
+            held.append(f"- {init}: best {100 * best:.2f}%; lrs within 1 point of it: {', '.join(within)} "
+                        f"(of {len(done)} lrs with results)")
+    return lines + (["### lr range", ""] + held + [""] if held else [])
+
+
 def config_name(init: str, lr: float, weight_decay: float) -> str:
     return f"{init}-lr{lr:g}-wd{weight_decay:g}"
 
@@ -33,6 +58,6 @@ def fig6() -> Experiment:
         name="fig6", version=1,
         description="Paper Fig. 6 (reduced): ResNet-32, CIFAR-10, IDInit vs Kaiming, lr {0.01..1} x wd "
                     "{5e-5, 5e-4, 1e-3}, SGD momentum 0.9, batch 1024, 200 epochs, cosine",
-        configs=configs, seeds=(0,), paper=paper,
+        configs=configs, seeds=(0,), paper=paper, report_sections=fig6_sections,
         notes=["Reduced from the paper's scan (lr 1e-3..1e1, wd 1e-8..1e-1, 3 seeds, five initialisations).",
                "Option A shortcuts as in the Fixup code base (the lab's default); no warm-up, as in the paper."])
