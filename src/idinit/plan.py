@@ -28,6 +28,7 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
+from idinit.initialisers import INITIALISERS, RANDOM, draw_into, entry_view, row_blocks
 from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
@@ -37,26 +38,6 @@ from idinit.schemes import SchemeName, assign, blocks_of, check_options, lookup
 Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
 
 __all__ = ["Plan", "PlanEntry", "plan", "init_"]
-
-_INITIALISERS = {
-    "identity_": tensor_init.identity_,
-    "channel_identity_": tensor_init.channel_identity_,
-    "zero_preserving_": tensor_init.zero_preserving_,
-    "hadamard_": tensor_init.hadamard_,
-    "kaiming_normal_": nn.init.kaiming_normal_,
-    "kaiming_uniform_": nn.init.kaiming_uniform_,
-    "xavier_uniform_": nn.init.xavier_uniform_,
-    "xavier_normal_": nn.init.xavier_normal_,
-    "orthogonal_": nn.init.orthogonal_,
-    "normal_": nn.init.normal_,
-    "uniform_": nn.init.uniform_,
-}
-_RANDOM = {"identity_", "channel_identity_", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_",
-           "xavier_normal_", "orthogonal_", "normal_", "uniform_"}
-INITIALISERS = tuple(_INITIALISERS) + ("ones_", "zeros_", "reset_parameters", "keep", "weight_norm_g")
-# draws independent of each other, whose distribution depends on the shape through the fans only
-_ELEMENTWISE = {"kaiming_normal_", "kaiming_uniform_", "xavier_uniform_", "xavier_normal_", "normal_", "uniform_"}
-
 
 @dataclass
 class PlanEntry:
@@ -176,8 +157,8 @@ class Plan:
                     continue
                 # a DTensor: drawn on a full-size tensor, the rank's part kept (the unsharded draw)
                 target, box = full_size(param)
-                for block in _blocks(_view(target, e.layout), e.blocks):
-                    _fill(block, e.init, e.args, generator)
+                for block in row_blocks(entry_view(target, e.layout), e.blocks):
+                    draw_into(block, e.init, e.args, generator)
                 if box is not None:
                     local_of(param).copy_(target[box])
             norms = {e.name.rpartition(".")[0] for e in self.entries if e.role in ("norm", "branch_end_norm")
@@ -209,7 +190,7 @@ class Plan:
                 job = Job(e.name, param, e.init, e.args, e.layout, e.blocks)
                 if tensor_init.check(job, e.name):
                     jobs.append(job)
-                    noisy = noisy or (e.init in _RANDOM and e.args.get("loose", 0.0) > 0)
+                    noisy = noisy or (e.init in RANDOM and e.args.get("loose", 0.0) > 0)
                     devices.add(job.local.device)
             else:
                 tensor_init.writable(param, e.name)
@@ -230,45 +211,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
-
-
-def _view(param: torch.Tensor, layout: str) -> torch.Tensor:
-    if layout == "t":
-        return param.t()
-    if layout == "transpose01":
-        return param.transpose(0, 1)
-    return param
-
-
-def _blocks(view: torch.Tensor, blocks: int) -> tuple[torch.Tensor, ...]:
-    if blocks > 1 and view.shape[0] % blocks == 0:
-        return view.chunk(blocks, 0)
-    return (view,)
-
-
-def _fill(view: torch.Tensor, init: str, args: Mapping[str, Any], generator) -> None:
-    """One ``torch.nn.init`` initialiser on one (block of a) parameter."""
-    kwargs = dict(args, generator=generator) if generator is not None else dict(args)
-    if not view.is_contiguous() and init in _ELEMENTWISE and view.dim() >= 2 and view.transpose(0, 1).is_contiguous():
-        # a (out, in, ...) view of a tensor stored (in, out, ...) (HF Conv1D, ConvTranspose): the draws are
-        # independent, so they go straight into the storage, whose fan_in is the view's fan_out (Xavier
-        # uses both, symmetrically): no full-size buffer and no transposed copy (3x the draw on the CPU)
-        if "mode" in kwargs:
-            kwargs["mode"] = {"fan_in": "fan_out", "fan_out": "fan_in"}[kwargs["mode"]]
-        elif init.startswith("kaiming"):  # torch's default mode is fan_in
-            kwargs["mode"] = "fan_out"
-        _INITIALISERS[init](view.transpose(0, 1), **kwargs)
-        return
-    # other fills go through a contiguous buffer: orthogonal_ needs view_as(), which a transposed
-    # view cannot give
-    target = view if view.is_contiguous() else torch.empty(view.shape, dtype=view.dtype, device=view.device)
-    _INITIALISERS[init](target, **kwargs)
-    if target is not view:
-        view.copy_(target)
-
-
-def _reset_method(module: nn.Module):
-    return getattr(module, "reset_parameters", None) or getattr(module, "_reset_parameters", None)
 
 
 def _reset_modules(model: nn.Module, names: set[str], protected: set[str]) -> None:
