@@ -16,51 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import pathlib
 import platform
 import sys
 
 import torch
 
-
-def _time_one(device: str, arch: str, pack: int, batch: int, steps: int, compile: bool, barrier, results) -> None:
-    try:
-        from idinit.lab.bench import time_packed
-
-        if device == "cpu":
-            torch.set_num_threads(1)
-        # time_packed's own timing has no barrier: time a warm call first (compile, caches), then
-        # line the processes up and time again.
-        time_packed(pack, arch, device, batch, 1, compile, warmup=2)
-        barrier.wait()
-        result = time_packed(pack, arch, device, batch, steps, compile, warmup=2)
-        import time
-
-        end = time.time()
-        results.put({"device": device, "images_per_s": result["images_per_s"], "end": end,
-                     "start": end - pack * batch * steps / result["images_per_s"]})
-    except Exception as err:  # report, do not hang the others at the barrier
-        barrier.abort()
-        results.put({"device": device, "error": f"{type(err).__name__}: {err}"})
-
-
-def measure(devices: list[str], arch: str, pack: int, batch: int, steps: int, compile: bool) -> dict:
-    ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(len(devices), timeout=1800), ctx.Queue()
-    procs = [ctx.Process(target=_time_one, args=(d, arch, pack, batch, steps, compile, barrier, results))
-             for d in devices]
-    for p in procs:
-        p.start()
-    out = [results.get(timeout=3600) for _ in procs]
-    for p in procs:
-        p.join()
-    errors = [o["error"] for o in out if "error" in o]
-    if errors:
-        raise RuntimeError(f"{len(errors)} process(es) failed: {errors[0]}")
-    span = max(o["end"] for o in out) - min(o["start"] for o in out)
-    return {"devices": devices, "images_per_s": len(devices) * pack * batch * steps / span,
-            "per_device_images_per_s": [o["images_per_s"] for o in out]}
+from idinit.lab.bench import Variant, time_concurrent
 
 
 def main(argv=None) -> int:
@@ -82,11 +44,12 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({platform.machine()})"
     print(f"gpu_scaling on {count} x {name}, torch {torch.__version__}: {args.arch}, pack {args.pack}, "
           f"batch {args.batch} per model, {args.steps} timed steps, compile {compile}", flush=True)
-    one = measure(devices[:1], args.arch, args.pack, args.batch, args.steps, compile)
+    variant = Variant(args.arch, args.pack, compile)
+    one = time_concurrent([(variant, devices[0])], args.batch, args.steps, warmup=2)
     print(f"1 device : {one['images_per_s']:>10.0f} img/s", flush=True)
     rows = {"one": one}
     if count > 1:
-        every = measure(devices, args.arch, args.pack, args.batch, args.steps, compile)
+        every = time_concurrent([(variant, d) for d in devices], args.batch, args.steps, warmup=2)
         ratio = every["images_per_s"] / one["images_per_s"]
         print(f"{count} devices: {every['images_per_s']:>10.0f} img/s  = {ratio:.2f}x one device, "
               f"{ratio / count:.2f} per device", flush=True)

@@ -118,3 +118,16 @@ def test_the_search_compiles_the_best_two_eager_layouts_and_carries_the_best_on(
                         ("resnet110", "eager alone", 1, 0, False, "reduce-overhead"),
                         ("resnet110", "best setting", 16, 0, True, "reduce-overhead"),
                         ("resnet56", "compiled alone", 1, 0, True, "reduce-overhead")]
+
+
+def test_concurrent_processes_line_up_and_a_failing_one_does_not_hang_the_others():
+    # the path of `idinit bench` concurrency rows and scripts/gpu_scaling.py (one pack per GPU)
+    from idinit.lab.bench import time_concurrent
+
+    result = time_concurrent([(Variant("resnet8", 1), "cpu"), (Variant("resnet8", 2), "cpu")], 4, 1, warmup=1)
+    assert result["devices"] == ["cpu", "cpu"] and len(result["per_process_images_per_s"]) == 2
+    # all images over the common span: never more than the two processes' own rates added up
+    assert 0 < result["images_per_s"] <= sum(result["per_process_images_per_s"]) * (1 + 1e-9)
+    with pytest.raises(RuntimeError, match="1 of 2 concurrent processes failed: ValueError: dense_channels"):
+        time_concurrent([(Variant("resnet8", 2), "cpu"), (Variant("resnet8", 2, dense_channels=-1), "cpu")], 4, 1,
+                        warmup=1)  # planted fault in one process: the other is released from the barrier

@@ -30,7 +30,6 @@ import pathlib
 import queue
 import re
 import signal
-import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -264,39 +263,47 @@ def time_packed(n: int, arch: str, device: str, batch_size: int, steps: int, com
     return time_variant(Variant(arch, n, compile, dense_channels=dense_channels), device, batch_size, steps, warmup)
 
 
-def _concurrent_worker(arch, device, batch_size, steps, compile, barrier, results):
+def _concurrent_worker(variant, device, batch_size, steps, warmup, barrier, results):
     try:
-        results.put(time_training(arch, device, batch_size, steps, compile, barrier=barrier))
+        if torch.device(device).type == "cpu":
+            torch.set_num_threads(1)  # processes sharing the CPU: one core each
+        results.put({"device": device, **time_variant(variant, device, batch_size, steps, warmup, barrier)})
+    except threading.BrokenBarrierError:  # another process failed and let this one go
+        results.put({"device": device, "released": True})
     except Exception as err:  # report, do not hang the others at the barrier
         barrier.abort()
-        results.put({"error": f"{type(err).__name__}: {err}"})
+        results.put({"device": device, "error": f"{type(err).__name__}: {err}"})
 
 
-def time_concurrent(n: int, arch: str, device: str, batch_size: int, steps: int, compile: bool) -> dict:
-    """``n`` processes each training a model at once; their timed windows start together."""
+def time_concurrent(jobs: list[tuple[Variant, str]], batch_size: int, steps: int, warmup: int = 8) -> dict:
+    """Each ``(variant, device)`` trained by its own process at once (several on one GPU, or one pack
+    per GPU: ``scripts/gpu_scaling.py``); their timed windows start together, after every process's
+    warm-up (compile included). Images/s are all processes' images over the span from the first
+    start to the last end."""
     ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(n, timeout=600), ctx.Queue()
-    procs = [ctx.Process(target=_concurrent_worker, args=(arch, device, batch_size, steps, compile, barrier, results))
-             for _ in range(n)]
+    barrier, results = ctx.Barrier(len(jobs), timeout=1800), ctx.Queue()
+    procs = [ctx.Process(target=_concurrent_worker, args=(variant, device, batch_size, steps, warmup, barrier, results))
+             for variant, device in jobs]
     for p in procs:
         p.start()
     try:
-        out = [results.get(timeout=900) for _ in procs]  # a crashed process must not hang the bench
+        out = [results.get(timeout=3600) for _ in procs]  # a crashed process must not hang the caller
     except queue.Empty as err:
         for p in procs:
             p.kill()
-        raise RuntimeError(f"{n} concurrent processes: no result within 900 s") from err
+        raise RuntimeError(f"{len(jobs)} concurrent processes: no result within 3600 s") from err
     for p in procs:
         p.join()
     errors = [o["error"] for o in out if "error" in o]
     if errors:
-        raise RuntimeError(f"concurrent run failed: {errors[0]}")
-    # Aggregate over the common window: images of all processes over the span from first start to last end.
+        raise RuntimeError(f"{len(errors)} of {len(jobs)} concurrent processes failed: {errors[0]}")
+    if any(o.get("released") for o in out):
+        raise RuntimeError("a concurrent process was released from the barrier with no error reported")
     span = max(o["end"] for o in out) - min(o["start"] for o in out)
-    images_per_s = n * batch_size * steps / span
+    images_per_s = sum(v.pack for v, _ in jobs) * batch_size * steps / span
     return {"images_per_s": images_per_s, "s_per_run_epoch": EPOCH_IMAGES / images_per_s,
-            "per_process_images_per_s": statistics.fmean(o["images_per_s"] for o in out), "step_s": span / steps,
-            "warmup_s": max(o["warmup_s"] for o in out)}
+            "per_process_images_per_s": [o["images_per_s"] for o in out], "devices": [o["device"] for o in out],
+            "step_s": span / steps, "warmup_s": max(o["warmup_s"] for o in out)}
 
 
 def _device_name(device: torch.device) -> str:
@@ -470,7 +477,7 @@ def run_bench(device: str = "cuda", archs=("resnet56",), batch_size: int = 1024,
                 t0 = time.perf_counter()
                 label = f"{arch} {n} processes at once " + ("compiled" if compile else "eager")
                 try:
-                    result = time_concurrent(n, arch, device, batch_size, steps, compile)
+                    result = time_concurrent([(Variant(arch, 1, compile), device)] * n, batch_size, steps)
                     bench.rows.append({**dataclasses.asdict(Variant(arch, 1, compile)), "label": label, "role": None,
                                        "processes": n, "row_s": time.perf_counter() - t0, **result})
                 except Exception as err:
