@@ -181,13 +181,10 @@ def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray
     first) end the call after a checkpoint, unfinished. ``compile`` is accepted for the runner and unused."""
     device = torch.device(device)
     folder = RunFolder(run_dir, config)
-    done = folder.prepare(log)
-    if done is not None:
-        return done
-    try:
+    with folder.held(log) as done:
+        if done is not None:  # finished earlier
+            return done
         return _train_lm(config, folder, device, data, deadline, log, checkpoint_every, stop_after_epoch)
-    finally:
-        folder.release()
 
 
 def _train_lm(config, folder, device, data, deadline, log, checkpoint_every, stop_after_epoch) -> dict:

@@ -138,13 +138,10 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
     """
     device = torch.device(device)
     folder = RunFolder(run_dir, config)
-    done = folder.prepare(log)
-    if done is not None:
-        return done
-    try:
+    with folder.held(log) as done:
+        if done is not None:  # finished earlier
+            return done
         return _train_text(config, folder, device, data, data_dir, deadline, log, checkpoint_every, stop_after_epoch)
-    finally:
-        folder.release()
 
 
 def _train_text(config, folder, device, data, data_dir, deadline, log, checkpoint_every, stop_after_epoch) -> dict:

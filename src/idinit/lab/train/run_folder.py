@@ -21,9 +21,11 @@ state the model and optimiser do not hold (dropout's global RNG, a batch generat
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import pathlib
+from collections.abc import Iterator
 
 import torch
 
@@ -77,6 +79,15 @@ class RunFolder:
             self.release()
             raise
         return None
+
+    @contextlib.contextmanager
+    def held(self, log=print) -> Iterator[dict | None]:
+        """:meth:`prepare` on entry (yielding the finished run's summary, or None), :meth:`release`
+        on exit, however the block ends."""
+        try:
+            yield self.prepare(log)
+        finally:
+            self.release()
 
     def _acquire(self) -> None:
         handle = open(self.path / rec.LOCK, "a")
