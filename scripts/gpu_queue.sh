@@ -7,15 +7,17 @@
 # estimated, said in a comment), then a shell command run with CUDA_VISIBLE_DEVICES=GPU and with
 # $DEADLINE_AT and $C10 set. A job is skipped when fewer than NEED_S seconds remain before the
 # deadline (a pack cut short loses its runs: checkpoints do not come back), and a failed job does
-# not stop the queue. Log: logs/queue-gpuGPU.log, one "start/end/skip" line per job.
+# not stop the queue. Log: runs/logs/queue-gpuGPU.log, one "start/end/skip" line per job, with the
+# jobs' output. It lives under runs/ because each call re-syncs the working tree and removes what
+# git does not ignore (a logs/ folder vanished mid-run on 2026-11-30).
 source "$(dirname "$0")/gpu_common.sh"
 queue=${1:?usage: gpu_queue.sh QUEUE_FILE GPU DEADLINE_AT}
 gpu=${2:?GPU index}
 export DEADLINE_AT=${3:?unix time}
 export CUDA_VISIBLE_DEVICES=$gpu C10
 [ -f "$queue" ] || { echo "no queue file $queue" >&2; exit 2; }
-mkdir -p logs
-log=logs/queue-gpu$gpu.log
+mkdir -p runs/logs
+log=runs/logs/queue-gpu$gpu.log
 while read -r need cmd; do
     [[ -z $need || $need == \#* ]] && continue
     [[ $need =~ ^[0-9]+$ ]] || { echo "bad line (NEED_S first): $need $cmd" >>"$log"; continue; }

@@ -108,3 +108,54 @@ def test_first_layer_role_follows_the_activation_module(activation, role):
     """In an nn.Sequential the activation's call site is named "1": the module's class decides."""
     model = nn.Sequential(nn.Linear(6, 6), activation(), nn.Linear(6, 2))
     assert _both(model, (torch.randn(2, 6),))["0.weight"] == role
+
+
+class FormulaActivation(nn.Module):
+    """A ReLU-like activation written as a formula, as HF and nanoGPT-style code do: torch.fx traces
+    into it, and autograd sees only its multiplications, so no module or function name says GELU."""
+
+    def __init__(self, form: str):
+        super().__init__()
+        self.form = form
+
+    def forward(self, x):
+        if self.form == "tanh-gelu":  # GPT-2's gelu_new
+            return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+        if self.form == "quick-gelu":  # CLIP's x * sigmoid(1.702 x)
+            return x * torch.sigmoid(1.702 * x)
+        if self.form == "erf-gelu":
+            return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+        if self.form == "tanh":  # saturating on both sides: no half-line removed
+            return 2.0 * torch.tanh(x)
+        raise ValueError(self.form)
+
+
+class GatedByInput(nn.Module):
+    """The first layer's output times a sigmoid of the *input* (a gate from elsewhere): not x * s(x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj, self.out = nn.Linear(6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(self.proj(x) * torch.sigmoid(x))
+
+
+@pytest.mark.parametrize("form, role", [("tanh-gelu", "stem"), ("quick-gelu", "stem"), ("erf-gelu", "stem"),
+                                        ("tanh", "identity")])
+def test_activation_written_as_a_formula_is_recognised_by_its_shape(form, role):
+    """x * s(x) with s a tanh, erf or sigmoid of x is ReLU-like whatever its name; a bare tanh is not."""
+    model = nn.Sequential(nn.Linear(6, 6), FormulaActivation(form), nn.Linear(6, 2))
+    assert _both(model, (torch.randn(2, 6),))["0.weight"] == role
+
+
+def test_a_gate_computed_from_another_value_is_no_rectifier():
+    assert _both(GatedByInput(), (torch.randn(2, 6),))["proj.weight"] == "identity"
+
+
+@pytest.mark.parametrize("name", ["NewGELUActivation", "GELUTanh", "FastGELUActivation", "QuickGELUActivation"])
+def test_hf_formula_activations_give_the_stem_gain(name):
+    from transformers import activations
+
+    model = nn.Sequential(nn.Linear(6, 6), getattr(activations, name)(), nn.Linear(6, 2))
+    assert _both(model, (torch.randn(2, 6),))["0.weight"] == "stem"

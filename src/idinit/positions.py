@@ -63,6 +63,10 @@ _RECTIFIERS = {"relu", "relu6", "leakyrelu", "prelu", "rrelu", "threshold", "har
                "silu", "swish", "hardswish", "mish", "elu", "selu", "celu", "softplus"}
 # Ops a walk from a stem to its activation stops at: another mixing of values, a saturating activation.
 _NOT_RECTIFIED = ("softmax", "sdpa", "sigmoid", "matmul")
+# The saturating factor s of a self-gated activation x * s(x) written as a formula (GELU's tanh and
+# erf forms, SiLU, QuickGELU): s runs from 0 (for x << 0) to 1, so the product removes most of one
+# half-line, as ReLU does.
+_GATES = ("tanh", "erf", "sigmoid")
 
 
 def _activation_name(op) -> str:
@@ -162,12 +166,28 @@ class _Graph:
                 continue
             seen.add(n)
             name = _activation_name(self.ops[n])
-            if name in _RECTIFIERS:
+            if name in _RECTIFIERS or self.self_gated(n, start):
                 return True
             if self.classes[n] in ("plain", "param", "norm", "embedding") and name not in ("tanh", "softsign") \
                     and self.ops[n].kind not in _NOT_RECTIFIED:
                 stack.extend(self.users[n])
         return False
+
+    def self_gated(self, n: int, start: int) -> bool:
+        """Whether op ``n`` is x * s(x) for a value x computed from ``start``, where s is a gate
+        (:data:`_GATES`) of that same x: an activation written as a formula, which torch.fx traces
+        into and autograd sees only as multiplications (HF's NewGELU, nanoGPT's gelu)."""
+        op = self.ops[n]
+        if op.kind != "mul" or len(set(op.data_inputs)) != 2:
+            return False
+        left, right = (self.ancestors(i) for i in dict.fromkeys(op.data_inputs))
+        if start not in left or start not in right:
+            return False  # one factor does not come from the layer: a gate from elsewhere
+
+        def gate_on(side: set[int]) -> bool:
+            return any((_activation_name(self.ops[m]) in _GATES or self.ops[m].kind == "sigmoid")
+                       and start in self.ancestors(m) for m in side)
+        return gate_on(left - right) or gate_on(right - left)
 
     def where(self, n: int) -> str:
         """Name an op for a message by the parameters nearest upstream (autograd ops have no names)."""

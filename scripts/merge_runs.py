@@ -1,0 +1,90 @@
+"""Merge the run folders of one experiment, trained in several output folders (one per GPU or per
+call), into one folder that ``idinit report`` reads: each run's config, records and summary, and
+``experiment.json`` with every call that produced them.
+
+    python3 scripts/merge_runs.py DEST SRC [SRC ...]
+
+Only what a report needs is copied (no checkpoints, locks or logs). Everything is checked before
+anything is written: the sources must hold the experiment DEST holds (same name and version), and a
+run present on both sides must be the same run (same config.json); a finished run replaces an
+unfinished copy of itself, and two finished copies that differ stop the merge.
+"""
+from __future__ import annotations
+
+import argparse
+import pathlib
+import shutil
+import sys
+
+from idinit.lab.train import records as rec
+
+FILES = (rec.CONFIG, rec.RECORDS, rec.SUMMARY, "error.json")
+
+
+def _runs(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    return {p.parent.relative_to(folder).as_posix(): p.parent for p in sorted(folder.rglob(rec.CONFIG))}
+
+
+def _finished(run: pathlib.Path) -> dict | None:
+    summary = run / rec.SUMMARY
+    if not summary.is_file():
+        return None
+    value = rec.read_json(summary)
+    return value if value.get("finished") else None
+
+
+def plan_merge(dest: pathlib.Path, sources: list[pathlib.Path]) -> tuple[list[tuple[pathlib.Path, pathlib.Path]], dict]:
+    """(run folders to copy as (source, target), the merged experiment.json); raises ValueError."""
+    experiment = rec.read_json(dest / "experiment.json") if (dest / "experiment.json").is_file() else None
+    chosen: dict[str, pathlib.Path] = {}
+    existing = _runs(dest) if dest.is_dir() else {}
+    for source in sources:
+        if not (source / "experiment.json").is_file():
+            raise ValueError(f"{source}: no experiment.json (not a run folder of idinit run / gpu_runs.py)")
+        theirs = rec.read_json(source / "experiment.json")
+        if experiment is None:
+            experiment = dict(theirs, calls=[])
+        elif (theirs["experiment"], theirs["version"]) != (experiment["experiment"], experiment["version"]):
+            raise ValueError(f"{source} holds {theirs['experiment']} v{theirs['version']}, "
+                             f"{dest} holds {experiment['experiment']} v{experiment['version']}")
+        experiment["calls"] += [c for c in theirs.get("calls", []) if c not in experiment["calls"]]
+        for run_id, run in _runs(source).items():
+            other = chosen.get(run_id) or existing.get(run_id)
+            if other is not None:
+                if rec.read_json(other / rec.CONFIG) != rec.read_json(run / rec.CONFIG):
+                    raise ValueError(f"{run_id}: {run} and {other} hold different configurations")
+                mine, kept = _finished(run), _finished(other)
+                if mine is None or (kept is not None and kept == mine):
+                    continue  # nothing new: unfinished, or the same finished run
+                if kept is not None:
+                    raise ValueError(f"{run_id}: finished in both {run} and {other} with different results")
+            chosen[run_id] = run
+    if experiment is None:
+        raise ValueError("no sources given")
+    return [(run, dest / run_id) for run_id, run in chosen.items()], experiment
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dest")
+    parser.add_argument("sources", nargs="+")
+    args = parser.parse_args(argv)
+    dest = pathlib.Path(args.dest)
+    try:
+        copies, experiment = plan_merge(dest, [pathlib.Path(s) for s in args.sources])
+    except (ValueError, OSError) as err:
+        print(f"merge_runs: {err}; nothing written", file=sys.stderr)
+        return 1
+    for run, target in copies:
+        target.mkdir(parents=True, exist_ok=True)
+        for name in FILES:
+            (target / name).unlink(missing_ok=True)
+            if (run / name).is_file():
+                shutil.copyfile(run / name, target / name)
+    rec.atomic_write_json(dest / "experiment.json", experiment)
+    print(f"merged {len(copies)} run(s) into {dest}; experiment.json lists {len(experiment['calls'])} call(s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
