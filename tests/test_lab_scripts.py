@@ -51,3 +51,59 @@ def test_pack_results_roundtrip(tmp_path):
         names = set(tar.getnames())
         skipped = tar.extractfile("t5/SKIPPED.txt").read().decode().split()
     assert "t5/done/seed0/records.jsonl" in names and "half/seed0/checkpoint.pt" in skipped
+
+
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _experiment_json(folder, command):
+    import json
+
+    (folder / "experiment.json").write_text(json.dumps(
+        {"experiment": "t", "version": 1, "calls": [{"command": command, "runs": []}]}))
+
+
+def test_merge_runs_takes_finished_runs_and_every_call(tmp_path):
+    """Two GPUs' output folders merge into one: a finished run replaces its unfinished copy, the calls of
+    both are kept, and checkpoints stay behind."""
+    import json
+
+    merge_runs = _load_script("merge_runs")
+    data = fake_data(n_train=64, n_eval=32)
+    a, b, dest = tmp_path / "gpu0", tmp_path / "gpu1", tmp_path / "merged"
+    first = RunConfig(name="first", **{**TINY, "epochs": 2})
+    second = RunConfig(name="second", **{**TINY, "epochs": 1})
+    train_run(first, a / first.run_id, data=data, stop_after_epoch=1, log=lambda m: None)  # unfinished on gpu0
+    train_run(first, b / first.run_id, data=data, log=lambda m: None)                      # finished on gpu1
+    train_run(second, b / second.run_id, data=data, log=lambda m: None)
+    _experiment_json(a, "call on gpu0")
+    _experiment_json(b, "call on gpu1")
+    assert merge_runs.main([str(dest), str(a), str(b)]) == 0
+    summary = json.loads((dest / first.run_id / "summary.json").read_text())
+    assert summary["finished"] and summary["epochs"] == 2
+    assert (dest / second.run_id / "records.jsonl").is_file()
+    assert not list(dest.rglob("checkpoint.pt"))
+    calls = json.loads((dest / "experiment.json").read_text())["calls"]
+    assert [c["command"] for c in calls] == ["call on gpu0", "call on gpu1"]
+
+
+def test_merge_runs_refuses_two_different_finished_copies_and_writes_nothing(tmp_path):
+    import json
+
+    merge_runs = _load_script("merge_runs")
+    a, b, dest = tmp_path / "gpu0", tmp_path / "gpu1", tmp_path / "merged"
+    run = RunConfig(name="run", **{**TINY, "epochs": 1})
+    train_run(run, a / run.run_id, data=fake_data(n_train=64, n_eval=32), log=lambda m: None)
+    train_run(run, b / run.run_id, data=fake_data(n_train=64, n_eval=32), log=lambda m: None)
+    summary = b / run.run_id / "summary.json"
+    planted = json.loads(summary.read_text())
+    planted["final_eval_acc"] = 0.123  # the same run, finished twice with different results
+    summary.write_text(json.dumps(planted))
+    _experiment_json(a, "a")
+    _experiment_json(b, "b")
+    assert merge_runs.main([str(dest), str(a), str(b)]) == 1
+    assert not dest.exists()

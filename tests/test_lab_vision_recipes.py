@@ -51,7 +51,7 @@ def test_resnet50_cifar_stem_and_a_few_steps():
 def test_vision_grids_and_bad_input():
     vit, rn50 = get_experiment("vit-cifar"), get_experiment("resnet50-cifar")
     assert [c.init for c in vit.configs] == ["idinit", "default"] and vit.configs[0].warmup_epochs == 10
-    assert [c.init for c in rn50.configs] == ["idinit", "kaiming"] and rn50.configs[0].weight_decay == 1e-4
+    assert [c.init for c in rn50.configs] == ["idinit", "kaiming", "zero_gamma"] and rn50.configs[0].weight_decay == 1e-4
     with pytest.raises(ValueError, match="32x32 RGB"):
         build_model("tv-resnet50", "idinit", in_channels=1, image_size=28)
 
