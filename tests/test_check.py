@@ -203,6 +203,34 @@ def test_overwritten_prior_is_flagged_and_ordinary_biases_are_not():
         idinit.check(model, (x,), reference={"nothing": torch.zeros(1)})
 
 
+class Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.LSTM(6, 48, batch_first=True)  # default biases drawn in +-1/sqrt(48) = +-0.144
+        self.head = nn.Linear(48, 2)
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+def test_recurrent_default_biases_are_not_priors_and_a_set_forget_bias_is():
+    # zoo audit (results/zoo-audit): timm's sequencer2d_s had its 144 default LSTM biases flagged, since
+    # an nn.LSTM has no `weight` attribute to take a fan-in from
+    torch.manual_seed(0)
+    model, x = Recurrent(), torch.randn(3, 5, 6)
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    assert reference["rnn.bias_ih_l0"].abs().max() > 1 / 64  # wider than a 1/sqrt(4 * 48) fan-in bound
+    idinit.init_(model, example_inputs=(x,))
+    report = idinit.check(model, (x,), reference=reference)
+    assert "overwritten_prior" not in kinds(report)
+    with torch.no_grad():
+        model.load_state_dict(reference)
+        model.rnn.bias_hh_l0[48:96].fill_(1.0)  # forget-gate bias 1 (Jozefowicz et al. 2015): set on purpose
+    reference = {k: v.clone() for k, v in model.state_dict().items()}
+    idinit.init_(model, example_inputs=(x,), overrides={"rnn.bias_hh_l0": "bias"})
+    assert names(idinit.check(model, (x,), reference=reference), "overwritten_prior") == ["rnn.bias_hh_l0"]
+
+
 # -- a healthy control and real models ----------------------------------------------------------
 
 def test_torchvision_resnet18_after_idinit_is_healthy_and_left_exactly_as_it_was():

@@ -1,0 +1,309 @@
+"""The "models nobody wrote a test for" audit: IDInit on a zoo of timm and HF transformers architectures.
+
+    PYTHONPATH=src python scripts/zoo_audit.py [--out results/zoo-audit] [--only NAME ...] [--threads 1]
+
+For each model of :data:`TIMM` (one small variant per timm family, built with ``pretrained=False``) and
+:data:`HF` (transformers architectures from small configurations, nothing downloaded): build it (seeded),
+``idinit.init_(model)`` with the defaults (scheme ``idinit``), then ``idinit.check(model, ..., reference=)``
+with the state from before the init. ``init_`` is called first without example inputs, as the README
+shows; when the model has no torch.fx graph and ``init_`` asks for example inputs, it is called again with
+the same batch ``check`` gets (the row says which graph the roles came from).
+
+A row records: ``ok`` or the exception (stage, type, first line), the plan's graph source and role counts
+(``branch_end``: the residual branches it found), the warnings ``init_`` gave (first line), the check's
+residual blocks and its flags (kind and the names involved), and seconds per stage. Everything but the
+seconds is the same on every run (seeded). Writes ``<out>/zoo.json`` and ``<out>/TABLE.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import signal
+import sys
+import time
+import warnings
+from collections import Counter
+
+import torch
+
+import idinit
+
+# (timm name, constructor kwargs, input side). Inputs are the smallest size the model accepts (a
+# multiple of its total stride and window sizes); models with a fixed image size are built for it.
+TIMM: list[tuple[str, dict, int]] = [
+    ("resnet18", {}, 32),
+    ("resnext26ts", {}, 32),
+    ("seresnext26ts", {}, 32),
+    ("res2net50_14w_8s", {}, 32),
+    ("resnest14d", {}, 32),
+    ("skresnet18", {}, 32),
+    ("resnetv2_18", {}, 32),
+    ("tresnet_m", {}, 64),
+    ("regnetx_002", {}, 32),
+    ("regnety_002", {}, 32),
+    ("regnetz_b16", {}, 32),
+    ("efficientnet_b0", {}, 32),
+    ("mobilenetv3_small_050", {}, 32),
+    ("mobilenetv4_conv_small", {}, 32),
+    ("mnasnet_050", {}, 32),
+    ("fbnetv3_b", {}, 32),
+    ("lcnet_050", {}, 32),
+    ("ghostnet_050", {}, 32),
+    ("ghostnetv2_100", {}, 64),
+    ("rexnet_100", {}, 32),
+    ("repvgg_a0", {}, 32),
+    ("mobileone_s0", {}, 32),
+    ("repvit_m0_9", {}, 32),
+    ("dla34", {}, 32),
+    ("dpn48b", {}, 32),
+    ("densenet121", {}, 32),
+    ("inception_v3", {}, 75),
+    ("xception41", {}, 32),
+    ("vgg11", {}, 32),
+    ("hrnet_w18_small", {}, 64),
+    ("cspdarknet53", {}, 32),
+    ("cs3darknet_s", {}, 32),
+    ("vovnet39a", {}, 32),
+    ("selecsls42b", {}, 32),
+    ("hgnetv2_b0", {}, 32),
+    ("nf_resnet26", {}, 32),
+    ("dm_nfnet_f0", {}, 32),
+    ("eca_nfnet_l0", {}, 32),
+    ("convnext_atto", {}, 32),
+    ("convnextv2_atto", {}, 32),
+    ("inception_next_atto", {}, 32),
+    ("starnet_s050", {}, 32),
+    ("mambaout_femto", {}, 32),
+    ("rdnet_tiny", {}, 32),
+    ("poolformer_s12", {}, 32),
+    ("poolformerv2_s12", {}, 32),
+    ("edgenext_xx_small", {}, 64),
+    ("efficientformer_l1", {}, 224),
+    ("efficientformerv2_s0", {"img_size": 64}, 64),
+    ("fastvit_t8", {}, 64),
+    ("mobilevit_xxs", {}, 64),
+    ("mobilevitv2_050", {}, 64),
+    ("efficientvit_b0", {}, 64),
+    ("levit_128s", {"img_size": 64}, 64),
+    ("vit_tiny_patch16_224", {"img_size": 32, "depth": 4}, 32),
+    ("deit3_small_patch16_224", {"img_size": 32, "depth": 4}, 32),
+    ("beit_base_patch16_224", {"img_size": 32, "depth": 2}, 32),
+    ("eva02_tiny_patch14_224", {"img_size": 28, "depth": 4}, 28),
+    ("vit_little_patch16_reg1_gap_256", {"img_size": 32, "depth": 4}, 32),
+    ("cait_xxs24_224", {"img_size": 32, "depth": 4}, 32),
+    ("xcit_nano_12_p16_224", {"img_size": 32, "depth": 4}, 32),
+    ("pit_ti_224", {"img_size": 64}, 64),
+    ("crossvit_tiny_240", {}, 240),
+    ("convit_tiny", {"img_size": 32, "depth": 4}, 32),
+    ("tnt_s_patch16_224", {"img_size": 32, "depth": 2}, 32),
+    ("volo_d1_224", {"img_size": 64}, 64),
+    ("mixer_s32_224", {"img_size": 64}, 64),
+    ("resmlp_12_224", {"img_size": 32}, 32),
+    ("gmlp_ti16_224", {"img_size": 32}, 32),
+    ("sequencer2d_s", {"img_size": 32}, 32),
+    ("swin_tiny_patch4_window7_224", {"img_size": 224, "depths": (1, 1, 1, 1)}, 224),
+    ("swinv2_cr_tiny_ns_224", {"img_size": 224, "depths": (1, 1, 1, 1)}, 224),
+    ("maxvit_pico_rw_256", {"img_size": 64}, 64),
+    ("coatnet_nano_rw_224", {"img_size": 64}, 64),
+    ("coat_lite_tiny", {"img_size": 64}, 64),
+    ("twins_svt_small", {"img_size": 64}, 64),
+    ("pvt_v2_b0", {}, 64),
+    ("nest_tiny", {"img_size": 64}, 64),
+    ("gcvit_xxtiny", {"img_size": 224}, 224),
+    ("davit_tiny", {"depths": (1, 1, 1, 1)}, 64),
+    ("focalnet_tiny_srf", {}, 64),
+    ("tiny_vit_5m_224", {}, 224),
+    ("hiera_tiny_224", {"img_size": (64, 64)}, 64),
+    ("mvitv2_tiny", {"img_size": 64}, 64),
+    ("botnet26t_256", {"img_size": 64}, 64),
+    ("halonet26t", {"img_size": 128}, 128),
+]
+
+
+def _hf(kind: str, cls: str, **config):
+    def build():
+        import transformers
+
+        return getattr(transformers, cls)(transformers.AutoConfig.for_model(kind, **config))
+    return build
+
+
+_TEXT = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=100,
+             max_position_embeddings=64)
+_DECODER = dict(_TEXT, num_key_value_heads=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+_VISION = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, image_size=32,
+               patch_size=8, num_labels=3)
+# (label, builder): transformers architectures the tests do not cover (tests/test_plan_classes.py has
+# BERT, GPT-2, T5, Llama, OPT, BART, Mistral, Qwen2, CLIP, Whisper, Phi, GPT-J, GPT-NeoX, Falcon, Mamba)
+HF: list[tuple[str, object]] = [
+    ("hf:roberta", _hf("roberta", "RobertaForSequenceClassification", **_TEXT, num_labels=3)),
+    ("hf:distilbert", _hf("distilbert", "DistilBertForSequenceClassification", n_layers=2, dim=32, n_heads=2,
+                          hidden_dim=64, vocab_size=100, max_position_embeddings=64, num_labels=3)),
+    ("hf:albert", _hf("albert", "AlbertForMaskedLM", num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
+                      intermediate_size=64, embedding_size=16, vocab_size=100, max_position_embeddings=64)),
+    ("hf:electra", _hf("electra", "ElectraForPreTraining", **_TEXT, embedding_size=16)),
+    ("hf:deberta-v2", _hf("deberta-v2", "DebertaV2ForSequenceClassification", **_TEXT, num_labels=3)),
+    ("hf:gpt_neo", _hf("gpt_neo", "GPTNeoForCausalLM", num_layers=2, hidden_size=32, num_heads=2, vocab_size=100,
+                       max_position_embeddings=64, attention_types=[[["global", "local"], 1]], window_size=8)),
+    ("hf:bloom", _hf("bloom", "BloomForCausalLM", n_layer=2, hidden_size=32, n_head=2, vocab_size=100)),
+    ("hf:gemma2", _hf("gemma2", "Gemma2ForCausalLM", **_DECODER, head_dim=16)),
+    ("hf:qwen3", _hf("qwen3", "Qwen3ForCausalLM", **_DECODER, head_dim=16)),
+    ("hf:phi3", _hf("phi3", "Phi3ForCausalLM", **_DECODER)),
+    ("hf:mixtral", _hf("mixtral", "MixtralForCausalLM", **_DECODER, num_local_experts=4, num_experts_per_tok=2)),
+    ("hf:olmo2", _hf("olmo2", "Olmo2ForCausalLM", **_DECODER)),
+    ("hf:stablelm", _hf("stablelm", "StableLmForCausalLM", **_DECODER)),
+    ("hf:vit", _hf("vit", "ViTForImageClassification", **_VISION)),
+    ("hf:convnext", _hf("convnext", "ConvNextForImageClassification", hidden_sizes=[8, 16], depths=[1, 1],
+                        num_stages=2, image_size=32, num_labels=3)),
+    ("hf:swin", _hf("swin", "SwinForImageClassification", image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
+                    num_heads=[2, 2], window_size=4, num_labels=3)),
+]
+
+BATCH = 4
+SECONDS_LIMIT = 120  # a model past this is stopped (the row says so): a sweep must not hang
+
+
+class _TimeLimit(Exception):
+    pass
+
+
+def _alarm(signum, frame):
+    raise _TimeLimit(f"stopped after {SECONDS_LIMIT} s")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _timm_builder(name: str, kwargs: dict):
+    def build():
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
+    return build
+
+
+def _audit_one(label: str, build, side: int | None) -> dict:
+    row: dict = {"model": label, "status": "ok", "input": None}
+    times = row["seconds"] = {}
+    stage = "build"
+    signal.alarm(SECONDS_LIMIT)
+    try:
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        model = build()
+        times["build"] = time.perf_counter() - t0
+        inputs = None
+        if side is not None:
+            inputs = (torch.randn(BATCH, 3, side, side, generator=torch.Generator().manual_seed(1)),)
+            row["input"] = list(inputs[0].shape)
+        row["params"] = sum(p.numel() for p in model.parameters())
+        reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        stage = "init_"
+        t0 = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                plan = idinit.init_(model, generator=torch.Generator().manual_seed(0))
+                row["needed_example_inputs"] = False
+            except ValueError as err:
+                if inputs is None or "needs example inputs" not in str(err):
+                    raise
+                row["needed_example_inputs"] = True
+                model.load_state_dict(reference)
+                plan = idinit.init_(model, example_inputs=inputs, generator=torch.Generator().manual_seed(0))
+        times["init_"] = time.perf_counter() - t0
+        row["warnings"] = sorted({str(w.message).splitlines()[0][:300] for w in caught})
+        roles = Counter(e.role for e in plan)
+        row["graph"] = plan.source
+        row["residual"] = plan.residual
+        row["roles"] = dict(sorted(roles.items()))
+        # the residual branches the plan closes: its branch ends and attention output projections
+        row["branch_ends"] = roles.get("branch_end", 0) + roles.get("attention_out", 0)
+        row["unclassified"] = [f"{e.name}: {e.reason}"[:300] for e in plan.unclassified]
+        stage = "check"
+        t0 = time.perf_counter()
+        report = idinit.check(model, inputs, reference=reference)
+        times["check"] = time.perf_counter() - t0
+        row["blocks"] = len(report.blocks)
+        row["flags"] = [{"kind": f.kind, "names": f.names[:4], "message": f.message.splitlines()[0][:300]}
+                        for f in report.flags]
+        row["flag_counts"] = dict(sorted(Counter(f.kind for f in report.flags).items()))
+    except Exception as err:  # noqa: BLE001 - every failure is a finding of the audit
+        row["status"] = f"error in {stage}"
+        row["error"] = _first_line(err)
+    finally:
+        signal.alarm(0)
+    row["seconds"] = {k: round(v, 2) for k, v in times.items()}
+    return row
+
+
+def _machine() -> dict:
+    import timm
+    import transformers
+
+    return {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": __import__("os").cpu_count(),
+            "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+            "timm": timm.__version__, "transformers": transformers.__version__}
+
+
+def _table(rows: list[dict], machine: dict, command: str) -> str:
+    lines = ["# Zoo audit: IDInit on architectures no test names", "",
+             f"Command: `{command}`", "",
+             "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), "",
+             "| model | status | graph | params | branch ends | check blocks | unclassified | flags | s |",
+             "|---|---|---|---:|---:|---:|---:|---|---:|"]
+    for r in rows:
+        graph = r.get("graph", "")
+        graph = "fx" if graph.startswith("torch.fx") else "autograd" if graph.startswith("autograd") else graph
+        if r.get("needed_example_inputs"):
+            graph += " (no fx)"
+        flags = ", ".join(f"{k} {n}" for k, n in r.get("flag_counts", {}).items()) or ("-" if r["status"] == "ok" else "")
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
+        lines.append(f"| {r['model']} | {status.replace('|', '/')} | {graph} | {r.get('params', '')} | "
+                     f"{r.get('branch_ends', '')} | {r.get('blocks', '')} | {len(r.get('unclassified', []))} | "
+                     f"{flags} | {sum(r['seconds'].values()):.1f} |")
+    ok = sum(r["status"] == "ok" for r in rows)
+    flagged = sum(bool(r.get("flags")) for r in rows)
+    kinds = Counter(f["kind"] for r in rows for f in r.get("flags", []))
+    lines += ["", f"{len(rows)} models: {ok} ok, {len(rows) - ok} errors; {flagged} with flags "
+              f"({', '.join(f'{k} {n}' for k, n in sorted(kinds.items())) or 'none'})."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/zoo-audit")
+    parser.add_argument("--only", nargs="*", help="audit only these models (timm names or hf:... labels)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    known = [m for m, _, _ in TIMM] + [m for m, _ in HF]
+    unknown = sorted(set(args.only or []) - set(known))
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    signal.signal(signal.SIGALRM, _alarm)
+    todo = [(m, _timm_builder(m, kw), side) for m, kw, side in TIMM] + [(m, b, None) for m, b in HF]
+    rows = []
+    for label, build, side in todo:
+        if args.only and label not in args.only:
+            continue
+        row = _audit_one(label, build, side)
+        rows.append(row)
+        print(f"{label:36s} {row['status']:16s} {sum(row['seconds'].values()):6.1f}s "
+              f"{row.get('error', '') or row.get('flag_counts', '')}", flush=True)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = _machine()
+    command = "PYTHONPATH=src python scripts/zoo_audit.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "zoo.json").write_text(json.dumps({"machine": machine, "command": command.strip(), "models": rows},
+                                             indent=1) + "\n")
+    (out / "TABLE.md").write_text(_table(rows, machine, command.strip()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
