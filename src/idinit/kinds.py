@@ -22,7 +22,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["ParamInfo", "kind_of", "parameter_infos", "op_class"]
+__all__ = ["ParamInfo", "kind_of", "parameter_infos", "op_class", "unit_scale_at_zero"]
 
 MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose"}
 RECURRENT_KINDS = {"recurrent_ih", "recurrent_hh", "recurrent_hr"}
@@ -51,11 +51,43 @@ class ParamInfo:
 # ---------------------------------------------------------------------------------------------
 # parameter kinds (from the module type alone)
 
-def _is_norm(module: nn.Module) -> bool:
+def _torch_norms() -> tuple:
     norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, nn.LocalResponseNorm)
-    if hasattr(nn, "RMSNorm"):
-        norms = norms + (nn.RMSNorm,)
-    return isinstance(module, norms) or bool(_NORM_NAME.search(type(module).__name__))
+    return norms + (nn.RMSNorm,) if hasattr(nn, "RMSNorm") else norms
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return isinstance(module, _torch_norms()) or bool(_NORM_NAME.search(type(module).__name__))
+
+
+def unit_scale_at_zero(module: nn.Module) -> bool:
+    """Whether a custom norm layer leaves its normalised input as it is with its weight at 0, not 1:
+    Gemma's RMSNorm (``x_hat * (1 + weight)``), ConvNeXt-V2's GlobalResponseNorm (``x + gamma * (x * N(x))
+    + beta``). Setting such a weight to 1, the paper's unit norm scale, would double every output or add
+    a path the model keeps closed. Measured, not guessed from names: with every parameter of the module at
+    0, a norm that multiplies by its weight outputs exact zeros; these do not. The probe runs on small
+    CPU copies (any device, meta included; the module and the global RNG are untouched); torch.nn's own
+    norms multiply, and a module the probe cannot run counts as one that multiplies."""
+    if isinstance(module, _torch_norms()) or not _is_norm(module):
+        return False
+    weight = getattr(module, "weight", None)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or not weight.is_floating_point():
+        return False
+    state = {n: torch.zeros(t.shape) for n, t in module.named_parameters()}
+    state.update({n: torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t.detach().cpu().clone()
+                  for n, t in module.named_buffers()})
+    c = weight.shape[0]
+    generator = torch.Generator().manual_seed(0)
+    for shape in ((2, 3, 3, c), (2, 5, c), (2, c, 3, 3)):  # channels last, tokens, channels first
+        x = torch.randn(shape, generator=generator)
+        try:
+            with torch.no_grad():
+                out = torch.func.functional_call(module, state, (x,))
+        except Exception:  # noqa: BLE001 - this layout is not the module's: try the next one
+            continue
+        if isinstance(out, torch.Tensor) and out.shape == x.shape:
+            return bool(torch.isfinite(out).all()) and bool(out.abs().amax() > 0)
+    return False
 
 
 def kind_of(module: nn.Module, local: str, param: torch.Tensor) -> str:

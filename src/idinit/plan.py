@@ -29,6 +29,7 @@ import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
 from idinit.initialisers import INITIALISERS, RANDOM, draw_into, entry_view, row_blocks
+from idinit.kinds import unit_scale_at_zero
 from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, Job, fill
@@ -391,6 +392,10 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
+        if entry.init == "ones_" and entry.kind == "norm_weight" and unit_scale_at_zero(model.get_submodule(info.module)):
+            entry.init = "zeros_"
+            entry.note = _join(entry.note, "its norm leaves the normalised input as it is at weight 0 (x_hat * (1 + w) "
+                                           "or an added path): 0 is its unit scale")
         own = model_init.describe(model, info.module)
         # a role stated "keep", and a value the model set on purpose (idinit.values), stay as they are;
         # under "default" the model's own init sets the latter itself

@@ -1,0 +1,72 @@
+"""Norm layers whose unit scale is weight 0 (zoo audit, results/zoo-audit): Gemma's RMSNorm computes
+``x_hat * (1 + weight)`` and ConvNeXt-V2's GlobalResponseNorm ``x + gamma * (x * N(x)) + beta``. The
+paper's norm rule (weight 1, bias 0) would double every Gemma norm and open GRN's closed path; the plan
+gives them 0, found by running the layer, and keeps 1 for every norm that multiplies by its weight."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import idinit
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, offset: bool):
+        super().__init__()
+        self.offset = offset
+        self.weight = nn.Parameter(torch.zeros(dim) if offset else torch.ones(dim))
+
+    def forward(self, x):
+        x_hat = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+        return x_hat * (1 + self.weight) if self.offset else x_hat * self.weight
+
+
+class Net(nn.Module):
+    def __init__(self, offset: bool):
+        super().__init__()
+        self.inp = nn.Linear(8, 8)
+        self.norm = RMSNorm(8, offset)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.inp(x)
+        h = h + self.fc2(torch.relu(self.fc1(self.norm(h))))
+        return self.head(h)
+
+
+def test_an_offset_norm_gets_its_unit_scale_and_a_multiplying_one_keeps_ones():
+    torch.manual_seed(0)
+    offset, plain = Net(offset=True).double(), Net(offset=False).double()
+    x = torch.randn(5, 8, dtype=torch.float64)
+    with torch.no_grad():
+        offset.norm.weight.fill_(0.3)  # anything: the plan decides from the layer, not from the value
+    p = idinit.init_(offset, example_inputs=(x,), generator=torch.Generator().manual_seed(0))
+    idinit.init_(plain, example_inputs=(x,), generator=torch.Generator().manual_seed(0))
+    assert p["norm.weight"].init == "zeros_" and "unit scale" in p["norm.weight"].note
+    assert torch.equal(offset.norm.weight, torch.zeros(8, dtype=torch.float64))
+    assert torch.equal(plain.norm.weight, torch.ones(8, dtype=torch.float64))
+    # both norms now pass x_hat unchanged, so the two initialised models are the same function
+    h = offset.inp(x)
+    assert torch.equal(offset.norm(h), plain.norm(h)) and torch.equal(offset(x), plain(x))
+
+
+def test_gemma2_norms_and_convnextv2_grn_stay_at_their_unit_scale():
+    import timm
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    gemma = Gemma2ForCausalLM(Gemma2Config(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                           num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                           vocab_size=100, max_position_embeddings=64))
+    p = idinit.init_(gemma)
+    norms = [n for n, _ in gemma.named_parameters() if n.endswith("norm.weight")]
+    assert len(norms) == 9  # 4 per layer (pre / post attention and MLP) and the final one
+    assert all(p[n].init == "zeros_" for n in norms)
+    assert all(not gemma.get_parameter(n).any() for n in norms)
+    model = timm.create_model("convnextv2_atto", pretrained=False, num_classes=5)
+    p = idinit.init_(model)
+    grn = [e for e in p if ".grn." in e.name]
+    assert len(grn) == 2 * 12 and all(e.init == "zeros_" for e in grn)
+    assert all(not model.get_parameter(e.name).any() for e in grn)
+    assert p["stages.0.blocks.0.norm.weight"].init == "ones_"  # its LayerNorm multiplies
