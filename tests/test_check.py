@@ -297,6 +297,24 @@ def test_timm_deit_tiny_after_idinit_starts_at_identity():
     assert not {"stacked_near_zero_gains", "exploding", "vanishing", "starved_branch"} & kinds(report)
 
 
+def test_timm_deit3_layer_scale_modules_close_their_branches():
+    # zoo audit (results/zoo-audit): a LayerScale module (gamma 1e-6, no matrix weight) was not taken for
+    # what closes its branch, so every deit3 / poolformer / fastvit got a `vanishing` flag at blocks.0.ls1
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model("deit3_small_patch16_224", pretrained=False, img_size=32, depth=2, num_classes=5)
+    x = torch.randn(2, 3, 32, 32)
+    idinit.init_(model)  # the values rule: IDI on attn.proj / mlp.fc2, the 1e-6 scales close the branches
+    report = idinit.check(model, (x,))
+    assert not kinds(report), [str(f) for f in report.flags]
+    assert sorted(b.branch_end for b in report.blocks) == [f"blocks.{i}.ls{j}" for i in range(2) for j in (1, 2)]
+    assert all(b.distance < 1e-5 for b in report.blocks)
+    with torch.no_grad():
+        idinit.zero_preserving_(model.blocks[1].mlp.fc2.weight)  # the fault: closed twice
+    flags = idinit.check(model, (x,)).flagged("stacked_near_zero_gains")
+    assert [f.names for f in flags] == [["blocks.1.mlp.fc2.weight", "blocks.1.ls2.gamma"]]
+
+
 @pytest.mark.parametrize("build, ends", [(tiny_gpt2, ("attn.c_proj", "mlp.c_proj")),
                                          (tiny_bert, ("attention.output.dense", "output.dense"))])
 def test_hf_models_after_idinit(build, ends):

@@ -108,6 +108,7 @@ class _Recorder(TorchFunctionMode):
         self.layers: list[LayerStat] = []
         self.blocks: list[BlockStat] = []
         self.sources: dict[str, LayerStat] = {}
+        self.scales: set[str] = set()  # sources with no matrix weight (layer scales, gates)
         self.after: dict[str, set] = {}
         self.tags: dict[int, tuple[torch.Tensor, frozenset]] = {}
         self.derived: dict[int, tuple[torch.Tensor, frozenset]] = {}
@@ -161,13 +162,17 @@ class _Recorder(TorchFunctionMode):
                     stat.role = self.roles.get(weight, "")
                     if x is not None:
                         stat.reads = _read_share(module, module.weight, "linear_t" in self.kinds[weight], x)
-                    if stat.near_zero or stat.role == "branch_end":
-                        self.sources[stat.name] = stat
-                        self.after.setdefault(stat.name, set())
-                        for t in _tensors(output):
-                            self.tags[id(t)] = (t, self.tags_of(t) | {stat.name})
                 elif own:
                     stat.role = self.roles.get(own[0], "")
+                # what opens a branch: a near-zero or branch-end layer, or a learned scale (layer scale, ReZero
+                # gate, zero norm weight) that holds its branch at ~0 as IDIZ does (zoo audit: deit3's ls1)
+                if own and (stat.near_zero or (weight is not None and stat.role == "branch_end")):
+                    if weight is None:
+                        self.scales.add(stat.name)
+                    self.sources[stat.name] = stat
+                    self.after.setdefault(stat.name, set())
+                    for t in _tensors(output):
+                        self.tags[id(t)] = (t, self.tags_of(t) | {stat.name})
                 stat.small = self.small(self.tags_of(y))
             finally:
                 self.busy = False
@@ -201,7 +206,9 @@ class _Recorder(TorchFunctionMode):
             order = list(self.sources)
             for side in (closing & ta, closing - ta):  # one block per side: its latest source is the branch's end
                 if side:
-                    source = max(side, key=order.index)
+                    # the latest near-zero source ends the branch; a layer before a near-zero scale that
+                    # closes the same branch, if near zero itself, is its end (the scale is what follows it)
+                    source = max(side, key=lambda s: (self.sources[s].near_zero, s not in self.scales, order.index(s)))
                     branch, skip = (ra, rb) if source in ta else (rb, ra)
                     self.blocks.append(BlockStat(owner, source, skip, branch, branch / skip if skip else math.inf,
                                                  sorted(self.after.get(source, ()))))
