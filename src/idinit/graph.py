@@ -88,7 +88,12 @@ _FX_MODULE_KINDS = ((nn.Softmax, "softmax"), (nn.Sigmoid, "sigmoid"), (nn.Hardsi
                     (nn.Embedding, "embedding"), (nn.EmbeddingBag, "embedding"))
 # Calls whose result describes a tensor (its shape, device) rather than carrying its data: a mask
 # built from x.shape does not depend on x's values, and autograd would not see it either.
-_FX_META_METHODS = {"size", "dim", "numel", "nelement", "type", "get_device", "stride", "is_contiguous"}
+_FX_META_METHODS = {"size", "dim", "numel", "nelement", "type", "get_device", "stride", "is_contiguous",
+                    # a new tensor of x's shape / dtype holds none of x's values: timm's DropPath multiplies the
+                    # branch by x.new_empty(shape).bernoulli_(p), which is no second computed path (zoo audit)
+                    "new_empty", "new_zeros", "new_ones", "new_full"}
+_FX_META_FUNCTIONS = {torch.empty_like, torch.zeros_like, torch.ones_like, torch.full_like, torch.rand_like,
+                      torch.randn_like, torch.randint_like}
 _FX_META_ATTRS = {"shape", "device", "dtype", "ndim", "is_cuda", "requires_grad"}
 
 
@@ -99,6 +104,8 @@ def _fx_kind(node) -> str:
     if node.op == "call_function" and target is builtins.len:
         return "meta"
     if node.op == "call_method" and target in _FX_META_METHODS:
+        return "meta"
+    if node.op == "call_function" and target in _FX_META_FUNCTIONS:
         return "meta"
     try:
         return _FX_KINDS.get(target, "call")
