@@ -231,6 +231,39 @@ def test_recurrent_default_biases_are_not_priors_and_a_set_forget_bias_is():
     assert names(idinit.check(model, (x,), reference=reference), "overwritten_prior") == ["rnn.bias_hh_l0"]
 
 
+class PositionBias(nn.Module):
+    """A learned table the model reads with no input (HF Swin's relative position bias: zeros at init)."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(n))
+
+    def forward(self):
+        return self.table
+
+
+class Biased(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.bias, self.fc2 = nn.Linear(8, 8), PositionBias(8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x) + self.bias()))
+
+
+def test_a_parameter_table_read_with_no_input_is_not_a_vanishing_activation():
+    # zoo audit (results/zoo-audit): HF Swin's zero relative position bias was flagged `vanishing`
+    torch.manual_seed(0)
+    model, x = Biased(), torch.randn(6, 8)
+    report = idinit.check(model, (x,))
+    assert "vanishing" not in kinds(report)
+    assert [s.name for s in report.layers if s.table] == ["bias"]
+    with torch.no_grad():
+        model.fc1.weight.mul_(1e-5)  # the fault: a layer that does crush the signal is still flagged
+        model.fc1.bias.zero_()
+    assert "vanishing" in kinds(idinit.check(model, (x,)))
+
+
 # -- a healthy control and real models ----------------------------------------------------------
 
 def test_torchvision_resnet18_after_idinit_is_healthy_and_left_exactly_as_it_was():

@@ -112,12 +112,12 @@ class _Recorder(TorchFunctionMode):
         self.after: dict[str, set] = {}
         self.tags: dict[int, tuple[torch.Tensor, frozenset]] = {}
         self.derived: dict[int, tuple[torch.Tensor, frozenset]] = {}
-        self.stack: list[tuple[str, nn.Module, Any]] = []
+        self.stack: list[tuple[str, nn.Module, Any, bool]] = []  # name, module, first float input, any tensor in
         self.calls: dict[str, int] = {}
         self.busy = False
         self.handles = []
         for name, module in model.named_modules():
-            self.handles.append(module.register_forward_pre_hook(self._pre(name)))
+            self.handles.append(module.register_forward_pre_hook(self._pre(name), with_kwargs=True))
             self.handles.append(module.register_forward_hook(self._post(name), always_call=True))
 
     def close(self) -> None:
@@ -140,13 +140,14 @@ class _Recorder(TorchFunctionMode):
         return any(self.sources[s].near_zero for s in tags)
 
     def _pre(self, name: str):
-        def hook(module, args):
-            self.stack.append((name, module, _first_float(args)))
+        def hook(module, args, kwargs):
+            fed = any(isinstance(t, torch.Tensor) for t in tree_flatten((args, kwargs))[0])
+            self.stack.append((name, module, _first_float(args), fed))
         return hook
 
     def _post(self, name: str):
         def hook(module, args, output):
-            _, _, x = self.stack.pop()
+            _, _, x, fed = self.stack.pop()
             own = [self.param_names[id(p)] for p in module.parameters(recurse=False) if id(p) in self.param_names]
             activation = not own and not any(True for _ in module.children()) and \
                 bool(_ACTIVATION_MODULE.search(type(module).__name__))
@@ -157,6 +158,7 @@ class _Recorder(TorchFunctionMode):
             try:
                 stat = self._stat(name, type(module).__name__, x, y, activation)
                 stat.params = own
+                stat.table = not fed  # no tensor in: its output is made from its parameters alone
                 weight = next((p for p in own if p.rpartition(".")[2] == "weight" and self.kinds[p] & MATRIX_KINDS), None)
                 if weight is not None:
                     stat.role = self.roles.get(weight, "")
@@ -224,7 +226,7 @@ class _Recorder(TorchFunctionMode):
             elif self.tags_of(t):
                 del self.tags[id(t)]
         if name in _ACTIVATION_FUNCTIONS and isinstance(out, torch.Tensor) and out.is_floating_point():
-            top = self.stack[-1] if self.stack else ("", None, None)
+            top = self.stack[-1] if self.stack else ("", None, None, True)
             in_module = top[1] is not None and not any(True for _ in top[1].children()) and \
                 not any(True for _ in top[1].parameters(recurse=False)) and _ACTIVATION_MODULE.search(type(top[1]).__name__)
             if not in_module:
@@ -419,7 +421,7 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
                               f"{b.distance:.2g}; gradient of {end}: {format_value(grad)})",
                               f"one zero-preserving factor is enough: keep {', '.join(scales) or 'the scale'} and give "
                               f"{end} an identity init (overrides={{{end!r}: 'identity'}}), or set the scale to 1"))
-    trunk = [s for s in rec.layers if s.rms_out is not None and math.isfinite(s.rms_out) and not s.small]
+    trunk = [s for s in rec.layers if s.rms_out is not None and math.isfinite(s.rms_out) and not s.small and not s.table]
     if scale:
         high = next((s for s in trunk if s.rms_out > EXPLODING * scale), None)
         if high is not None:

@@ -51,6 +51,7 @@ class LayerStat:
     grad_norm: float | None = None
     params: list[str] = field(default_factory=list)
     small: bool = False           # inside a branch opened by a near-zero layer (small by design)
+    table: bool = False           # called with no tensor: its output is a parameter table (a position bias)
 
     @property
     def gain(self) -> float | None:
