@@ -259,9 +259,41 @@ def test_a_parameter_table_read_with_no_input_is_not_a_vanishing_activation():
     assert "vanishing" not in kinds(report)
     assert [s.name for s in report.layers if s.table] == ["bias"]
     with torch.no_grad():
-        model.fc1.weight.mul_(1e-5)  # the fault: a layer that does crush the signal is still flagged
-        model.fc1.bias.zero_()
-    assert "vanishing" in kinds(idinit.check(model, (x,)))
+        model.bias.table.fill_(1e4)  # the fault: what the table feeds into the activations is still measured
+    flags = idinit.check(model, (x,)).flagged("exploding")
+    assert len(flags) == 1 and flags[0].names[0] == "relu"
+
+
+class Affine(nn.Module):
+    """timm's LearnableAffineBlock (HGNetV2): scale * x + bias, with parameters of shape (1,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale, self.bias = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return self.scale * x + self.bias
+
+
+class AffineEnd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.lab, self.head = nn.Linear(8, 16), nn.Linear(16, 8), Affine(), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(x + self.lab(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_a_bias_added_after_the_branch_end_does_not_close_the_branch():
+    # zoo audit (results/zoo-audit): in HGNetV2 the `+ bias` of the affine after the zero-preserving end was
+    # taken for the residual add, so the branch's small output was flagged `vanishing`
+    torch.manual_seed(0)
+    model, x = AffineEnd(), torch.randn(6, 8)
+    idinit.init_(model, example_inputs=(x,))
+    assert idinit.plan(model, example_inputs=(x,))["fc2.weight"].role == "branch_end"
+    report = idinit.check(model, (x,))
+    assert "vanishing" not in kinds(report)
+    assert len(report.blocks) == 1 and report.blocks[0].branch_end == "fc2" and report.blocks[0].distance < 1e-5
 
 
 # -- a healthy control and real models ----------------------------------------------------------

@@ -194,8 +194,9 @@ class _Recorder(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
         closing, sides = frozenset(), None
+        # a sum of two activations; a parameter added (a bias, timm's LearnableAffineBlock) closes no branch
         if name in _ADDS and len(args) >= 2 and all(isinstance(a, torch.Tensor) and a.is_floating_point()
-                                                     for a in args[:2]):
+                                                     and not self.weights_of(a) for a in args[:2]):
             ta, tb = self.tags_of(args[0]), self.tags_of(args[1])
             closing = ta ^ tb
             if closing:
