@@ -118,7 +118,6 @@ TIMM: list[tuple[str, dict, int]] = [
     ("hiera_tiny_224", {"img_size": (64, 64)}, 64),
     ("mvitv2_tiny", {"img_size": 64}, 64),
     ("botnet26t_256", {"img_size": 64}, 64),
-    ("halonet26t", {"img_size": 128}, 128),
 ]
 
 
@@ -186,7 +185,8 @@ def _timm_builder(name: str, kwargs: dict):
     return build
 
 
-def _audit_one(label: str, build, side: int | None) -> dict:
+
+def _audit_one(label: str, build, side: int | None, recheck_side: int | None = None, drop_path=None) -> dict:
     row: dict = {"model": label, "status": "ok", "input": None}
     times = row["seconds"] = {}
     stage = "build"
@@ -221,9 +221,28 @@ def _audit_one(label: str, build, side: int | None) -> dict:
         row["graph"] = plan.source
         row["residual"] = plan.residual
         row["roles"] = dict(sorted(roles.items()))
-        # the residual branches the plan closes: its branch ends and attention output projections
-        row["branch_ends"] = roles.get("branch_end", 0) + roles.get("attention_out", 0)
+        # the residual branches the plan found: their ends (IDIZ, or IDI where a small layer scale closes
+        # the branch: source "values") and the attention output projections
+        row["branch_ends"] = sum(e.role in ("branch_end", "attention_out") or (e.source == "values" and e.role == "identity")
+                                 for e in plan)
         row["unclassified"] = [f"{e.name}: {e.reason}"[:300] for e in plan.unclassified]
+        if drop_path is not None:
+            # stochastic depth, as training recipes switch it on: the same roles expected
+            stage = "plan with drop_path_rate=0.1"
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.manual_seed(0)
+                try:
+                    other = drop_path()
+                except TypeError:  # the model has no stochastic depth
+                    other = None
+                if other is not None:
+                    again = idinit.plan(other, example_inputs=inputs if row["needed_example_inputs"] else None)
+            if other is not None:
+                changed = sorted(e.name for e in again if e.role != plan[e.name].role)
+                row["drop_path_roles_changed"] = changed[:6] + ([f"... {len(changed)} in all"] if len(changed) > 6 else [])
+            times["plan, drop path"] = time.perf_counter() - t0
         stage = "check"
         t0 = time.perf_counter()
         report = idinit.check(model, inputs, reference=reference)
@@ -232,6 +251,15 @@ def _audit_one(label: str, build, side: int | None) -> dict:
         row["flags"] = [{"kind": f.kind, "names": f.names[:4], "message": f.message.splitlines()[0][:300]}
                         for f in report.flags]
         row["flag_counts"] = dict(sorted(Counter(f.kind for f in report.flags).items()))
+        if recheck_side and {"dead_output", "starved_branch", "vanishing"} & set(row["flag_counts"]):
+            # are they the small input's doing (1x1 feature maps)? the same model, checked at 224 x 224
+            stage = "check at 224"
+            big = torch.randn(2, 3, recheck_side, recheck_side, generator=torch.Generator().manual_seed(1))
+            t0 = time.perf_counter()
+            report = idinit.check(model, (big,), reference=reference)
+            times["check at 224"] = time.perf_counter() - t0
+            row["flags_at_224"] = [{"kind": f.kind, "names": f.names[:4], "message": f.message.splitlines()[0][:300]}
+                                   for f in report.flags]
     except Exception as err:  # noqa: BLE001 - every failure is a finding of the audit
         row["status"] = f"error in {stage}"
         row["error"] = _first_line(err)
@@ -250,12 +278,20 @@ def _machine() -> dict:
             "timm": timm.__version__, "transformers": transformers.__version__}
 
 
+def _changed(row: dict) -> str:
+    if "drop_path_roles_changed" not in row:
+        return "" if row["model"].startswith("hf:") or row["status"] != "ok" else "no drop_path_rate"
+    changed = row["drop_path_roles_changed"]
+    return "none" if not changed else f"{len(changed)}: {changed[0]}"
+
+
 def _table(rows: list[dict], machine: dict, command: str) -> str:
     lines = ["# Zoo audit: IDInit on architectures no test names", "",
              f"Command: `{command}`", "",
              "Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()), "",
-             "| model | status | graph | params | branch ends | check blocks | unclassified | flags | s |",
-             "|---|---|---|---:|---:|---:|---:|---|---:|"]
+             "| model | input | status | graph | params | branch ends | check blocks | unclassified | flags | flags at 224 | "
+             "roles changed by drop_path_rate=0.1 | s |",
+             "|---|---|---|---|---:|---:|---:|---:|---|---|---|---:|"]
     for r in rows:
         graph = r.get("graph", "")
         graph = "fx" if graph.startswith("torch.fx") else "autograd" if graph.startswith("autograd") else graph
@@ -263,9 +299,12 @@ def _table(rows: list[dict], machine: dict, command: str) -> str:
             graph += " (no fx)"
         flags = ", ".join(f"{k} {n}" for k, n in r.get("flag_counts", {}).items()) or ("-" if r["status"] == "ok" else "")
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
-        lines.append(f"| {r['model']} | {status.replace('|', '/')} | {graph} | {r.get('params', '')} | "
+        side = f"{r['input'][-1]}" if r.get("input") else "config"
+        again = "" if "flags_at_224" not in r else ", ".join(
+            f"{k} {n}" for k, n in sorted(Counter(f["kind"] for f in r["flags_at_224"]).items())) or "-"
+        lines.append(f"| {r['model']} | {side} | {status.replace('|', '/')} | {graph} | {r.get('params', '')} | "
                      f"{r.get('branch_ends', '')} | {r.get('blocks', '')} | {len(r.get('unclassified', []))} | "
-                     f"{flags} | {sum(r['seconds'].values()):.1f} |")
+                     f"{flags} | {again} | {_changed(r)} | {sum(r['seconds'].values()):.1f} |")
     ok = sum(r["status"] == "ok" for r in rows)
     flagged = sum(bool(r.get("flags")) for r in rows)
     kinds = Counter(f["kind"] for r in rows for f in r.get("flags", []))
@@ -286,12 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
     signal.signal(signal.SIGALRM, _alarm)
-    todo = [(m, _timm_builder(m, kw), side) for m, kw, side in TIMM] + [(m, b, None) for m, b in HF]
+    todo = [(m, _timm_builder(m, kw), side, None if "img_size" in kw or side >= 224 else 224,
+             _timm_builder(m, {**kw, "drop_path_rate": 0.1})) for m, kw, side in TIMM]
+    todo += [(m, b, None, None, None) for m, b in HF]
     rows = []
-    for label, build, side in todo:
+    for label, build, side, recheck_side, drop_path in todo:
         if args.only and label not in args.only:
             continue
-        row = _audit_one(label, build, side)
+        row = _audit_one(label, build, side, recheck_side, drop_path)
         rows.append(row)
         print(f"{label:36s} {row['status']:16s} {sum(row['seconds'].values()):6.1f}s "
               f"{row.get('error', '') or row.get('flag_counts', '')}", flush=True)
