@@ -102,6 +102,9 @@ class _Graph:
         self.ops = graph.ops
         self.classes = [op_class(op, kinds, owners) for op in graph.ops]
         self.users = graph.consumers()
+        # ops some output depends on: fx keeps dead code (Res2Net's unused ``spx[0]``), and a consumer that
+        # leads nowhere must not make a residual branch look shared (zoo audit)
+        self.live = set().union(*(self.ancestors(o) for o in graph.outputs)) if graph.outputs else set(range(len(self.ops)))
 
     def plain(self, n: int) -> bool:
         return self.classes[n] == "plain" and self.ops[n].kind != "matmul"
@@ -292,7 +295,7 @@ def _private(g: _Graph, adds: set[int], skips, side, common, branch_ops: set[int
     for n in sorted(region):
         if n not in forks and any(i in reached for i in g.ops[n].data_inputs):
             reached.add(n)
-            if any(u not in inside and u not in region for u in g.users[n]):
+            if any(u not in inside and u not in region and u in g.live for u in g.users[n]):
                 return False
     return True
 
