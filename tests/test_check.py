@@ -380,6 +380,20 @@ def test_timm_deit3_layer_scale_modules_close_their_branches():
     assert [f.names for f in flags] == [["blocks.1.mlp.fc2.weight", "blocks.1.ls2.gamma"]]
 
 
+def test_a_class_token_stream_still_closes_a_branch():
+    # CaiT's class attention: x_cls + gamma_1 * attn(cat(x_cls, x)), x_cls = cls_token.expand(B, -1, -1) in the
+    # first block. The expanded parameter is the stream, not a bias: IDIZ under gamma_1 = 1e-5 is flagged
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model("cait_xxs24_224", pretrained=False, img_size=32, depth=2, num_classes=5)
+    idinit.init_(model)
+    with torch.no_grad():
+        for block in model.blocks_token_only:
+            idinit.zero_preserving_(block.attn.proj.weight)  # the fault, planted in both class-attention blocks
+    flagged = names(idinit.check(model, (torch.randn(2, 3, 32, 32),)), "stacked_near_zero_gains")
+    assert {n for n in flagged if n.endswith("proj.weight")} == {f"blocks_token_only.{i}.attn.proj.weight" for i in (0, 1)}
+
+
 @pytest.mark.parametrize("build, ends", [(tiny_gpt2, ("attn.c_proj", "mlp.c_proj")),
                                          (tiny_bert, ("attention.output.dense", "output.dense"))])
 def test_hf_models_after_idinit(build, ends):

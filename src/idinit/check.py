@@ -135,6 +135,14 @@ class _Recorder(TorchFunctionMode):
         entry = self.derived.get(id(t))
         return entry[1] if entry is not None and entry[0] is t else frozenset()
 
+    def _bias_add(self, a: torch.Tensor, b: torch.Tensor) -> bool:
+        """Whether one side of ``a + b`` is a parameter (or a view of one) broadcast onto the other."""
+        try:
+            full = torch.broadcast_shapes(a.shape, b.shape)
+        except RuntimeError:
+            return False
+        return any(self.weights_of(t) and t.shape != full for t in (a, b))
+
     def small(self, tags) -> bool:
         """Whether a tensor lies inside a branch opened by a near-zero or starved layer."""
         return any(self.sources[s].near_zero for s in tags)
@@ -194,9 +202,10 @@ class _Recorder(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         inputs = [a for a in tree_flatten((args, kwargs))[0] if isinstance(a, torch.Tensor)]
         closing, sides = frozenset(), None
-        # a sum of two activations; a parameter added (a bias, timm's LearnableAffineBlock) closes no branch
+        # a sum of two activations; a parameter broadcast onto one (a bias, timm's LearnableAffineBlock)
+        # closes no branch, a parameter expanded to the batch (CaiT's class token) may
         if name in _ADDS and len(args) >= 2 and all(isinstance(a, torch.Tensor) and a.is_floating_point()
-                                                     and not self.weights_of(a) for a in args[:2]):
+                                                     for a in args[:2]) and not self._bias_add(args[0], args[1]):
             ta, tb = self.tags_of(args[0]), self.tags_of(args[1])
             closing = ta ^ tb
             if closing:
