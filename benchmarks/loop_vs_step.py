@@ -9,7 +9,8 @@ This script measures both on one device and splits the real epoch, to find where
    (the protocol's epoch), per-epoch train seconds and evaluation seconds from the records
    (median of epochs 2..E: epoch 1 compiles);
 3. ``loop, no test1k``: the same without the 1k test set (one evaluation loader fewer);
-4. with ``--profile``: one real epoch under torch.profiler (top operators, device busy share).
+4. with ``--profile``: a real run of 2 epochs under torch.profiler, its top operators by self CPU time
+   (epoch 1 includes the compile, so read it for what the loop adds around the step, not for shares).
 
     python3 benchmarks/loop_vs_step.py --device cuda --arch resnet56 --pack 8 --epochs 4 --out loop_vs_step.md
 
