@@ -1,4 +1,4 @@
-"""Check: what an initialisation did, measured on the user's own model (DESIGN "Check").
+"""Check: what an initialisation did, measured on the user's own model.
 
 ``idinit.check(model, example_inputs)`` runs one forward and one backward pass and returns a
 :class:`Report` (a table when printed, ``to_dict()`` for JSON, ``plot(path)`` for a PNG):

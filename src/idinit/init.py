@@ -5,7 +5,7 @@ Flat, in-place functions in the style of :mod:`torch.nn.init`: each fills ``tens
 ``nn.Linear.weight`` ``(D_out, D_in)`` and ``nn.Conv2d.weight`` ``(c_out, c_in/groups, *k)``.
 Tensors of three or more dimensions are convolution kernels; they are read as the matrix
 ``K.reshape(c_out, -1)`` whose column ``j`` is ``(c_in_index, *tap)`` in row-major order
-(SPEC §2 [decision]), without ever materialising that reshape: the pattern is written through
+(our reading of paper Eq. 10, which does not fix the order), without ever materialising that reshape: the pattern is written through
 strided views of the tensor itself (:mod:`idinit.patterns`), so transposed or sliced views, and the
 local shards of a DTensor (:mod:`idinit.sharded`), are filled in place.
 
@@ -232,7 +232,7 @@ def identity_(
 ) -> Tensor:
     r"""Fill ``tensor`` with the padded identity IDI (2-D) or the patch-maintain IDIC (>= 3-D).
 
-    For a matrix :math:`W \in \mathbb{R}^{D_{out} \times D_{in}}` (paper Eq. 3, SPEC §1):
+    For a matrix :math:`W \in \mathbb{R}^{D_{out} \times D_{in}}` (paper Eq. 3):
 
     .. math::
         W_{m,j} = \begin{cases} \tau & j = m \bmod D_{in} \\ 0 & \text{otherwise}\end{cases}
@@ -302,14 +302,14 @@ def zero_preserving_(tensor: Tensor, eps: float = DEFAULT_EPS) -> Tensor:
     variance :math:`\sigma^2` it has mean 0 and variance :math:`2\varepsilon^2\sigma^2` (paper
     Eq. 12): the branch is (almost) zero, as identity control needs, yet the weight is non-zero and
     receives gradient, which cures the dead neurons of an exact zero (paper Sec. 3.2). For
-    :math:`W \in \mathbb{R}^{D_{out} \times D_{in}}` (SPEC §3):
+    :math:`W \in \mathbb{R}^{D_{out} \times D_{in}}` (paper Eq. 12, Sec. 3.2):
 
     * :math:`D_{out} < D_{in}`: :math:`W_{m,m} = \varepsilon` and
       :math:`W_{m, D_{out} + (m \bmod (D_{in} - D_{out}))} = -\varepsilon` (the ``-eps`` IDI of the
       remaining block);
-    * :math:`D_{out} \ge D_{in} > 1` (square included, SPEC [decision]):
+    * :math:`D_{out} \ge D_{in} > 1` (square included; a choice of this library):
       :math:`W_{m, m \bmod D_{in}} = \varepsilon`, :math:`W_{m, (m+1) \bmod D_{in}} = -\varepsilon`;
-    * :math:`D_{in} = 1` (no difference exists, SPEC [decision]): :math:`W_{m,0} = (-1)^m \varepsilon`.
+    * :math:`D_{in} = 1` (no difference exists; a choice of this library): :math:`W_{m,0} = (-1)^m \varepsilon`.
 
     A kernel gets the same pattern on its ``(c_out, -1)`` flattening (IDIZC).
 

@@ -1,10 +1,11 @@
 """The model's own initialisation, for what IDInit leaves to the model, and the wrappers around a model.
 
-IDInit sets the matrices of a network (SPEC §4); embeddings, learned scales and the parameters no rule
-places are left as the model made them (SPEC §4 [decision]). A model built on the meta device and
-materialised with ``to_empty()`` made nothing: its memory is uninitialised. So :func:`idinit.init_`
-gives those parameters the model's own init again, and rebuilds the model's buffers, which
-``to_empty()`` leaves uninitialised as well. The model's own init of a module is, first that applies:
+IDInit sets the matrices of a network (paper Sec. 3 and appendix A); embeddings, learned scales and the
+parameters no rule places are left as the model made them, a choice of this library (the paper names no
+rule for them). A model built on the meta device and materialised with ``to_empty()`` made nothing:
+its memory is uninitialised. So :func:`idinit.init_` gives those parameters the model's own init
+again, and rebuilds the model's buffers, which ``to_empty()`` leaves uninitialised as well. The
+model's own init of a module is, first that applies:
 
 1. Hugging Face transformers: ``_init_weights(module)`` of the nearest ``PreTrainedModel`` holding the
    module (the call transformers 5 makes for every module in ``initialize_weights()``; it also recomputes
