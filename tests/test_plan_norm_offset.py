@@ -70,3 +70,17 @@ def test_gemma2_norms_and_convnextv2_grn_stay_at_their_unit_scale():
     assert len(grn) == 2 * 12 and all(e.init == "zeros_" for e in grn)
     assert all(not model.get_parameter(e.name).any() for e in grn)
     assert p["stages.0.blocks.0.norm.weight"].init == "ones_"  # its LayerNorm multiplies
+
+
+def test_gemma2_and_olmo2_post_norm_branches_are_closed():
+    # zoo audit: an inline RMSNorm after the branch's last layer (x * rsqrt(mean(x^2) + eps), the post-norms of
+    # Gemma2 and OLMo2) was read as a product of two computed paths, so the MLP's down_proj stayed IDI
+    from transformers import Gemma2Config, Gemma2ForCausalLM, Olmo2Config, Olmo2ForCausalLM
+
+    small = dict(num_hidden_layers=2, hidden_size=32, intermediate_size=64, num_attention_heads=2,
+                 num_key_value_heads=1, vocab_size=100, max_position_embeddings=64)
+    for model in (Gemma2ForCausalLM(Gemma2Config(**small, head_dim=16)), Olmo2ForCausalLM(Olmo2Config(**small))):
+        p = idinit.plan(model)
+        assert [e.name for e in p.by_role("branch_end")] == [f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)]
+        assert {e.name.rpartition(".")[0].rpartition(".")[2] for e in p.by_role("branch_end_norm")} == \
+            {"post_attention_layernorm", "post_feedforward_layernorm"}

@@ -308,8 +308,8 @@ def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
     def is_gate(n: int) -> bool:
         return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3)
 
-    def holds_layers(n: int) -> bool:
-        return any(g.classes[m] == "matrix" for m in g.ancestors(n) & r.branch_ops)
+    def layers_behind(n: int) -> frozenset:
+        return frozenset(m for m in g.ancestors(n) & r.branch_ops if g.classes[m] == "matrix")
 
     ends, norms, walls, scales, stack, seen = [], [], [], set(), [r.branch], set()
     while stack:
@@ -328,8 +328,11 @@ def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
         ins = g.ops[n].data_inputs
         if g.ops[n].kind in ("mul", "matmul") and len(set(ins)) == 2:
             ins = [i for i in ins if not is_gate(i)]  # squeeze-excitation: follow the features, not the gate
-            if g.classes[n] == "plain" and len([i for i in ins if holds_layers(i)]) > 1:
-                walls.append(n)  # a product of two computed paths
+            held = {layers_behind(i) for i in ins} - {frozenset()}
+            # a product of two computed paths, each behind layers of its own; x * f(x) with f a statistic of x
+            # (an inline RMSNorm after the branch's last layer: Gemma2's and OLMo2's post-norms) is no wall
+            if g.classes[n] == "plain" and len(held) > 1:
+                walls.append(n)
                 continue
         if g.ops[n].kind == "mul" and g.classes[n] == "param":
             scales.update(g.ops[n].params)  # a layer scale / gate on the branch
