@@ -1,10 +1,23 @@
-"""Fixtures shared by the lab's test files: learnable fake CIFAR-like data, a tiny run, and a fake
-official CIFAR-10 folder."""
+"""Fixtures shared by the lab's test files: learnable fake CIFAR-like data, a tiny run, a fake
+official CIFAR-10 folder, and the scripts/ of the repository loaded as modules."""
+import importlib.util
+import pathlib
 import pickle
 
 import numpy as np
 
 from idinit.lab.data import CIFAR10
+
+
+SCRIPTS = pathlib.Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str):
+    """``scripts/<name>.py`` as a module (the scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def fake_data(n_train=192, n_eval=96, size=16, seed=0, test1k=True):

@@ -1,20 +1,18 @@
 """scripts/audit_bad_inputs.py classifies each outcome as the issue 13 audit defines them; each planted
 behaviour gets its class (so the audit's totals can show a fault when there is one)."""
-import importlib.util
 import pathlib
 import sys
 
 import torch
+
+from lab_fixtures import load_script
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _audit():
     sys.path.insert(0, str(ROOT / "scripts"))
-    spec = importlib.util.spec_from_file_location("audit_bad_inputs", ROOT / "scripts" / "audit_bad_inputs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("audit_bad_inputs")
 
 
 def test_each_planted_behaviour_gets_its_class():

@@ -1,9 +1,7 @@
 """Language-model pretraining scaled down (Sec. 4.6): masking, batches, FLOPs, a few CPU steps of
 each model under each init through the lab runner, the report's FLOPs-to-loss, the corpus script's
 tokenizer."""
-import importlib.util
 import json
-import pathlib
 
 import numpy as np
 import pytest
@@ -16,8 +14,8 @@ from idinit.lab.experiments.lm_pretrain import (SPECIAL, LMRunConfig, _make_batc
                                                 build_lm, flops_per_token, write_lm_report)
 from idinit.lab.experiments.runner import run_configs  # noqa: E402
 from idinit.lab.train import read_records  # noqa: E402
+from lab_fixtures import load_script  # noqa: E402
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 TINY = dict(layers=2, width=32, heads=2, ff=64, seq_len=16, batch_size=8, eval_every=10, eval_batches=2)
 
 
@@ -94,9 +92,7 @@ def test_missing_token_file_is_named(tmp_path):
 
 
 def test_corpus_tokenizer_round_trips_text():
-    spec = importlib.util.spec_from_file_location("prepare_lm_corpus", ROOT / "scripts" / "prepare_lm_corpus.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("prepare_lm_corpus")
     texts = ["The quick brown fox jumps over the lazy dog.\n", "def f(x):\n    return x ** 2  # café\n"] * 20
     tokenizer = module.train_tokenizer(texts, vocab_size=300)
     assert [tokenizer.token_to_id(s) for s in module.SPECIAL] == [SPECIAL["pad"], SPECIAL["mask"], SPECIAL["eos"]]

@@ -1,27 +1,15 @@
 """scripts/pack_results.py: what comes back from a GPU call holds every run's records, the
 finished runs' weights (fp16) and the unfinished runs' checkpoints, within the file budget."""
-import importlib.util
 import io
-import pathlib
 import tarfile
 
 import torch
 
 from idinit.lab.train import RunConfig, train_run
-from lab_fixtures import TINY, fake_data
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _load_pack_results():
-    spec = importlib.util.spec_from_file_location("pack_results", ROOT / "scripts" / "pack_results.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from lab_fixtures import TINY, fake_data, load_script
 
 def test_pack_results_roundtrip(tmp_path):
-    pack_results = _load_pack_results()
+    pack_results = load_script("pack_results")
     runs = tmp_path / "runs"
     data = fake_data(n_train=64, n_eval=32)
     done = RunConfig(name="done", **{**TINY, "epochs": 1})
@@ -53,13 +41,6 @@ def test_pack_results_roundtrip(tmp_path):
     assert "t5/done/seed0/records.jsonl" in names and "half/seed0/checkpoint.pt" in skipped
 
 
-def _load_script(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _experiment_json(folder, command):
     import json
 
@@ -72,7 +53,7 @@ def test_merge_runs_takes_finished_runs_and_every_call(tmp_path):
     both are kept, and checkpoints stay behind."""
     import json
 
-    merge_runs = _load_script("merge_runs")
+    merge_runs = load_script("merge_runs")
     data = fake_data(n_train=64, n_eval=32)
     a, b, dest = tmp_path / "gpu0", tmp_path / "gpu1", tmp_path / "merged"
     first = RunConfig(name="first", **{**TINY, "epochs": 2})
@@ -94,7 +75,7 @@ def test_merge_runs_takes_finished_runs_and_every_call(tmp_path):
 def test_merge_runs_refuses_two_different_finished_copies_and_writes_nothing(tmp_path):
     import json
 
-    merge_runs = _load_script("merge_runs")
+    merge_runs = load_script("merge_runs")
     a, b, dest = tmp_path / "gpu0", tmp_path / "gpu1", tmp_path / "merged"
     run = RunConfig(name="run", **{**TINY, "epochs": 1})
     train_run(run, a / run.run_id, data=fake_data(n_train=64, n_eval=32), log=lambda m: None)

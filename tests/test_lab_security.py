@@ -1,7 +1,5 @@
 """Nothing from a data file is executed (issue 13 §1): a planted checkpoint or CIFAR-10 batch whose
 unpickling would run code is refused with an error naming the file, and the code never runs."""
-import importlib.util
-import pathlib
 import pickle
 
 import numpy as np
@@ -11,10 +9,7 @@ import torch
 from idinit.lab.data import load_cifar10
 from idinit.lab.train import RunConfig, train_run
 from idinit.lab.train import records as rec
-from lab_fixtures import TINY, fake_data, write_fake_official
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
+from lab_fixtures import TINY, fake_data, load_script, write_fake_official
 
 class Payload:
     """Unpickling this calls ``exec``, which writes ``marker``: what an attacker's file would do."""
@@ -52,9 +47,7 @@ def test_a_planted_checkpoint_is_refused_on_resume(tmp_path):
 
 
 def test_pack_results_refuses_a_planted_checkpoint(tmp_path):
-    spec = importlib.util.spec_from_file_location("pack_results", ROOT / "scripts" / "pack_results.py")
-    pack_results = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(pack_results)
+    pack_results = load_script("pack_results")
     marker = tmp_path / "marker"
     torch.save({"model": {"w": torch.ones(2)}, "x": Payload(marker)}, tmp_path / "checkpoint.pt")
     with pytest.raises(ValueError, match="refused to load"):

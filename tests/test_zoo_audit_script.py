@@ -1,24 +1,14 @@
 """scripts/zoo_audit.py on two small models: the rows it records and the refusal of unknown names."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("zoo_audit", ROOT / "scripts" / "zoo_audit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from lab_fixtures import load_script
 
 def test_two_models_give_their_rows_and_table(tmp_path):
-    zoo = _script()
+    zoo = load_script("zoo_audit")
     assert zoo.main(["--out", str(tmp_path), "--only", "mobilenetv3_small_050", "hf:bloom"]) == 0
     rows = {r["model"]: r for r in json.loads((tmp_path / "zoo.json").read_text())["models"]}
     mobile, bloom = rows["mobilenetv3_small_050"], rows["hf:bloom"]
@@ -32,5 +22,5 @@ def test_two_models_give_their_rows_and_table(tmp_path):
 
 def test_an_unknown_model_is_refused_before_anything_is_written(tmp_path):
     with pytest.raises(SystemExit) as err:
-        _script().main(["--out", str(tmp_path / "out"), "--only", "resnet18", "no_such_net"])
+        load_script("zoo_audit").main(["--out", str(tmp_path / "out"), "--only", "resnet18", "no_such_net"])
     assert err.value.code == 2 and not (tmp_path / "out").exists()

@@ -256,14 +256,18 @@ def _data_cases(scratch):
         out.append(_data_case(name, lambda m=make, n=name: load_cifar10(m(n.replace(" ", "-")), protocol="official"),
                               words, root))
 
-    def mnist(plant):
-        def load(name):
+    def planted(write, plant, load):
+        """A loader of a fresh folder that ``write`` fills and ``plant`` damages, named per case."""
+        def run(name):
             folder = root / name
             shutil.rmtree(folder, ignore_errors=True)
-            write_fake_mnist(folder)
+            write(folder)
             plant(folder)
-            return load_mnist(folder)
-        return load
+            return load(folder)
+        return run
+
+    def mnist(plant):
+        return planted(write_fake_mnist, plant, load_mnist)
 
     def mnist_label(folder):
         write_fake_mnist(folder, train_labels=[3, 10])
@@ -280,13 +284,7 @@ def _data_cases(scratch):
         out.append(_data_case(name, lambda m=mnist(plant), n=name: m(n.replace(" ", "-")), words, root))
 
     def shared(plant):
-        def load(name):
-            folder = root / name
-            shutil.rmtree(folder, ignore_errors=True)
-            write_fake_shared_cifar(folder)
-            plant(folder)
-            return load_cifar10(folder, train_chunks=(3,))
-        return load
+        return planted(write_fake_shared_cifar, plant, lambda folder: load_cifar10(folder, train_chunks=(3,)))
 
     def xz_truncated(folder):
         chunk = folder / "cifar10-train-3.u8.xz"
@@ -294,6 +292,7 @@ def _data_cases(scratch):
 
     def labels_missing(folder):
         (folder / "cifar10-train-labels.npz").unlink()
+
     for name, plant, words in (("shared xz chunk truncated", xz_truncated, ("cifar10-train-3.u8.xz",)),
                                ("shared labels file missing", labels_missing, ("cifar10-train-labels.npz",))):
         out.append(_data_case(name, lambda m=shared(plant), n=name: m(n.replace(" ", "-")), words, root))
