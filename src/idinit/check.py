@@ -42,7 +42,7 @@ from idinit.graph import _tensors
 from idinit.inputs import example_inputs_for
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, parameter_infos
 from idinit.plan import plan as make_plan
-from idinit.values import _default_bound
+from idinit.values import default_bias_bound
 
 __all__ = ["check", "Report", "Flag", "FLAG_KINDS"]
 
@@ -458,7 +458,7 @@ def _default_range(module: nn.Module, leaf: str, kinds: set) -> tuple[float, flo
     parameters with no default (learned scales, gates), which a model always sets on purpose."""
     if "norm_weight" in kinds:
         return (1.0, 1.0)
-    bound = _default_bound(module) if "bias" in kinds else None
+    bound = default_bias_bound(module) if "bias" in kinds else None
     if bound is not None:  # nn.Linear / ConvNd and the recurrent layers (1/sqrt(hidden_size), no weight attribute)
         return (-bound, bound)
     if kinds & NORM_KINDS or "bias" in kinds and not isinstance(getattr(module, "weight", None), torch.Tensor):

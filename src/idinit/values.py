@@ -48,7 +48,7 @@ from torch import nn
 
 from idinit import model_init
 
-__all__ = ["SMALL_SCALE", "written", "set_bias", "small_scale", "drawn_again"]
+__all__ = ["SMALL_SCALE", "default_bias_bound", "written", "set_bias", "small_scale", "drawn_again"]
 
 # [decision] A layer scale at most 1e-3 holds its branch within 1e-3 of zero at init, the regime
 # IDIZ is for; larger ones (0.1 in some BEiT / EVA configurations) leave the branch open, and the
@@ -103,7 +103,7 @@ def _values(param: torch.Tensor) -> torch.Tensor | None:
     return values if bool(torch.isfinite(values).all()) else None
 
 
-def _default_bound(module: nn.Module) -> float | None:
+def default_bias_bound(module: nn.Module) -> float | None:
     """The bound of the default bias draw of ``nn.Linear`` / ``nn.ConvNd`` (``1/sqrt(fan_in)``) and the
     recurrent layers (``1/sqrt(hidden_size)``); None for other modules."""
     if isinstance(module, (nn.RNNBase, nn.RNNCellBase)):
@@ -128,7 +128,7 @@ def set_bias(module: nn.Module, param: torch.Tensor, own: bool) -> str | None:
         return f"bias set by the model to the constant {low:.4g}"
     if own:
         return f"bias held by {type(module).__name__} itself and set by the model (values {low:.3g} to {high:.3g})"
-    bound = _default_bound(module)
+    bound = default_bias_bound(module)
     if bound is not None and max(-low, high) > bound * (1 + 1e-6):
         return (f"bias set by the model (values {low:.3g} to {high:.3g}, outside the default draw's "
                 f"±{bound:.3g})")
