@@ -247,13 +247,17 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
                       f"{', '.join(held)}): these layers are planned as 'identity'. Pass example_inputs= to look "
                       "inside, or state the layer that closes each residual branch, e.g. "
                       f"overrides={{'{held[-1] if held else '<module>'}': 'branch_end'}}", held))
-    for op in graph.ops:
+    users = graph.consumers()
+    for n, op in enumerate(graph.ops):
         inside = op.block or op.label in opaque
+        # a weight chain kept as a value of its own (idinit.graph): the ops reading it say what it is
+        readers = [graph.ops[u] for u in users[n]] if op.kind == "parameter" else [op]
         for p in op.params:
             if kinds[p] == {"unknown"} and p not in roles:
-                usage = None if inside else _usage_role(op.kind, p)
+                usage = None if inside else next(((_usage_role(r.kind, p), r.label) for r in readers
+                                                  if _usage_role(r.kind, p)), None)
                 if usage:
-                    roles[p] = Role(usage, "graph", f"used by {op.label}")
+                    roles[p] = Role(usage[0], "graph", f"used by {usage[1]}")
                 else:
                     unclassified[p] = f"not a parameter of a known layer type, and used by {op.label}, which no rule covers"
             elif inside and p not in roles and kinds[p] & MATRIX_KINDS:

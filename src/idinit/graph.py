@@ -7,7 +7,9 @@ Both sources are reduced to the same small form, a :class:`DataGraph`: a list of
 topological order, each with its data inputs (positional, ``None`` where an argument is not data)
 and the parameters it consumes directly. Parameters reach an operation through "weight chains"
 (``w.t()``, ``cls_token.expand(...)``, ``table[index]``): such chains carry no data, so they are
-folded into the operation that consumes them. :mod:`idinit.detect` reads roles off this form.
+folded into the operation that consumes them, except where a chain is added to a value computed
+from it (a class token that is the stream of a block: an op of its own, kind ``parameter``).
+:mod:`idinit.detect` reads roles off this form.
 
 - :func:`fx_graph` needs no inputs: it traces the model symbolically with :mod:`torch.fx`. Modules
   of ``torch.nn`` are leaves (fx's rule), so ``nn.MultiheadAttention`` and the ``nn.Transformer*``
@@ -38,8 +40,9 @@ class GraphUnavailable(RuntimeError):
 
 @dataclass
 class Op:
-    """One operation: ``kind`` is one of ``input, add, mul, matmul, sdpa, softmax, sigmoid, cat,
-    embedding, call``; ``inputs`` are indices of earlier ops (``None``: not data)."""
+    """One operation: ``kind`` is one of ``input, parameter, add, mul, matmul, sdpa, softmax, sigmoid,
+    cat, embedding, call``; ``inputs`` are indices of earlier ops (``None``: not data). A ``parameter``
+    op is a weight chain kept as a value of its own (:func:`_parameter_sources`)."""
 
     kind: str
     inputs: list
@@ -129,13 +132,20 @@ def fx_graph(model: nn.Module, names: Mapping[int, str], is_block: Callable[[nn.
         raise GraphUnavailable(f"torch.fx could not trace {type(model).__name__}: {type(err).__name__}: "
                                f"{first[:200]}") from err
 
+    def module_params(module: nn.Module) -> tuple:
+        return tuple(dict.fromkeys(names[id(p)] for p in module.parameters() if id(p) in names))
+
+    graph, status = _fx_convert(model, fx, names, is_block, module_params, set())
+    kept = _parameter_sources({node: list(node.users) for node in fx.nodes}, status, graph)
+    return _fx_convert(model, fx, names, is_block, module_params, kept)[0] if kept else graph
+
+
+def _fx_convert(model, fx, names, is_block, module_params, kept: set) -> tuple[DataGraph, dict]:
+    """The fx nodes as a DataGraph; the weight chains in ``kept`` become ops of their own
+    (:func:`_parameter_sources`)."""
     graph = DataGraph(source="torch.fx")
     # status of every fx node: ("op", index) | ("param", frozenset of names) | ("const", None)
     status: dict[Any, tuple[str, Any]] = {}
-
-    def module_params(prefix: str, module: nn.Module) -> tuple:
-        return tuple(dict.fromkeys(names[id(p)] for p in module.parameters() if id(p) in names))
-
     for node in fx.nodes:
         if node.op == "placeholder":
             graph.ops.append(Op("input", [], (), node.name))
@@ -143,7 +153,10 @@ def fx_graph(model: nn.Module, names: Mapping[int, str], is_block: Callable[[nn.
             continue
         if node.op == "get_attr":
             value = _resolve(model, node.target)
-            if isinstance(value, torch.Tensor) and id(value) in names:
+            if isinstance(value, torch.Tensor) and id(value) in names and node in kept:
+                graph.ops.append(Op("parameter", [], (names[id(value)],), node.name, fn="parameter"))
+                status[node] = ("op", len(graph.ops) - 1)
+            elif isinstance(value, torch.Tensor) and id(value) in names:
                 status[node] = ("param", frozenset([names[id(value)]]))
             else:
                 status[node] = ("const", None)
@@ -161,7 +174,7 @@ def fx_graph(model: nn.Module, names: Mapping[int, str], is_block: Callable[[nn.
             module = model.get_submodule(node.target)
             kind = next((k for cls, k in _FX_MODULE_KINDS if isinstance(module, cls)), "call")
             block = node.target if is_block(module) else None
-            own = module_params(node.target, module)
+            own = module_params(module)
             graph.ops.append(Op(kind, inputs, tuple(dict.fromkeys([*own, *sorted(params)])), node.target, block,
                                 type(module).__name__))
             status[node] = ("op", len(graph.ops) - 1)
@@ -173,11 +186,43 @@ def fx_graph(model: nn.Module, names: Mapping[int, str], is_block: Callable[[nn.
             called = node.target if isinstance(node.target, str) else getattr(node.target, "__name__", "")
             graph.ops.append(Op(kind, inputs, tuple(sorted(params)), node.name, fn=called))
             status[node] = ("op", len(graph.ops) - 1)
+        elif params and node in kept:
+            graph.ops.append(Op("parameter", [], tuple(sorted(params)), node.name, fn="parameter"))
+            status[node] = ("op", len(graph.ops) - 1)
         elif params:
             status[node] = ("param", frozenset(params))
         else:
             status[node] = ("const", None)
-    return graph
+    return graph, status
+
+
+def _parameter_sources(users: Mapping[Any, list], status: Mapping[Any, tuple], graph: DataGraph) -> set:
+    """The weight chains to keep as values of their own (an op of kind ``parameter``, no inputs)
+    instead of folding them into their consumers: those added once to a computed value and read by
+    some other operation as well. CaiT's first class-attention block computes ``x_cls + gamma_1 *
+    attn(cat(x_cls, x))`` with ``x_cls = cls_token.expand(B, -1, -1)``: the expanded token is the
+    stream, the skip of a residual branch that reads it too. Folded into the add, it made a bias add
+    and the branch was lost (zoo audit). A parameter added once and read nowhere else (a position
+    table, a bias) stays folded, and so does one added in several places (a query position added in
+    every decoder layer): a shared offset, not one stream."""
+    def readers(key, seen: set) -> list:  # the ops reading ``key``, through weight chains
+        found = []
+        for user in users.get(key, ()):
+            if user not in seen:
+                seen.add(user)
+                state = status.get(user, ("",))[0]
+                found.extend([user] if state == "op" else readers(user, seen) if state == "param" else [])
+        return found
+
+    shared = set()
+    for key, state in status.items():
+        if state[0] == "param":
+            kinds = [graph.ops[status[user][1]].kind for user in readers(key, set())]
+            if len(kinds) > 1 and kinds.count("add") == 1:
+                shared.add(key)
+    # the chain's last link before it forks (``cls_token.expand(...)``, not ``cls_token``): the ops reading it
+    # are then the cat and the add, which say what the parameter is (idinit.detect)
+    return {key for key in shared if not any(user in shared for user in users.get(key, ()))}
 
 
 def _resolve(model: nn.Module, target: str):
@@ -283,6 +328,19 @@ def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
 def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: Any) -> DataGraph:
     """The graph of one forward pass on ``example_inputs`` (see :func:`run_forward`)."""
     roots = run_forward(model, example_inputs)
+    graph, status = _autograd_convert(roots, names, set())
+    users: dict[Any, list] = {}
+    for fn in status:
+        for child, _ in getattr(fn, "next_functions", ()):
+            if child is not None:
+                users.setdefault(child, []).append(fn)
+    kept = _parameter_sources(users, status, graph)
+    return _autograd_convert(roots, names, kept)[0] if kept else graph
+
+
+def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept: set) -> tuple[DataGraph, dict]:
+    """The backward nodes behind ``roots`` as a DataGraph; the weight chains in ``kept`` become ops
+    of their own (:func:`_parameter_sources`)."""
     graph = DataGraph(source="autograd")
     # status per grad_fn: ("op", index) | ("param", frozenset)
     status: dict[Any, tuple[str, Any]] = {}
@@ -298,7 +356,10 @@ def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: A
             continue
         if type(fn).__name__ == "AccumulateGrad":
             var = fn.variable
-            if id(var) in names:
+            if id(var) in names and fn in kept:
+                graph.ops.append(Op("parameter", [], (names[id(var)],), "parameter", fn="parameter"))
+                status[fn] = ("op", len(graph.ops) - 1)
+            elif id(var) in names:
                 status[fn] = ("param", frozenset([names[id(var)]]))
             else:
                 index = inputs_of.get(id(var))
@@ -318,10 +379,14 @@ def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: A
         params = set().union(*[s[1] for s in seen if s is not None and s[0] == "param"]) if seen else set()
         has_data = any(s is not None and s[0] == "op" for s in seen)
         if not has_data and params and kind != "embedding":
-            status[fn] = ("param", frozenset(params))  # a weight chain: w.t(), w.expand(), table[idx]
+            if fn in kept:
+                graph.ops.append(Op("parameter", [], tuple(sorted(params)), name, fn="parameter"))
+                status[fn] = ("op", len(graph.ops) - 1)
+            else:
+                status[fn] = ("param", frozenset(params))  # a weight chain: w.t(), w.expand(), table[idx]
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
         graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]
-    return graph
+    return graph, status
