@@ -254,8 +254,8 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
         readers = [graph.ops[u] for u in users[n]] if op.kind == "parameter" else [op]
         for p in op.params:
             if kinds[p] == {"unknown"} and p not in roles:
-                usage = None if inside else next(((_usage_role(r.kind, p), r.label) for r in readers
-                                                  if _usage_role(r.kind, p)), None)
+                usage = None if inside else next(((_usage_role(r, p), r.label) for r in readers
+                                                  if _usage_role(r, p)), None)
                 if usage:
                     roles[p] = Role(usage[0], "graph", f"used by {usage[1]}")
                 else:
@@ -287,7 +287,10 @@ def _type_role(ks: set) -> Role | None:
     return None
 
 
-def _usage_role(op_kind: str, name: str) -> str | None:
+def _usage_role(op, name: str) -> str | None:
+    op_kind = op.kind
+    if op.fn == "affine":  # torch.addcmul(beta, alpha, x) (idinit.graph): a norm's weight (1) and bias (0)
+        return "bias" if op_kind == "add" else "norm"
     if op_kind in ("add", "cat"):
         return "bias" if name.endswith("bias") else "embedding"
     if op_kind == "mul":

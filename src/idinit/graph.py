@@ -100,6 +100,31 @@ _FX_META_FUNCTIONS = {torch.empty_like, torch.zeros_like, torch.ones_like, torch
 _FX_META_ATTRS = {"shape", "device", "dtype", "ndim", "is_cuda", "requires_grad"}
 
 
+_FX_ADDCMUL = {torch.addcmul, "addcmul", "addcmul_"}
+
+
+def _append_addcmul(graph: DataGraph, label: str, operands: list) -> int | None:
+    """Append ``addcmul(input, tensor1, tensor2) = input + value * tensor1 * tensor2`` as the product and
+    the sum it is, given the status of each operand (``("op", index)``, ``("param", names)`` or other);
+    returns the sum's index, or None when the product holds no data (then the call is one op like any
+    other). When the input and a factor are both parameters, the pair is an affine, a norm's weight and
+    bias without the normalisation (timm ResMLP's ``Affine``: ``torch.addcmul(beta, alpha, x)``): both
+    ops say so (``fn="affine"``), and :mod:`idinit.detect` gives the factor 1 and the input 0 (zoo audit)."""
+    def index(state) -> int | None:
+        return state[1] if state and state[0] == "op" else None
+
+    def held(*states) -> tuple:
+        return tuple(sorted(set().union(*(s[1] for s in states if s and s[0] == "param"))))
+
+    shift, *factors = operands
+    if all(index(f) is None for f in factors):
+        return None
+    fn = "affine" if held(shift) and held(*factors) else "addcmul"
+    graph.ops.append(Op("mul", [index(f) for f in factors], held(*factors), label, fn=fn))
+    graph.ops.append(Op("add", [index(shift), len(graph.ops) - 1], held(shift), label, fn=fn))
+    return len(graph.ops) - 1
+
+
 def _fx_kind(node) -> str:
     target = node.target
     if node.op == "call_function" and target is builtins.getattr:
@@ -179,6 +204,13 @@ def _fx_convert(model, fx, names, is_block, module_params, kept: set) -> tuple[D
                                 type(module).__name__))
             status[node] = ("op", len(graph.ops) - 1)
             continue
+        if node.target in _FX_ADDCMUL and node.op in ("call_function", "call_method"):
+            operands = [node.args[i] if len(node.args) > i else node.kwargs.get(key)
+                        for i, key in enumerate(("input", "tensor1", "tensor2"))]
+            index = _append_addcmul(graph, node.name, [status.get(a, ("const", None)) for a in operands])
+            if index is not None:
+                status[node] = ("op", index)
+                continue
         kind = _fx_kind(node)
         if kind == "meta":
             status[node] = ("const", None)
@@ -375,6 +407,11 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
             continue
         seen = [status.get(c) if c is not None else None for c in kids]
         name = type(fn).__name__
+        if name.startswith("AddcmulBackward") and len(seen) == 3:
+            index = _append_addcmul(graph, name, seen)
+            if index is not None:
+                status[fn] = ("op", index)
+                continue
         kind = _autograd_kind(name)
         params = set().union(*[s[1] for s in seen if s is not None and s[0] == "param"]) if seen else set()
         has_data = any(s is not None and s[0] == "op" for s in seen)

@@ -18,7 +18,8 @@ role                 what it is
 ``attention_k``, ... holds (``attention_qkv``, ``attention_kv``) and is filled block by block
 ``attention_out``    the attention output projection (zero-preserving, paper A.5)
 ``recurrent``        a recurrent layer's hidden-to-hidden matrix (identity, Le et al. 2015)
-``norm``             a normalisation layer's weight (1) or bias (0)
+``norm``             a normalisation layer's weight (1) or bias (0); the weight of an affine
+                     ``torch.addcmul(shift, weight, x)`` (its shift is a ``bias``)
 ``branch_end_norm``  the norm weight that closes a residual branch (0 under "zero_gamma")
 ``bias``             a bias vector (0)
 ``embedding``        an embedding table or a learned additive token (left as the model made it)
