@@ -131,6 +131,31 @@ def test_layer_scale_plus_zero_preserving_end_is_flagged_once_per_stacked_branch
     assert "identity" in flags[0].remedy
 
 
+class ShiftedLayerScaleBlock(LayerScaleBlock):
+    """A branch ending in ``gamma * fc2(...)``, then a batch norm (weight 1, bias 0) and a zero shift."""
+
+    def __init__(self, dim, scale):
+        super().__init__(dim, scale)
+        self.bn = nn.BatchNorm1d(dim)
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        return x + (self.bn(self.gamma * self.fc2(F.gelu(self.fc1(self.norm(x))))) + self.shift)
+
+
+def test_stacked_gains_name_the_scales_not_the_zero_biases_after_the_end():
+    # zoo audit (results/zoo-audit): on StarNet the flag listed the zero biases after the conv as "scales"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), ShiftedLayerScaleBlock(32, 1e-6), nn.Linear(32, 4))
+    with torch.no_grad():
+        idinit.zero_preserving_(model[1].fc2.weight)  # the fault: IDIZ behind the 1e-6 layer scale
+        model[1].fc2.bias.zero_()
+    flags = idinit.check(model, (torch.randn(8, 16),), train=False).flagged("stacked_near_zero_gains")
+    assert [f.names for f in flags] == [["1.fc2.weight", "1.gamma"]]  # not 1.bn.bias, not 1.shift
+    assert "1.fc2 has gain" in flags[0].message and "and 1.gamma another" in flags[0].message
+    assert "keep 1.gamma and give 1.fc2.weight an identity init" in flags[0].remedy
+
+
 def residual_mlp(depth, dim=32):
     class Block(nn.Module):
         def __init__(self):

@@ -37,7 +37,7 @@ from torch.utils._pytree import tree_flatten
 
 from idinit.detect import _as_inputs
 from idinit.findings import (DEAD_OUTPUT, DEAD_SIBLING, EXPLODING, FLAG_KINDS, NEAR_ZERO_GAIN, STARVED_SHARE, VANISHING,
-                             BlockStat, Flag, LayerStat, OutputStat, Report, format_value)
+                             BlockStat, Flag, LayerStat, OutputStat, Report, format_value, stacked_gains_flag)
 from idinit.graph import _tensors
 from idinit.inputs import example_inputs_for
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, parameter_infos
@@ -228,7 +228,7 @@ class _Recorder(TorchFunctionMode):
         if inputs and all(used):  # a weight chain (gamma.reshape(...), w.t()): its result stands for the weights
             for t in _tensors(out):
                 self.derived[id(t)] = (t, frozenset().union(*used))
-        for source in carried:
+        for source in carried if name not in _ADDS else ():  # a parameter added (a shift) scales nothing
             self.after[source].update(*used)
         for t in _tensors(out):
             if carried:
@@ -417,20 +417,7 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
                               "follows it starts from nothing", "its nonzero weights touch only channels that are ~0 here (zero "
                               "padding channels, e.g. IDIC behind a centred option-A shortcut, or dead ReLU channels): "
                               "use a projection (option-B) shortcut, conv='channel', or a dense init for this layer"))
-    for b in rec.blocks:
-        source = rec.sources[b.branch_end]
-        gain = source.gain
-        post = b.branch_rms / source.rms_out if source.rms_out else None
-        if gain is not None and gain < NEAR_ZERO_GAIN and post is not None and post < NEAR_ZERO_GAIN:
-            end = next((p for p in source.params if p.endswith("weight")), source.name)
-            scales = [p for p in b.after_end if params[p].dim() <= 1 and params[p].detach().abs().max() < NEAR_ZERO_GAIN]
-            grad = grads.get(end)
-            flags.append(Flag("stacked_near_zero_gains", [end, *scales],
-                              f"the branch of {b.name or 'the model'} is closed twice: {source.name} has gain {gain:.2g} "
-                              f"and {', '.join(scales) or 'what follows it'} another {post:.2g} (branch/skip "
-                              f"{b.distance:.2g}; gradient of {end}: {format_value(grad)})",
-                              f"one zero-preserving factor is enough: keep {', '.join(scales) or 'the scale'} and give "
-                              f"{end} an identity init (overrides={{{end!r}: 'identity'}}), or set the scale to 1"))
+    flags.extend(f for f in (stacked_gains_flag(b, rec.sources[b.branch_end], params, grads) for b in rec.blocks) if f)
     trunk = [s for s in rec.layers if s.rms_out is not None and math.isfinite(s.rms_out) and not s.small and not s.table]
     if scale:
         high = next((s for s in trunk if s.rms_out > EXPLODING * scale), None)

@@ -5,6 +5,9 @@ The measuring is in :mod:`idinit.check`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+from idinit.roles import is_bias_name
 
 __all__ = ["Flag", "LayerStat", "BlockStat", "OutputStat", "Report", "FLAG_KINDS", "NEAR_ZERO_GAIN", "STARVED_SHARE",
            "format_value"]
@@ -74,6 +77,28 @@ class BlockStat:
     branch_rms: float
     distance: float        # |out - skip| / |skip| = |branch| / |skip|
     after_end: list[str] = field(default_factory=list)  # parameters the branch met after its end layer
+
+
+def stacked_gains_flag(block: BlockStat, source: LayerStat, params: Mapping[str, Any],
+                       grads: Mapping[str, float]) -> Flag | None:
+    """``stacked_near_zero_gains`` for one residual block, or None: its end layer ``source`` has a
+    near-zero gain and what follows it another. The scales named are the near-zero multipliers met
+    after the end (a layer scale, a gate, a norm weight); a bias is none: zero biases after the end
+    (StarNet's convolutions and norms) close nothing and are not named (zoo audit)."""
+    gain = source.gain
+    post = block.branch_rms / source.rms_out if source.rms_out else None
+    if gain is None or gain >= NEAR_ZERO_GAIN or post is None or post >= NEAR_ZERO_GAIN:
+        return None
+    end = next((p for p in source.params if p.endswith("weight")), source.name)
+    scales = [p for p in block.after_end if params[p].dim() <= 1 and not is_bias_name(p.rpartition(".")[2])
+              and params[p].detach().abs().max() < NEAR_ZERO_GAIN]
+    named = ", ".join(scales)
+    return Flag("stacked_near_zero_gains", [end, *scales],
+                f"the branch of {block.name or 'the model'} is closed twice: {source.name} has gain {gain:.2g} and "
+                f"{named or 'what follows it'} another {post:.2g} (branch/skip {block.distance:.2g}; gradient of "
+                f"{end}: {format_value(grads.get(end))})",
+                f"one zero-preserving factor is enough: keep {named or 'the scale'} and give {end} an identity init "
+                f"(overrides={{{end!r}: 'identity'}}), or set the scale to 1")
 
 
 @dataclass
