@@ -82,3 +82,18 @@ def test_timm_cait_first_class_attention_block_is_a_residual(graph):
     assert plan["cls_token"].role == "embedding"
     report = idinit.check(model, (x,))
     assert not report.flagged("stacked_near_zero_gains"), [str(f) for f in report.flags]
+
+
+def test_a_parameter_gate_on_a_parameter_table_is_no_stream():
+    # ConViT's GPSA: (1 - sigmoid(g)) * softmax(q k^T) + sigmoid(g) * softmax(pos_proj(rel_indices)), g = gating.view(...).
+    # The second product holds parameters only (rel_indices is a buffer) and is added; the gating is read
+    # twice, but no add reads it itself: kept as a stream it made pos_proj a branch end (caught by the zoo audit)
+    import timm
+    torch.manual_seed(0)
+    model = timm.create_model("convit_tiny", pretrained=False, img_size=32, depth=2, num_classes=5)
+    with pytest.warns(UserWarning, match="cls_token"):  # at depth 2 no block reads the class token
+        plan = idinit.plan(model, example_inputs=(torch.randn(2, 3, 32, 32),))
+    assert {plan[f"blocks.{i}.attn.gating_param"].role for i in (0, 1)} == {"scale"}
+    assert {plan[f"blocks.{i}.attn.pos_proj.weight"].role for i in (0, 1)} == {"identity"}
+    assert [e.name for e in plan.by_role("branch_end")] == [f"blocks.{i}.{m}.weight" for i in (0, 1)
+                                                           for m in ("attn.proj", "mlp.fc2")]

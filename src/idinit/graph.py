@@ -246,9 +246,14 @@ def _parameter_sources(users: Mapping[Any, list], status: Mapping[Any, tuple], g
                 found.extend([user] if state == "op" else readers(user, seen) if state == "param" else [])
         return found
 
+    def is_add(user) -> bool:
+        return status.get(user, ("",))[0] == "op" and graph.ops[status[user][1]].kind == "add"
+
     shared = set()
     for key, state in status.items():
-        if state[0] == "param":
+        # the add reads the chain itself: ConViT's ``sigmoid(gating) * pos_proj(rel_indices)``, a chain too, is
+        # added to attention scores, but the gating it starts from is no stream
+        if state[0] == "param" and sum(map(is_add, dict.fromkeys(users.get(key, ())))) == 1:
             kinds = [graph.ops[status[user][1]].kind for user in readers(key, set())]
             if len(kinds) > 1 and kinds.count("add") == 1:
                 shared.add(key)
