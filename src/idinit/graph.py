@@ -204,7 +204,7 @@ def _fx_convert(model, fx, names, is_block, module_params, kept: set) -> tuple[D
                                 type(module).__name__))
             status[node] = ("op", len(graph.ops) - 1)
             continue
-        if node.target in _FX_ADDCMUL and node.op in ("call_function", "call_method"):
+        if node.op in ("call_function", "call_method") and node.target in _FX_ADDCMUL:
             operands = [node.args[i] if len(node.args) > i else node.kwargs.get(key)
                         for i, key in enumerate(("input", "tensor1", "tensor2"))]
             index = _append_addcmul(graph, node.name, [status.get(a, ("const", None)) for a in operands])
