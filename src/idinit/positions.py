@@ -23,7 +23,9 @@ Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
   sigmoid gate (squeeze-excitation) is not followed into the gate; a product of two computed paths
   that both hold layers (a state-space scan's ``C @ state``, ``B * x``) closes the branch itself, so
   the layers behind it (Mamba's ``x_proj``, ``dt_proj``) are no branch ends. Learned scales passed on
-  the way are reported with the end (:mod:`idinit.values` decides about layer scale). An ``add`` that
+  the way are reported with the end (:mod:`idinit.values` decides about layer scale). A product with
+  a Mixture-of-Experts router's softmax weights is read as a gate too: the walk follows the experts.
+  An ``add`` that
   feeds a softmax (attention scores plus a mask or position bias) is not a residual.
 - **attention.** Every scaled-dot-product-attention call, and every softmax between two matmuls, is
   an attention core; walking back from its query, key and value operands (through reshapes, rotary
@@ -306,7 +308,10 @@ def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
     branch (a state-space scan, a gated unit without an output layer) stops the walk: the layers
     behind it only modulate the branch, and zeroing them would not close it but stall it."""
     def is_gate(n: int) -> bool:
-        return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3)
+        # a sigmoid gate (squeeze-excitation), or mixture weights out of a softmax (a Mixture-of-Experts
+        # router's, through its top-k, renormalisation and gather): the experts' outputs are the features
+        return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3) or \
+            g.reaches(n, "softmax", g.plain, forward=False, limit=6)
 
     def layers_behind(n: int) -> frozenset:
         return frozenset(m for m in g.ancestors(n) & r.branch_ops if g.classes[m] == "matrix")
