@@ -191,20 +191,29 @@ def stacked_kinds(ops, infos: Mapping[str, ParamInfo]) -> list[str]:
 
 def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> list[str]:
     """Make ``bias`` the ``unknown`` parameters of shape ``(experts, out)`` added to what a stack of
-    experts computes (GPT-OSS: ``x @ w[e] + b[e]``, or ``out.add_(b[index])``, seen as ``CopySlices``)."""
+    experts computes, directly or through reshapes (GPT-OSS: ``x @ w[e] + b[e]``, or ``out.add_(b[index])``,
+    seen as ``CopySlices``)."""
     outputs = {}
     for n, op in enumerate(ops):
         for name, _ in getattr(op, "stacked", ()):
             if name in stacks:
                 shape = infos[name].param.shape
                 outputs[n] = (shape[0], shape[1] if infos[name].layout == "stacked" else shape[2])
+    def source(n: int) -> int:  # back through reshapes and transposes of the experts' output
+        for _ in range(3):
+            op = ops[n]
+            if n in outputs or op.kind != "call" or op.params or len(set(op.data_inputs)) != 1:
+                break
+            n = op.data_inputs[0]
+        return n
+
     found = []
     for op in ops:
         if op.kind != "add" and op.fn != "CopySlices" or len(op.params) != 1:
             continue
         info = infos.get(op.params[0])
         if info is not None and info.kinds == ["unknown"] and \
-                any(outputs.get(i) == tuple(info.param.shape) for i in op.data_inputs):
+                any(outputs.get(source(i)) == tuple(info.param.shape) for i in op.data_inputs):
             info.kinds = ["bias"]
             found.append(info.name)
     return found
