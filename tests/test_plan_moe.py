@@ -220,3 +220,13 @@ def test_a_stack_read_two_ways_stays_unclassified():
     with pytest.warns(UserWarning, match="left untouched"):
         p = idinit.plan(TwoWays(), example_inputs=(torch.randn(3, 4),))
     assert p["w"].role == "unclassified"
+
+
+def test_the_router_weights_are_a_gate_not_a_second_path():
+    # the MoE output is experts(x) * softmax-routed weights: the walk back from the residual add follows
+    # the experts, so the norm feeding the router (the block's input norm) does not close the branch;
+    # planted: read as a second path, that norm was "branch_end_norm" and zero_gamma zeroed the MoE's input
+    p = _quiet(idinit.plan, mixtral(layers=1), "zero_gamma")
+    assert p["model.layers.0.post_attention_layernorm.weight"].role == "norm"
+    assert p["model.layers.0.post_attention_layernorm.weight"].init == "ones_"
+    assert p["model.layers.0.mlp.experts.down_proj"].role == "branch_end"
