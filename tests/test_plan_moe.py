@@ -230,3 +230,21 @@ def test_the_router_weights_are_a_gate_not_a_second_path():
     assert p["model.layers.0.post_attention_layernorm.weight"].role == "norm"
     assert p["model.layers.0.post_attention_layernorm.weight"].init == "ones_"
     assert p["model.layers.0.mlp.experts.down_proj"].role == "branch_end"
+
+
+def test_qwen2_moe_routed_and_shared_experts_both_close_the_branch():
+    # Qwen2-MoE returns (experts(x) + sigmoid(g(x)) * shared(x)).reshape(...): the reshaped partial sum
+    # joins the residual add, so the routed and the shared experts are two branches of one residual;
+    # planted: read as a sum of its own, the routed experts (fewer layers) were a projection shortcut
+    cfg = transformers.Qwen2MoeConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                      num_key_value_heads=1, moe_intermediate_size=24, intermediate_size=32,
+                                      shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
+    torch.manual_seed(0)
+    model = transformers.Qwen2MoeForCausalLM(cfg)
+    p = _quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
+    mlp = "model.layers.0.mlp"
+    assert p[f"{mlp}.experts.down_proj"].role == "branch_end"
+    assert p[f"{mlp}.shared_expert.down_proj.weight"].role == "branch_end"
+    assert p[f"{mlp}.shared_expert_gate.weight"].role == "identity"
+    for w in expert_matrices(model.model.layers[0].mlp.experts.down_proj, False):
+        assert torch.equal(w, idiz(16, 24).float())
