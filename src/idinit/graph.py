@@ -38,7 +38,7 @@ class GraphUnavailable(RuntimeError):
 
 @dataclass
 class Op:
-    """One operation: ``kind`` is one of ``input, add, mul, matmul, sdpa, softmax, sigmoid, cat,
+    """One operation: ``kind`` is one of ``input, add, mul, matmul, sdpa, softmax, sigmoid, topk, cat,
     embedding, call``; ``inputs`` are indices of earlier ops (``None``: not data)."""
 
     kind: str
@@ -84,7 +84,7 @@ _FX_KINDS: dict[Any, str] = {
     F.scaled_dot_product_attention: "sdpa",
     F.softmax: "softmax", torch.softmax: "softmax", "softmax": "softmax",
     torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "sigmoid", "sigmoid": "sigmoid",
-    torch.cat: "cat", torch.concat: "cat",
+    torch.cat: "cat", torch.concat: "cat", torch.topk: "topk", "topk": "topk",
     F.embedding: "embedding", F.embedding_bag: "embedding",
 }
 _FX_MODULE_KINDS = ((nn.Softmax, "softmax"), (nn.Sigmoid, "sigmoid"), (nn.Hardsigmoid, "sigmoid"),
@@ -218,7 +218,7 @@ def _autograd_kind(name: str) -> str:
         "MmBackward": "matmul", "BmmBackward": "matmul", "BaddbmmBackward": "matmul", "GroupedMmBackward": "matmul",
         "AddmmBackward": "matmul", "MatmulBackward": "matmul",
         "SoftmaxBackward": "softmax", "SafeSoftmaxBackward": "softmax", "SigmoidBackward": "sigmoid", "HardsigmoidBackward": "sigmoid",
-        "CatBackward": "cat", "EmbeddingBackward": "embedding", "EmbeddingBagBackward": "embedding",
+        "CatBackward": "cat", "TopkBackward": "topk", "EmbeddingBackward": "embedding", "EmbeddingBagBackward": "embedding",
         "EmbeddingDenseBackward": "embedding",
     }.get(base, "call")
 

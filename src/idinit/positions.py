@@ -24,7 +24,7 @@ Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
   that both hold layers (a state-space scan's ``C @ state``, ``B * x``) closes the branch itself, so
   the layers behind it (Mamba's ``x_proj``, ``dt_proj``) are no branch ends. Learned scales passed on
   the way are reported with the end (:mod:`idinit.values` decides about layer scale). A product with
-  a Mixture-of-Experts router's softmax weights is read as a gate too: the walk follows the experts.
+  a Mixture-of-Experts router's top-k softmax weights is read as a gate too: the walk follows the experts.
   An ``add`` that feeds a softmax (attention scores plus a mask or position bias) is not a residual.
 - **attention.** Every scaled-dot-product-attention call, and every softmax between two matmuls, is
   an attention core; walking back from its query, key and value operands (through reshapes, rotary
@@ -316,9 +316,9 @@ def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
     branch (a state-space scan, a gated unit without an output layer) stops the walk: the layers
     behind it only modulate the branch, and zeroing them would not close it but stall it."""
     def is_gate(n: int) -> bool:
-        # a sigmoid gate (squeeze-excitation), or an MoE router's softmax weights (through top-k and gather)
+        # a sigmoid gate (squeeze-excitation), or an MoE router's weights (a softmax's top k, renormalised)
         return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3) or \
-            g.reaches(n, "softmax", g.plain, forward=False, limit=6)
+            (g.reaches(n, "topk", g.plain, forward=False, limit=6) and g.reaches(n, "softmax", g.plain, False, 6))
 
     def layers_behind(n: int) -> frozenset:
         return frozenset(m for m in g.ancestors(n) & r.branch_ops if g.classes[m] == "matrix")
