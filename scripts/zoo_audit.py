@@ -1,8 +1,9 @@
-"""The "models nobody wrote a test for" audit: IDInit on a zoo of timm and HF transformers architectures.
+"""The "models nobody wrote a test for" audit: IDInit on a zoo of timm, torchvision and HF transformers architectures.
 
     PYTHONPATH=src python scripts/zoo_audit.py [--out results/zoo-audit] [--only NAME ...] [--threads 1]
 
-For each model of :data:`TIMM` (one small variant per timm family, built with ``pretrained=False``) and
+For each model of :data:`TIMM` (one small variant per timm family, built with ``pretrained=False``),
+:data:`TORCHVISION` (its classification models, ``weights=None``) and
 :data:`HF` (transformers architectures from small configurations, nothing downloaded): build it (seeded),
 ``idinit.init_(model)`` with the defaults (scheme ``idinit``), then ``idinit.check(model, ..., reference=)``
 with the state from before the init. ``init_`` is called first without example inputs, as the README
@@ -160,6 +161,18 @@ HF: list[tuple[str, object]] = [
                     num_heads=[2, 2], window_size=4, num_labels=3)),
 ]
 
+# (label, builder keyword arguments, input side): torchvision's classification models, which PyTorch
+# users meet first; the drop_path column sets their ``stochastic_depth_prob`` where they take one.
+TORCHVISION: list[tuple[str, dict, int]] = [
+    ("tv:resnet18", {}, 64), ("tv:resnext50_32x4d", {}, 64), ("tv:wide_resnet50_2", {}, 64),
+    ("tv:densenet121", {}, 64), ("tv:mobilenet_v2", {}, 64), ("tv:mobilenet_v3_small", {}, 64),
+    ("tv:efficientnet_b0", {}, 64), ("tv:efficientnet_v2_s", {}, 64), ("tv:regnet_y_400mf", {}, 64),
+    ("tv:regnet_x_400mf", {}, 64), ("tv:convnext_tiny", {}, 64), ("tv:swin_t", {}, 224), ("tv:swin_v2_t", {}, 256),
+    ("tv:maxvit_t", {}, 224), ("tv:shufflenet_v2_x0_5", {}, 64), ("tv:squeezenet1_1", {}, 64),
+    ("tv:googlenet", {"aux_logits": False, "init_weights": True}, 64), ("tv:mnasnet0_5", {}, 64),
+    ("tv:vit_b_32", {}, 224), ("tv:alexnet", {}, 64), ("tv:vgg11_bn", {}, 64),
+]
+
 BATCH = 4
 SECONDS_LIMIT = 120  # a model past this is stopped (the row says so): a sweep must not hang
 
@@ -184,6 +197,14 @@ def _timm_builder(name: str, kwargs: dict):
         return timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
     return build
 
+
+
+def _torchvision_builder(name: str, kwargs: dict):
+    def build():
+        import torchvision
+
+        return torchvision.models.get_model(name.removeprefix("tv:"), weights=None, num_classes=10, **kwargs)
+    return build
 
 
 def _audit_one(label: str, build, side: int | None, recheck_side: int | None = None, drop_path=None) -> dict:
@@ -273,11 +294,12 @@ def _audit_one(label: str, build, side: int | None, recheck_side: int | None = N
 
 def _machine() -> dict:
     import timm
+    import torchvision
     import transformers
 
     return {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": __import__("os").cpu_count(),
             "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
-            "timm": timm.__version__, "transformers": transformers.__version__}
+            "timm": timm.__version__, "torchvision": torchvision.__version__, "transformers": transformers.__version__}
 
 
 def _changed(row: dict) -> str:
@@ -322,13 +344,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    known = [m for m, _, _ in TIMM] + [m for m, _ in HF]
+    known = [m for m, _, _ in TIMM] + [m for m, _, _ in TORCHVISION] + [m for m, _ in HF]
     unknown = sorted(set(args.only or []) - set(known))
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
     signal.signal(signal.SIGALRM, _alarm)
     todo = [(m, _timm_builder(m, kw), side, None if "img_size" in kw or side >= 224 else 224,
              _timm_builder(m, {**kw, "drop_path_rate": 0.1})) for m, kw, side in TIMM]
+    todo += [(m, _torchvision_builder(m, kw), side, 224 if side < 224 else None,
+              _torchvision_builder(m, {**kw, "stochastic_depth_prob": 0.1})) for m, kw, side in TORCHVISION]
     todo += [(m, b, None, None, None) for m, b in HF]
     rows = []
     for label, build, side, recheck_side, drop_path in todo:

@@ -4,16 +4,17 @@ import json
 import pytest
 import torch
 
-from idinit.lab import bench
-from idinit.lab.bench import Bench, Variant, run_bench, summary_table
+from idinit.lab import bench, bench_plans
+from idinit.lab.bench import Bench, Variant
+from idinit.lab.bench_plans import run_bench, summary_table
 
 TINY_SWEEP = ((2, 0, None), (2, 16, None), (2, 0, "other"))
 
 
 def test_the_search_measures_references_sweep_and_profile(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(1)
-    monkeypatch.setattr(bench, "SWEEP", TINY_SWEEP)
-    monkeypatch.setattr(bench, "DEFAULT_PACK", 3)
+    monkeypatch.setattr(bench_plans, "SWEEP", TINY_SWEEP)
+    monkeypatch.setattr(bench_plans, "DEFAULT_PACK", 3)
     rows = run_bench(device="cpu", archs=["resnet8"], batch_size=4, steps=2, warmup=1, search_plan=True,
                      out=tmp_path / "bench.json", eval_images=8)
     roles = [r["role"] for r in rows]
@@ -102,9 +103,9 @@ def test_the_search_compiles_the_best_two_eager_layouts_and_carries_the_best_on(
     monkeypatch.setattr(bench, "_clean_up", lambda device: None)  # nothing compiled to drop
     b = Bench("cpu", batch_size=1024, steps=2, warmup=1, budget_s=None, variant_s=None)
     b.cuda = True
-    bench.search(b, "resnet56", ("resnet20", "resnet110"))
+    bench_plans.search(b, "resnet56", ("resnet20", "resnet110"))
     got = [(r["arch"], r["role"], r["pack"], r["dense_channels"], r["compile"], r["compile_mode"]) for r in b.rows]
-    sweep = [(p, d) for p, d, _ in bench.SWEEP]
+    sweep = [(p, d) for p, d, _ in bench_plans.SWEEP]
     assert got[:2] == [("resnet56", "eager alone", 1, 0, False, "reduce-overhead"),
                        ("resnet56", "packed default", 8, 0, True, "reduce-overhead")]
     assert [(g[2], g[3]) for g in got[2:2 + len(sweep)]] == sweep

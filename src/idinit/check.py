@@ -291,6 +291,10 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
             for d in devices:
                 torch.cuda.default_generators[d].manual_seed(seed)
             model.train(train)
+            dropped = _stochastic_depth_off(model) if train else 0
+            if dropped:
+                notes.append(f"stochastic depth off for the pass ({dropped} module(s)): a branch dropped for the whole "
+                             "batch would read as closed")
             try:
                 with recorder:
                     out = model(**example_inputs) if isinstance(example_inputs, Mapping) else model(*example_inputs)
@@ -316,6 +320,18 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
              for name, t in outputs]
     flags = _flags(model, recorder, stats, grads, ref, notes)
     return Report(type(model).__name__, train, recorder.layers, recorder.blocks, stats, flags, notes)
+
+
+def _stochastic_depth_off(model: nn.Module) -> int:
+    """Put stochastic-depth modules (timm's ``DropPath``, HF's ``*DropPath``, torchvision's
+    ``StochasticDepth``) in eval mode. Unlike dropout, they drop a whole branch per sample, and a
+    branch dropped for every sample of the batch measures as exactly closed: the per-block numbers and
+    flags would depend on ``seed``. The caller restores every module's training flag."""
+    found = [m for m in model.modules()
+             if type(m).__name__.endswith("DropPath") or type(m).__name__ == "StochasticDepth"]
+    for m in found:
+        m.training = False
+    return len(found)
 
 
 def _reference_state(reference) -> dict[str, torch.Tensor] | None:

@@ -359,7 +359,7 @@ def _counts(text: str, option: str) -> list[int]:
 
 
 def cmd_bench(args) -> int:
-    from .bench import run_bench
+    from .bench_plans import run_bench
 
     _at_least(args.batch, 1, "--batch")
     _at_least(args.steps, 1, "--steps")
