@@ -1,4 +1,5 @@
-"""Parameter kinds: which layer type each parameter belongs to, from its module's type alone.
+"""Parameter kinds: which layer type each parameter belongs to, from its module's type alone (one
+exception, fused experts, is read off the graph: below).
 
 First link of the model level's chain (**kinds** -> graph -> positions -> roles -> detect -> schemes ->
 plan): the layer type of each parameter, before any graph is read.
@@ -199,6 +200,7 @@ def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> l
             if name in stacks:
                 shape = infos[name].param.shape
                 outputs[n] = (shape[0], shape[1] if infos[name].layout == "stacked" else shape[2])
+
     def source(n: int) -> int:  # back through reshapes and transposes of the experts' output
         for _ in range(3):
             op = ops[n]
