@@ -12,8 +12,8 @@ the same batch ``check`` gets (the row says which graph the roles came from).
 
 A row records: ``ok`` or the exception (stage, type, first line), the plan's graph source and role counts
 (``branch_end``: the residual branches it found), the warnings ``init_`` gave (first line), the check's
-residual blocks and its flags (kind and the names involved), and seconds per stage. Everything but the
-seconds is the same on every run (seeded). Writes ``<out>/zoo.json`` and ``<out>/TABLE.md``.
+residual blocks (and each one's |branch| / |skip|) and its flags (kind and the names involved), and seconds
+per stage. Everything but the seconds is the same on every run (seeded). Writes ``<out>/zoo.json`` and ``<out>/TABLE.md``.
 """
 from __future__ import annotations
 
@@ -269,6 +269,8 @@ def _audit_one(label: str, build, side: int | None, recheck_side: int | None = N
         report = idinit.check(model, inputs, reference=reference)
         times["check"] = time.perf_counter() - t0
         row["blocks"] = len(report.blocks)
+        # |branch| / |skip| of each block check found, by the layer whose output the branch carries
+        row["block_distances"] = {b.branch_end: float(f"{b.distance:.3g}") for b in report.blocks}
         row["flags"] = [{"kind": f.kind, "names": f.names[:4], "message": f.message.splitlines()[0][:300]}
                         for f in report.flags]
         row["flag_counts"] = dict(sorted(Counter(f.kind for f in report.flags).items()))

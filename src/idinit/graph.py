@@ -41,8 +41,8 @@ class GraphUnavailable(RuntimeError):
 @dataclass
 class Op:
     """One operation: ``kind`` is one of ``input, parameter, add, mul, matmul, sdpa, softmax, sigmoid,
-    cat, embedding, call``; ``inputs`` are indices of earlier ops (``None``: not data). A ``parameter``
-    op is a weight chain kept as a value of its own (:func:`_parameter_sources`)."""
+    topk, cat, embedding, call``; ``inputs`` are indices of earlier ops (``None``: not data). A
+    ``parameter`` op is a weight chain kept as a value of its own (:func:`_parameter_sources`)."""
 
     kind: str
     inputs: list
@@ -52,6 +52,9 @@ class Op:
     # what was called: the function, method or module class (fx) or the backward node (autograd);
     # ``label`` names the call site (a module path), which says nothing of an nn.ReLU named "1"
     fn: str = ""
+    # autograd matmuls: ``(parameter, layout)`` for each 3-D parameter multiplied as a stack of matrices
+    # (one per index of its dim 0), layout ``rows`` when each matrix is stored (out, in), ``t`` when (in, out)
+    stacked: tuple = ()
 
     @property
     def data_inputs(self) -> list[int]:
@@ -84,7 +87,7 @@ _FX_KINDS: dict[Any, str] = {
     F.scaled_dot_product_attention: "sdpa",
     F.softmax: "softmax", torch.softmax: "softmax", "softmax": "softmax",
     torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid", F.hardsigmoid: "sigmoid", "sigmoid": "sigmoid",
-    torch.cat: "cat", torch.concat: "cat",
+    torch.cat: "cat", torch.concat: "cat", torch.topk: "topk", "topk": "topk",
     F.embedding: "embedding", F.embedding_bag: "embedding",
 }
 _FX_MODULE_KINDS = ((nn.Softmax, "softmax"), (nn.Sigmoid, "sigmoid"), (nn.Hardsigmoid, "sigmoid"),
@@ -294,10 +297,10 @@ def _autograd_kind(name: str) -> str:
         return "sdpa"
     return {
         "AddBackward": "add", "MulBackward": "mul",
-        "MmBackward": "matmul", "BmmBackward": "matmul", "BaddbmmBackward": "matmul",
+        "MmBackward": "matmul", "BmmBackward": "matmul", "BaddbmmBackward": "matmul", "GroupedMmBackward": "matmul",
         "AddmmBackward": "matmul", "MatmulBackward": "matmul",
         "SoftmaxBackward": "softmax", "SafeSoftmaxBackward": "softmax", "SigmoidBackward": "sigmoid", "HardsigmoidBackward": "sigmoid",
-        "CatBackward": "cat", "EmbeddingBackward": "embedding", "EmbeddingBagBackward": "embedding",
+        "CatBackward": "cat", "TopkBackward": "topk", "EmbeddingBackward": "embedding", "EmbeddingBagBackward": "embedding",
         "EmbeddingDenseBackward": "embedding",
     }.get(base, "call")
 
@@ -362,6 +365,47 @@ def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
     return roots
 
 
+# Weight-chain nodes a stacked weight's matrices pass unchanged, up to the swap of their two axes.
+_KEEPS_MATRICES = {"ToCopyBackward0", "AliasBackward0", "CloneBackward0"}
+
+
+def _chain_step(fn, chain: tuple) -> tuple | None:
+    """The weight chain ``(parameter, rank, swapped)`` after backward node ``fn``, for a chain that
+    keeps a stacked weight's last two axes as the matrices and its first as the stack: picking
+    matrices (``w[e]``, ``w[index]``) and swapping the two axes (``w[e].t()``, ``w.transpose(-2, -1)``)
+    are followed; anything else ends the chain (None)."""
+    name, rank, swapped = chain
+    node = type(fn).__name__
+    if node in _KEEPS_MATRICES:
+        return chain
+    if node == "SelectBackward0" and rank == 3 and getattr(fn, "_saved_dim", None) == 0:
+        return name, 2, swapped
+    if node == "IndexBackward0" and rank == 3:
+        indices = getattr(fn, "_saved_indices", ())
+        if len(indices) == 1 and isinstance(indices[0], torch.Tensor) and indices[0].dim() == 1:
+            return chain  # w[index]: a batch of whole matrices
+        return None
+    if node == "TBackward0" and rank == 2:
+        return name, rank, not swapped
+    if node == "TransposeBackward0":
+        dims = {(d if d < 2 ** 63 else d - 2 ** 64) % rank for d in (fn._saved_dim0, fn._saved_dim1)}
+        return (name, rank, not swapped) if dims == {rank - 2, rank - 1} else None
+    return None
+
+
+def _stacked(kids: list, chains: Mapping) -> tuple:
+    """``(parameter, layout)`` for the stacked weights a matmul node multiplies: the left factor of
+    ``A @ B`` is read (out, in), the right one (in, out) (the last two of its inputs are the factors:
+    ``addmm``'s first is the bias)."""
+    found = []
+    for position, kid in enumerate(kids[-2:]):
+        chain = chains.get(kid)
+        if chain is not None and chain[1] in (2, 3):
+            left = position == 0 and len(kids) > 1
+            found.append((chain[0], "rows" if left != chain[2] else "t"))
+    return tuple(found)
+
+
 def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: Any) -> DataGraph:
     """The graph of one forward pass on ``example_inputs`` (see :func:`run_forward`)."""
     roots = run_forward(model, example_inputs)
@@ -382,6 +426,7 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
     # status per grad_fn: ("op", index) | ("param", frozenset)
     status: dict[Any, tuple[str, Any]] = {}
     inputs_of: dict[int, int] = {}
+    chains: dict[Any, tuple] = {}  # grad_fn -> (stacked parameter, rank, swapped): see _chain_step
 
     def children(fn) -> list:
         return [c for c, _ in fn.next_functions]
@@ -398,6 +443,8 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 status[fn] = ("op", len(graph.ops) - 1)
             elif id(var) in names:
                 status[fn] = ("param", frozenset([names[id(var)]]))
+                if var.dim() == 3:
+                    chains[fn] = (names[id(var)], 3, False)
             else:
                 index = inputs_of.get(id(var))
                 if index is None:
@@ -426,9 +473,13 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 status[fn] = ("op", len(graph.ops) - 1)
             else:
                 status[fn] = ("param", frozenset(params))  # a weight chain: w.t(), w.expand(), table[idx]
+                stacked = [chains[c] for c in kids if c in chains]
+                if len(params) == 1 and len(stacked) == 1 and (step := _chain_step(fn, stacked[0])) is not None:
+                    chains[fn] = step
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
-        graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name))
+        stacked = _stacked(kids, chains) if kind == "matmul" else ()
+        graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name, stacked=stacked))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]
     return graph, status

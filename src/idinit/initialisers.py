@@ -1,8 +1,14 @@
 """The initialisers a plan entry can name, and how one is drawn into (a block of) a parameter.
 
-Used by :meth:`idinit.plan.Plan.apply` for the entries the batched pattern writer
-(:mod:`idinit.patterns`) does not take: the ``torch.nn.init`` draws, on views of weights stored
-transposed and on the row blocks of fused projections.
+Used by :meth:`idinit.plan.Plan.apply`: the jobs of the batched pattern writer
+(:mod:`idinit.patterns`), and the ``torch.nn.init`` draws on views of weights stored transposed, on
+the row blocks of fused projections and on each matrix of a stack of experts.
+
+A stack of experts (layout ``stacked``: ``(experts, out, in)``; ``stacked_t``: ``(experts, in, out)``,
+:mod:`idinit.kinds`) gets, matrix by matrix, what one linear layer in its place gets: the pattern of
+its own ``(out, in)`` (IDI / IDIZ, paper Eq. 3 and 12) and its own loose noise (keyed by
+``name[e]``), and a random draw with that matrix's fans, not the 3-D tensor's (``torch.nn.init``
+would read a 3-D tensor as a kernel: fan_in ``out * in``).
 """
 from __future__ import annotations
 
@@ -12,8 +18,11 @@ import torch
 from torch import nn
 
 import idinit.init as tensor_init
+from idinit.patterns import Job
+from idinit.sharded import is_dtensor
 
-__all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "entry_view", "row_blocks", "draw_into"]
+__all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "LAYOUT_WORDS", "entry_view", "matrices", "matrix_rows",
+           "pattern_jobs", "row_blocks", "draw_into"]
 
 FUNCTIONS = {
     "identity_": tensor_init.identity_,
@@ -35,6 +44,41 @@ RANDOM = {"identity_", "channel_identity_", "kaiming_normal_", "kaiming_uniform_
 INITIALISERS = tuple(FUNCTIONS) + ("ones_", "zeros_", "reset_parameters", "keep", "weight_norm_g")
 # draws independent of each other, whose distribution depends on the shape through the fans only
 _ELEMENTWISE = {"kaiming_normal_", "kaiming_uniform_", "xavier_uniform_", "xavier_normal_", "normal_", "uniform_"}
+
+
+# how a plan's table shows a layout other than "rows"
+LAYOUT_WORDS = {"t": "as .t()", "transpose01": "as .transpose(0, 1)", "stored": "as stored",
+                "stacked": "per expert", "stacked_t": "per expert, as .t()"}
+_STACKED = {"stacked": "rows", "stacked_t": "t"}  # the layout of each matrix of a stack
+
+
+def matrices(param: torch.Tensor, layout: str) -> list[torch.Tensor]:
+    """The ``(out, in, ...)`` views the entry fills one by one: each expert's of a stack, else one."""
+    if layout in _STACKED:
+        return [entry_view(matrix, _STACKED[layout]) for matrix in param.unbind(0)]
+    return [entry_view(param, layout)]
+
+
+def matrix_rows(shape: tuple, layout: str) -> int:
+    """The number of output rows of each matrix an entry of ``shape`` and ``layout`` fills."""
+    if not shape:
+        return 0
+    out_dim = {"t": 1, "transpose01": 1, "stacked": 1, "stacked_t": 2}.get(layout, 0)
+    return shape[out_dim] if len(shape) > out_dim else 0
+
+
+def pattern_jobs(name: str, param: torch.Tensor, init: str, args: dict, layout: str, blocks: int) -> list[Job]:
+    """The checked :class:`~idinit.patterns.Job` s of a pattern or constant entry, one per expert of a
+    stack (named ``name[e]``: its loose noise is its own); those with nothing to write are left out."""
+    if layout not in _STACKED:
+        jobs = [Job(name, param, init, args, layout, blocks)]
+    elif is_dtensor(param):
+        raise ValueError(f"{name}: a stack of experts held as a DTensor is not supported; initialise it before "
+                         "sharding it, or state its role as 'keep'")
+    else:
+        jobs = [Job(f"{name}[{e}]", matrix, init, args, _STACKED[layout], blocks)
+                for e, matrix in enumerate(param.unbind(0))]
+    return [job for job in jobs if tensor_init.check(job, name)]
 
 
 def entry_view(param: torch.Tensor, layout: str) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Parameter kinds: which layer type each parameter belongs to, from its module's type alone.
+"""Parameter kinds: which layer type each parameter belongs to, from its module's type alone (one
+exception, fused experts, is read off the graph: below).
 
 First link of the model level's chain (**kinds** -> graph -> positions -> roles -> detect -> schemes ->
 plan): the layer type of each parameter, before any graph is read.
@@ -8,7 +9,16 @@ the graph is read (:mod:`idinit.positions`). Kinds: ``linear``, ``linear_t`` (HF
 ``(in, out)``), ``fused_qkv`` (``nn.MultiheadAttention.in_proj_weight``), ``conv``,
 ``conv_transpose``, ``recurrent_ih`` / ``recurrent_hh`` / ``recurrent_hr``, ``norm_weight`` /
 ``norm_bias``, ``bias``, ``embedding``, ``token`` (MultiheadAttention's ``bias_k`` / ``bias_v``),
-``activation`` (PReLU) and ``unknown`` (a parameter a custom module owns directly: the graph decides).
+``activation`` (PReLU), ``experts`` (a stack of linear layers in one 3-D parameter: see below) and
+``unknown`` (a parameter a custom module owns directly: the graph decides).
+
+``experts`` is the one kind read off the graph (:func:`stacked_kinds`), since no layer type says
+it: Mixture-of-Experts layers keep their experts' weights fused, ``(experts, out, in)`` (transformers
+5's Mixtral, Qwen-MoE, OLMoE, DeepSeek-V3, ...) or ``(experts, in, out)`` (GPT-OSS, Llama 4), in a
+module of their own. A 3-D parameter of such a module that the forward pass multiplies as matrices,
+each its last two axes, one per index of its first (``x @ w[e]``, ``F.linear(x, w[e])``, a batched or
+grouped matmul over ``w``), is a stack of linear layers; how the matmul takes them says which axis
+is the input (layout ``stacked`` for ``(experts, out, in)``, ``stacked_t`` for ``(experts, in, out)``).
 
 A norm is any ``torch.nn`` normalisation layer or any module whose class name ends in ``Norm``
 (``LlamaRMSNorm``, ``T5LayerNorm``, ``LayerNorm2d``) and whose parameters are vectors.
@@ -22,9 +32,9 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["ParamInfo", "kind_of", "parameter_infos", "op_class", "unit_scale_at_zero"]
+__all__ = ["ParamInfo", "kind_of", "parameter_infos", "stacked_kinds", "op_class", "unit_scale_at_zero"]
 
-MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose"}
+MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose", "experts"}
 RECURRENT_KINDS = {"recurrent_ih", "recurrent_hh", "recurrent_hr"}
 NORM_KINDS = {"norm_weight", "norm_bias"}
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1, "RNN": 1}
@@ -40,7 +50,9 @@ class ParamInfo:
     module: str
     kinds: list[str]
     aliases: list[str] = field(default_factory=list)
-    layout: str = "rows"  # rows | t (HF Conv1D) | transpose01 (ConvTranspose) | stored (grouped ConvTranspose)
+    # rows | t (HF Conv1D) | transpose01 (ConvTranspose) | stored (grouped ConvTranspose) | stacked /
+    # stacked_t (experts: each w[e] read as rows / as t)
+    layout: str = "rows"
     gates: int = 1
 
     @property
@@ -157,6 +169,56 @@ def parameter_infos(model: nn.Module) -> tuple[dict[str, ParamInfo], dict[str, s
                     mode = getattr(module, "mode", None) or type(module).__name__.replace("Cell", "").upper()
                     info.gates = _GATES.get(mode, 1)
     return infos, aliases
+
+
+def stacked_kinds(ops, infos: Mapping[str, ParamInfo]) -> list[str]:
+    """Make the ``unknown`` 3-D parameters that ``ops`` (a :class:`idinit.graph.DataGraph`'s) multiply as
+    stacks of matrices ``experts``, with their layout (module docstring), and their fused biases
+    ``bias``; returns their names. One read two ways (``x @ w[e]`` here, ``x @ w[e].t()`` there) is
+    left as it was: no axis is its input."""
+    layouts: dict[str, set[str]] = {}
+    for op in ops:
+        for name, layout in getattr(op, "stacked", ()):
+            layouts.setdefault(name, set()).add(layout)
+    found = []
+    for name, seen in layouts.items():
+        info = infos.get(name)
+        if info is None or info.kinds != ["unknown"] or info.param.dim() != 3 or len(seen) != 1:
+            continue
+        info.kinds, info.layout = ["experts"], "stacked" if seen == {"rows"} else "stacked_t"
+        found.append(name)
+    return found + _stacked_biases(ops, infos, found)
+
+
+def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> list[str]:
+    """Make ``bias`` the ``unknown`` parameters of shape ``(experts, out)`` added to what a stack of
+    experts computes, directly or through reshapes (GPT-OSS: ``x @ w[e] + b[e]``, or ``out.add_(b[index])``,
+    seen as ``CopySlices``)."""
+    outputs = {}
+    for n, op in enumerate(ops):
+        for name, _ in getattr(op, "stacked", ()):
+            if name in stacks:
+                shape = infos[name].param.shape
+                outputs[n] = (shape[0], shape[1] if infos[name].layout == "stacked" else shape[2])
+
+    def source(n: int) -> int:  # back through reshapes and transposes of the experts' output
+        for _ in range(3):
+            op = ops[n]
+            if n in outputs or op.kind != "call" or op.params or len(set(op.data_inputs)) != 1:
+                break
+            n = op.data_inputs[0]
+        return n
+
+    found = []
+    for op in ops:
+        if op.kind != "add" and op.fn != "CopySlices" or len(op.params) != 1:
+            continue
+        info = infos.get(op.params[0])
+        if info is not None and info.kinds == ["unknown"] and \
+                any(outputs.get(source(i)) == tuple(info.param.shape) for i in op.data_inputs):
+            info.kinds = ["bias"]
+            found.append(info.name)
+    return found
 
 
 def op_class(op, kinds: Mapping[str, set], owners: Mapping[str, str]) -> str:

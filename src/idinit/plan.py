@@ -28,11 +28,11 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
-from idinit.initialisers import INITIALISERS, RANDOM, draw_into, entry_view, row_blocks
+from idinit.initialisers import INITIALISERS, LAYOUT_WORDS, RANDOM, draw_into, matrices, matrix_rows, pattern_jobs, row_blocks
 from idinit.kinds import unit_scale_at_zero
 from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
-from idinit.patterns import PATTERNS, Job, fill
+from idinit.patterns import PATTERNS, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
 from idinit.sharded import full_size, local_of, unsharded_view
 from idinit.schemes import SchemeName, assign, blocks_of, check_options, lookup
@@ -112,7 +112,7 @@ class Plan:
         rows = [("name", "shape", "role", "init", "args", "note")]
         for e in self.entries:
             args = ", ".join(f"{k}={_fmt(v)}" for k, v in e.args.items())
-            layout = {"t": "as .t()", "transpose01": "as .transpose(0, 1)", "stored": "as stored"}.get(e.layout, "")
+            layout = LAYOUT_WORDS.get(e.layout, "")
             extra = ", ".join(x for x in (f"{e.blocks} blocks" if e.blocks > 1 else "", layout) if x)
             args = f"{args} [{extra}]" if extra and args else f"[{extra}]" if extra else args
             rows.append((e.name, "x".join(map(str, e.shape)) or "()", e.role, e.init, args,
@@ -158,7 +158,7 @@ class Plan:
                     continue
                 # a DTensor: drawn on a full-size tensor, the rank's part kept (the unsharded draw)
                 target, box = full_size(param)
-                for block in row_blocks(entry_view(target, e.layout), e.blocks):
+                for block in (b for view in matrices(target, e.layout) for b in row_blocks(view, e.blocks)):
                     draw_into(block, e.init, e.args, generator)
                 if box is not None:
                     local_of(param).copy_(target[box])
@@ -188,8 +188,7 @@ class Plan:
             if e.init in ("keep", "reset_parameters"):
                 continue
             if e.init in PATTERNS or e.init in ("zeros_", "ones_"):
-                job = Job(e.name, param, e.init, e.args, e.layout, e.blocks)
-                if tensor_init.check(job, e.name):
+                for job in pattern_jobs(e.name, param, e.init, e.args, e.layout, e.blocks):
                     jobs.append(job)
                     noisy = noisy or (e.init in RANDOM and e.args.get("loose", 0.0) > 0)
                     devices.add(job.local.device)
@@ -248,7 +247,7 @@ def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
     if layout == "stored":
         note = _join(note, "grouped ConvTranspose: pattern on the stored (c_in, c_out/g, ...) layout")
     blocks = blocks_of(r.role, info.gates) if matrix else 1
-    rows = shape[1] if layout in ("t", "transpose01") else shape[0] if shape else 0
+    rows = matrix_rows(shape, layout)
     if blocks > 1 and rows % blocks:
         # apply() fills a fused projection block by block only when its rows split evenly; say what it does
         note = _join(note, f"{rows} rows do not split into {blocks} equal blocks: filled as one matrix")

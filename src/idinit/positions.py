@@ -23,8 +23,9 @@ Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
   sigmoid gate (squeeze-excitation) is not followed into the gate; a product of two computed paths
   that both hold layers (a state-space scan's ``C @ state``, ``B * x``) closes the branch itself, so
   the layers behind it (Mamba's ``x_proj``, ``dt_proj``) are no branch ends. Learned scales passed on
-  the way are reported with the end (:mod:`idinit.values` decides about layer scale). An ``add`` that
-  feeds a softmax (attention scores plus a mask or position bias) is not a residual.
+  the way are reported with the end (:mod:`idinit.values` decides about layer scale). A product with
+  a Mixture-of-Experts router's top-k softmax weights is read as a gate too: the walk follows the experts.
+  An ``add`` that feeds a softmax (attention scores plus a mask or position bias) is not a residual.
 - **attention.** Every scaled-dot-product-attention call, and every softmax between two matmuls, is
   an attention core; walking back from its query, key and value operands (through reshapes, rotary
   embeddings, q/k norms) gives the projections, walking forward from its output gives the output
@@ -67,6 +68,8 @@ _NOT_RECTIFIED = ("softmax", "sdpa", "sigmoid", "matmul")
 # erf forms, SiLU, QuickGELU): s runs from 0 (for x << 0) to 1, so the product removes most of one
 # half-line, as ReLU does.
 _GATES = ("tanh", "erf", "sigmoid")
+# Ops that only reshape a value (by :func:`_activation_name`: fx call names and autograd nodes alike).
+_RESHAPES = {"view", "unsafeview", "reshape", "reshapealias", "alias", "flatten", "unflatten", "squeeze", "unsqueeze"}
 
 
 def _activation_name(op) -> str:
@@ -211,28 +214,35 @@ class _Graph:
 
 def _sum_trees(g: _Graph) -> dict[int, list[int]]:
     """``{root add: its terms}``: chains of adds read as one sum. An add whose only consumer is another
-    add, and neither of whose inputs is computed from the other, is a partial sum (``attn + mlp`` in
+    add (directly or through reshapes: Qwen2-MoE's ``(routed + shared).reshape(...)`` before the residual
+    add), and neither of whose inputs is computed from the other, is a partial sum (``attn + mlp`` in
     ``attn + mlp + x``, the parallel blocks of Phi, GPT-J, GPT-NeoX): its terms join its consumer's."""
     def is_add(n: int) -> bool:
         return g.ops[n].kind == "add" and g.classes[n] == "plain" and len(set(g.ops[n].data_inputs)) == 2
 
-    partial = set()
+    def into_add(n: int) -> list[int]:  # n and the reshapes between it and the add it flows into, or []
+        path = [n]
+        while len(g.users[path[-1]]) == 1 and not is_add(u := g.users[path[-1]][0]):
+            if not (g.plain(u) and len(set(g.ops[u].data_inputs)) == 1 and _activation_name(g.ops[u]) in _RESHAPES):
+                return []
+            path.append(u)
+        return path if len(g.users[path[-1]]) == 1 else []
+
+    partial: dict[int, list[int]] = {}  # the value the consuming add reads -> (the partial add, its reshapes)
     for n in range(len(g.ops)):
-        if is_add(n) and len(g.users[n]) == 1 and is_add(g.users[n][0]):
+        if is_add(n) and (path := into_add(n)):
             left, right = dict.fromkeys(g.ops[n].data_inputs)
             if left not in g.ancestors(right) and right not in g.ancestors(left):
-                partial.add(n)
+                partial[path[-1]] = path
 
     def terms(n: int) -> list[int]:
-        found = []
-        for i in dict.fromkeys(g.ops[n].data_inputs):
-            found.extend(terms(i) if i in partial else [i])
-        return found
+        return [t for i in dict.fromkeys(g.ops[n].data_inputs) for t in (terms(partial[i][0]) if i in partial else [i])]
 
     def adds(n: int) -> set[int]:
-        return {n}.union(*(adds(i) for i in g.ops[n].data_inputs if i in partial))
+        return {n}.union(*(set(partial[i]) | adds(partial[i][0]) for i in g.ops[n].data_inputs if i in partial))
 
-    return {n: (list(dict.fromkeys(terms(n))), adds(n)) for n in range(len(g.ops)) if is_add(n) and n not in partial}
+    inner = {path[0] for path in partial.values()}
+    return {n: (list(dict.fromkeys(terms(n))), adds(n)) for n in range(len(g.ops)) if is_add(n) and n not in inner}
 
 
 def _layer_names(g: _Graph, ops) -> str:
@@ -306,7 +316,9 @@ def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
     branch (a state-space scan, a gated unit without an output layer) stops the walk: the layers
     behind it only modulate the branch, and zeroing them would not close it but stall it."""
     def is_gate(n: int) -> bool:
-        return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3)
+        # a sigmoid gate (squeeze-excitation), or an MoE router's weights (a softmax's top k, renormalised)
+        return g.ops[n].kind == "sigmoid" or g.reaches(n, "sigmoid", g.plain, forward=False, limit=3) or \
+            (g.reaches(n, "topk", g.plain, forward=False, limit=6) and g.reaches(n, "softmax", g.plain, False, 6))
 
     def layers_behind(n: int) -> frozenset:
         return frozenset(m for m in g.ancestors(n) & r.branch_ops if g.classes[m] == "matrix")

@@ -48,7 +48,8 @@ In every scheme embeddings and learned scales are kept as the model made them (t
 embeddings only from pretrained vectors in its text experiments): :func:`idinit.init_` draws them
 again with the model's own init (``reset_kept=True``, the default, so that a model materialised with
 ``to_empty()`` has no uninitialised memory left), or leaves them as they are (``reset_kept=False``).
-Fused attention projections and recurrent gate stacks are filled block by block, and a parameter's
+Fused attention projections and recurrent gate stacks are filled block by block, fused Mixture-of-Experts
+weights (kind ``experts``) expert by expert, each as the linear layer it stands for, and a parameter's
 arguments never depend on its values, so planning works on the meta device.
 
 Adding a scheme: one more ``Scheme(...)`` in :data:`TABLE` (and its name in :data:`SchemeName`,
