@@ -40,9 +40,9 @@ from idinit.findings import (DEAD_OUTPUT, DEAD_SIBLING, EXPLODING, FLAG_KINDS, N
                              BlockStat, Flag, LayerStat, OutputStat, Report, format_value, stacked_gains_flag)
 from idinit.graph import _tensors
 from idinit.inputs import example_inputs_for
-from idinit.kinds import MATRIX_KINDS, NORM_KINDS, parameter_infos
+from idinit.kinds import MATRIX_KINDS, parameter_infos
 from idinit.plan import plan as make_plan
-from idinit.values import default_bias_bound
+from idinit.priors import overwritten_priors, reference_state
 
 __all__ = ["check", "Report", "Flag", "FLAG_KINDS"]
 
@@ -274,7 +274,7 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
             raise ValueError(f"check needs example_inputs= for {type(model).__name__}: one forward pass's arguments, "
                              "e.g. (torch.randn(8, 3, 64, 64),) for an image model")
     example_inputs = _as_inputs(example_inputs)
-    ref = _reference_state(reference)
+    ref = reference_state(reference)
     if ref is not None and not set(ref) & {n for n, _ in model.named_parameters()}:
         raise ValueError("reference shares no parameter name with the model: pass the model's own state_dict() from "
                          "before initialisation")
@@ -332,17 +332,6 @@ def _stochastic_depth_off(model: nn.Module) -> int:
     for m in found:
         m.training = False
     return len(found)
-
-
-def _reference_state(reference) -> dict[str, torch.Tensor] | None:
-    if reference is None:
-        return None
-    if isinstance(reference, nn.Module):
-        reference = reference.state_dict()
-    if not isinstance(reference, Mapping) or not all(isinstance(v, torch.Tensor) for v in reference.values()):
-        raise TypeError("reference must be a state dict (name -> tensor) taken before initialisation, or a module "
-                        f"built the same way and not initialised; got {type(reference).__name__}")
-    return {k: v.detach().to("cpu", torch.float64, copy=True) for k, v in reference.items() if v.is_floating_point()}
 
 
 def _roles(model: nn.Module, example_inputs, notes: list[str]) -> dict[str, str]:
@@ -452,53 +441,5 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
     if ref is None:
         notes.append("overwritten priors not checked: pass reference= (the state dict from before initialisation)")
     else:
-        flags.extend(_overwritten_priors(model, rec, ref))
+        flags.extend(overwritten_priors(model, rec.kinds, ref))
     return flags
-
-
-def _default_range(module: nn.Module, leaf: str, kinds: set) -> tuple[float, float] | None:
-    """The values PyTorch's own ``reset_parameters`` gives this parameter: ``(low, high)``; None for
-    parameters with no default (learned scales, gates), which a model always sets on purpose."""
-    if "norm_weight" in kinds:
-        return (1.0, 1.0)
-    bound = default_bias_bound(module) if "bias" in kinds else None
-    if bound is not None:  # nn.Linear / ConvNd and the recurrent layers (1/sqrt(hidden_size), no weight attribute)
-        return (-bound, bound)
-    if kinds & NORM_KINDS or "bias" in kinds and not isinstance(getattr(module, "weight", None), torch.Tensor):
-        return (0.0, 0.0)
-    weight = getattr(module, "weight", None)
-    if "bias" in kinds and isinstance(weight, torch.Tensor) and weight.dim() >= 2:
-        fan_in = min(weight.numel() // weight.shape[0], weight.numel() // weight.shape[1])
-        bound = 1.0 / math.sqrt(max(fan_in, 1))
-        return (-bound, bound)
-    return None
-
-
-def _overwritten_priors(model: nn.Module, rec: _Recorder, ref: Mapping[str, torch.Tensor]) -> list[Flag]:
-    flags = []
-    for name, p in model.named_parameters():
-        if name not in ref or p.dim() > 1 or ref[name].shape != p.shape:
-            continue
-        before, now = ref[name], p.detach().to("cpu", torch.float64)
-        size = before.abs().max().item() if before.numel() else 0.0
-        if before.numel() == 0 or (now - before).abs().max().item() <= 1e-6 * max(1.0, size):
-            continue
-        module = model.get_submodule(name.rpartition(".")[0])
-        default = _default_range(module, name.rpartition(".")[2], rec.kinds.get(name, set()))
-        constant = before.numel() > 1 and bool((before == before.flatten()[0]).all())
-        if default is not None:
-            low, high = default
-            outside = before.min().item() < low - 1e-6 * max(1, abs(low)) or before.max().item() > high + 1e-6 * max(1, abs(high))
-            if not outside and not (constant and low < high and before.flatten()[0].item() != 0):
-                continue
-        flags.append(Flag("overwritten_prior", [name], f"{name} was {_describe(before)} before initialisation (a value "
-                          f"the model set on purpose) and is {_describe(now)} now",
-                          f"keep it: plan with overrides={{{name!r}: 'keep'}}, or copy it back after init_"))
-    return flags
-
-
-def _describe(t: torch.Tensor) -> str:
-    flat = t.flatten()
-    if flat.numel() and bool((flat == flat[0]).all()):
-        return f"{flat[0].item():.4g}" if flat.numel() == 1 else f"all {flat[0].item():.4g}"
-    return f"in [{flat.min().item():.3g}, {flat.max().item():.3g}]"
