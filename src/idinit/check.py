@@ -143,6 +143,14 @@ class _Recorder(TorchFunctionMode):
             return False
         return any(self.weights_of(t) and t.shape != full for t in (a, b))
 
+    @staticmethod
+    def _merges(ta: frozenset, tb: frozenset) -> bool:
+        """Whether ``a + b`` sums two branches into one (routed + shared experts before the residual add):
+        both sides carry sources and none in common (a side holding the other's sources is a residual add
+        inside that branch, or a block's branch read from a trunk an earlier near-zero layer tagged).
+        The sum is one branch carrying both tags, closed where it meets a tensor not derived from it."""
+        return bool(ta and tb) and not ta & tb
+
     def small(self, tags) -> bool:
         """Whether a tensor lies inside a branch opened by a near-zero or starved layer."""
         return any(self.sources[s].near_zero for s in tags)
@@ -207,7 +215,7 @@ class _Recorder(TorchFunctionMode):
         if name in _ADDS and len(args) >= 2 and all(isinstance(a, torch.Tensor) and a.is_floating_point()
                                                      for a in args[:2]) and not self._bias_add(args[0], args[1]):
             ta, tb = self.tags_of(args[0]), self.tags_of(args[1])
-            closing = ta ^ tb
+            closing = frozenset() if self._merges(ta, tb) else ta ^ tb
             if closing:
                 sides = (ta, _rms(args[0]), _rms(args[1]))
         out = func(*args, **kwargs)
