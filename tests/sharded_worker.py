@@ -172,9 +172,36 @@ def check_column_sharded_model(mesh) -> None:
         assert torch.equal(p.full_tensor(), want), name
 
 
+class _FusedExperts(nn.Module):
+    """A residual branch of two experts held in one (experts, out, in) parameter, as transformers 5 fuses them."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(4, 4)
+        self.experts = nn.Parameter(torch.randn(2, 4, 4))
+
+    def forward(self, x):
+        h = self.stem(x)
+        return h + sum(nn.functional.linear(torch.relu(h), self.experts[e]) for e in range(2))
+
+
 def check_refusals(mesh) -> None:
-    """Placements that cannot be written shard by shard are refused before anything is written."""
+    """Placements that cannot be written shard by shard are refused before anything is written, and so
+    is a stack of experts held as a DTensor (planned unsharded, applied after sharding)."""
     from torch.distributed.tensor import DTensor, Partial
+
+    model = _FusedExperts()
+    plan = idinit.plan(model, example_inputs=(torch.randn(3, 4),))
+    assert plan["experts"].role == "branch_end", plan
+    model.experts = nn.Parameter(distribute_tensor(torch.full((2, 4, 4), 7.0), mesh, [Shard(0)]))
+    stem = model.stem.weight.detach().clone()
+    try:
+        plan.apply(model)
+    except ValueError as e:
+        assert "stack of experts held as a DTensor" in str(e), e
+    else:
+        raise AssertionError("a DTensor stack of experts was accepted")
+    assert torch.equal(model.stem.weight, stem) and bool((model.experts.to_local() == 7.0).all())
 
     kernel = distribute_tensor(torch.full((4, 4, 4, 4), 7.0), mesh, [Shard(2)])
     partial = DTensor.from_local(torch.full((4, 4), 7.0), mesh, [Partial()])
