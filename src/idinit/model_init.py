@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from idinit.sharded import gathered, is_dtensor
 
-__all__ = ["unwrap", "describe", "run_model_init", "run_on_parameters", "modules_holding_only", "rebuild_buffers",
-           "tie_hf_weights", "seeded_from"]
+__all__ = ["unwrap", "checked_model", "state_restored", "describe", "run_model_init", "run_on_parameters",
+           "modules_holding_only", "rebuild_buffers", "tie_hf_weights", "seeded_from"]
 
 _HF_FLAG = "_is_hf_initialized"
 
@@ -62,6 +62,64 @@ def unwrap(model: nn.Module) -> nn.Module:
             break
         model = inner
     return model
+
+
+def checked_model(model: Any, overrides: Any, flags: Mapping[str, Any], example_inputs: Any) -> nn.Module:
+    """:func:`idinit.plan`'s and :func:`idinit.init_`'s arguments: wrong types refused by name, before
+    anything is read or written; returns the unwrapped model (a lazy parameter is refused too)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if overrides is not None:
+        if not isinstance(overrides, Mapping):
+            raise TypeError("overrides must be a dict {name pattern: role}, e.g. {'layer*.conv2': 'branch_end'}, "
+                            f"got {type(overrides).__name__} {overrides!r}"[:300])
+        for key, role in overrides.items():
+            if not isinstance(key, str) or not isinstance(role, str):
+                raise TypeError(f"overrides must map name patterns (str) to roles (str), got {key!r}: {role!r}")
+    for flag, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}")
+    model = unwrap(model)
+    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        how = ("run model(*example_inputs) (or model(**example_inputs)) once" if example_inputs is not None
+               else "run one forward pass")
+        raise ValueError(f"model: parameter {lazy[0]!r} is uninitialised (a lazy module such as nn.LazyLinear, whose "
+                         f"shape is known only after a forward pass): {how} to materialise it, then plan; idinit "
+                         "does not run it for you (a forward pass may change the model's state)")
+    return model
+
+
+@contextlib.contextmanager
+def state_restored(model: nn.Module, buffers_on_error_only: bool = False) -> Iterator[None]:
+    """Role detection may run the model's forward pass (example_inputs, HF dummy_inputs): afterwards every
+    buffer holds its old tensor and values (also one the forward replaced rather than wrote) and the
+    global RNG (CPU and every initialised CUDA device) is where it was, as if planning never ran.
+    ``buffers_on_error_only``: keep what the block wrote to the buffers unless it raises."""
+    buffers = [(m, name, t, t.detach().clone()) for m in model.modules() for name, t in m._buffers.items()
+               if t is not None and t.device.type != "meta"]
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    cpu_state = torch.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if cuda else None
+
+    def restore_buffers() -> None:
+        with torch.no_grad():
+            for module, name, tensor, value in buffers:
+                module._buffers[name] = tensor
+                if not torch.equal(tensor, value):
+                    tensor.copy_(value)
+
+    try:
+        yield
+    except BaseException:
+        restore_buffers()
+        raise
+    finally:
+        torch.set_rng_state(cpu_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)
+    if not buffers_on_error_only:
+        restore_buffers()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,6 @@ model's own init (:mod:`idinit.model_init`) and applies the rest: nothing is lef
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Literal, Mapping
@@ -259,63 +258,6 @@ _KEPT_ROLES = ("embedding", "scale", "keep", "unclassified")
 _NO_OWN_INIT = "kept as it is: no method of the model draws it again (after to_empty() it is uninitialised memory)"
 
 
-def _check_arguments(model: Any, overrides: Any, flags: Mapping[str, Any], example_inputs: Any) -> nn.Module:
-    """Refuse wrong argument types by name, before anything is read or written; returns the unwrapped model."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if overrides is not None:
-        if not isinstance(overrides, Mapping):
-            raise TypeError("overrides must be a dict {name pattern: role}, e.g. {'layer*.conv2': 'branch_end'}, "
-                            f"got {type(overrides).__name__} {overrides!r}"[:300])
-        for key, role in overrides.items():
-            if not isinstance(key, str) or not isinstance(role, str):
-                raise TypeError(f"overrides must map name patterns (str) to roles (str), got {key!r}: {role!r}")
-    for flag, value in flags.items():
-        if not isinstance(value, bool):
-            raise TypeError(f"{flag} must be True or False, got {type(value).__name__} {value!r}")
-    model = model_init.unwrap(model)
-    lazy = [n for n, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
-    if lazy:
-        how = ("run model(*example_inputs) (or model(**example_inputs)) once" if example_inputs is not None
-               else "run one forward pass")
-        raise ValueError(f"model: parameter {lazy[0]!r} is uninitialised (a lazy module such as nn.LazyLinear, whose "
-                         f"shape is known only after a forward pass): {how} to materialise it, then plan; idinit "
-                         "does not run it for you (a forward pass may change the model's state)")
-    return model
-
-
-@contextlib.contextmanager
-def _state_restored(model: nn.Module, buffers_on_error_only: bool = False) -> Iterator[None]:
-    """Role detection may run the model's forward pass (example_inputs, HF dummy_inputs): afterwards every
-    buffer holds its old tensor and values (also one the forward replaced rather than wrote) and the
-    global RNG (CPU and every initialised CUDA device) is where it was, as if planning never ran.
-    ``buffers_on_error_only``: keep what the block wrote to the buffers unless it raises."""
-    buffers = [(m, name, t, t.detach().clone()) for m in model.modules() for name, t in m._buffers.items()
-               if t is not None and t.device.type != "meta"]
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    cpu_state = torch.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if cuda else None
-
-    def restore_buffers() -> None:
-        with torch.no_grad():
-            for module, name, tensor, value in buffers:
-                module._buffers[name] = tensor
-                if not torch.equal(tensor, value):
-                    tensor.copy_(value)
-
-    try:
-        yield
-    except BaseException:
-        restore_buffers()
-        raise
-    finally:
-        torch.set_rng_state(cpu_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)
-    if not buffers_on_error_only:
-        restore_buffers()
-
-
 def _norm_states(model: nn.Module, entries: list[PlanEntry]) -> dict[str, str]:
     """The running statistics apply() resets: those of every norm layer whose parameters it initialises."""
     states: dict[str, str] = {}
@@ -379,14 +321,14 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
         the :class:`Plan`. Parameters no rule fits are listed in ``plan.unclassified`` (with a
         warning); an unknown scheme, an option of another scheme or an argument of the wrong type raises.
     """
-    model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
+    model = model_init.checked_model(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
                                                 "use_registry": use_registry,
                                                 "keep_model_values": keep_model_values}, example_inputs)
     named = {"loose": loose, "conv": conv, "branch_end": branch_end, "activation": activation, "eps": eps,
              "branch_end_norm": branch_end_norm}
     options = check_options(scheme, {**{k: v for k, v in named.items() if v is not None}, **options})
     declared = lookup(scheme)
-    with _state_restored(model), unsharded_view(model):  # an FSDP2 model: planned as unsharded, on meta
+    with model_init.state_restored(model), unsharded_view(model):  # an FSDP2 model: planned as unsharded, on meta
         found = detect(model, example_inputs, overrides, use_registry, declared.needs_positions, keep_model_values)
     entries = []
     for name, info in found.params.items():
@@ -466,7 +408,7 @@ def init_(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any =
     4. the parameters it gives the model's own init get it (embeddings, scales: ``reset_kept``);
     5. the plan is applied (:meth:`Plan.apply`).
     """
-    model = _check_arguments(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
+    model = model_init.checked_model(model, overrides, {"include_frozen": include_frozen, "reset_kept": reset_kept,
                                                 "use_registry": use_registry,
                                                 "keep_model_values": keep_model_values}, example_inputs)
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -477,7 +419,7 @@ def init_(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any =
     untouched = stated | {n for n, t in params.items() if not t.requires_grad and not include_frozen}
     # buffers first, so that the planning forward pass reads real ones; if planning raises they are put
     # back, and the recipes' own random draws (their parameters are restored) do not move the global RNG
-    with _state_restored(model, buffers_on_error_only=True):
+    with model_init.state_restored(model, buffers_on_error_only=True):
         rebuilt = model_init.rebuild_buffers(model, model_init.modules_holding_only(model, untouched))
         p = plan(model, scheme, example_inputs, overrides=overrides, include_frozen=include_frozen,
                  reset_kept=reset_kept, use_registry=use_registry, keep_model_values=keep_model_values, loose=loose,
