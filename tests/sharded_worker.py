@@ -173,35 +173,53 @@ def check_column_sharded_model(mesh) -> None:
 
 
 class _FusedExperts(nn.Module):
-    """A residual branch of two experts held in one (experts, out, in) parameter, as transformers 5 fuses them."""
+    """A residual branch of three experts held in (experts, out, in) parameters, as transformers 5 fuses them."""
 
     def __init__(self):
         super().__init__()
         self.stem = nn.Linear(4, 4)
-        self.experts = nn.Parameter(torch.randn(2, 4, 4))
+        self.up = nn.Parameter(torch.randn(3, 6, 4))
+        self.down = nn.Parameter(torch.randn(3, 4, 6))
 
     def forward(self, x):
         h = self.stem(x)
-        return h + sum(nn.functional.linear(torch.relu(h), self.experts[e]) for e in range(2))
+        return h + sum(nn.functional.linear(torch.relu(nn.functional.linear(h, self.up[e])), self.down[e])
+                       for e in range(3))
 
 
-def check_refusals(mesh) -> None:
-    """Placements that cannot be written shard by shard are refused before anything is written, and so
-    is a stack of experts held as a DTensor (planned unsharded, applied after sharding)."""
-    from torch.distributed.tensor import DTensor, Partial
-
+def check_sharded_experts(mesh) -> None:
+    """Stacks of experts sharded along their experts (FSDP2's dim 0; uneven and empty shards on 4 ranks)
+    are written expert by expert in place, equal bit for bit to the unsharded result (IDI's loose noise,
+    IDIZ, Kaiming's per-expert draws); a stack cut inside its matrices is refused before anything is
+    written."""
+    for scheme in ("idinit", "kaiming"):
+        reference = _FusedExperts()
+        plan = idinit.plan(reference, scheme, example_inputs=(torch.randn(3, 4),))
+        assert plan["up"].layout == "stacked" and plan["down"].layout == "stacked", plan
+        sharded = copy.deepcopy(reference)
+        for name in ("up", "down"):
+            nan = torch.full(getattr(reference, name).shape, float("nan"))
+            setattr(sharded, name, nn.Parameter(distribute_tensor(nan, mesh, [Shard(0)])))
+        plan.apply(reference, generator=torch.Generator().manual_seed(1))
+        plan.apply(sharded, generator=torch.Generator().manual_seed(1))
+        for name in ("up", "down"):
+            assert torch.equal(getattr(sharded, name).full_tensor(), getattr(reference, name)), (scheme, name)
     model = _FusedExperts()
     plan = idinit.plan(model, example_inputs=(torch.randn(3, 4),))
-    assert plan["experts"].role == "branch_end", plan
-    model.experts = nn.Parameter(distribute_tensor(torch.full((2, 4, 4), 7.0), mesh, [Shard(0)]))
+    model.down = nn.Parameter(distribute_tensor(torch.full((3, 4, 6), 7.0), mesh, [Shard(1)]))
     stem = model.stem.weight.detach().clone()
     try:
         plan.apply(model)
     except ValueError as e:
-        assert "stack of experts held as a DTensor" in str(e), e
+        assert "down: a stack of shape (3, 4, 6)" in str(e) and "only Shard(0)" in str(e), e
     else:
-        raise AssertionError("a DTensor stack of experts was accepted")
-    assert torch.equal(model.stem.weight, stem) and bool((model.experts.to_local() == 7.0).all())
+        raise AssertionError("a stack sharded inside its matrices was accepted")
+    assert torch.equal(model.stem.weight, stem) and bool((model.down.to_local() == 7.0).all())
+
+
+def check_refusals(mesh) -> None:
+    """Placements that cannot be written shard by shard are refused before anything is written."""
+    from torch.distributed.tensor import DTensor, Partial
 
     kernel = distribute_tensor(torch.full((4, 4, 4, 4), 7.0), mesh, [Shard(2)])
     partial = DTensor.from_local(torch.full((4, 4), 7.0), mesh, [Partial()])
@@ -232,6 +250,7 @@ def run(rank: int, world: int, path: str) -> None:
         if world == 2:
             check_init_after_fully_shard(mesh)
         check_column_sharded_model(mesh)
+        check_sharded_experts(mesh)
         check_refusals(mesh)
     finally:
         dist.destroy_process_group()

@@ -8,7 +8,8 @@ A stack of experts (layout ``stacked``: ``(experts, out, in)``; ``stacked_t``: `
 :mod:`idinit.kinds`) gets, matrix by matrix, what one linear layer in its place gets: the pattern of
 its own ``(out, in)`` (IDI / IDIZ, paper Eq. 3 and 12) and its own loose noise (keyed by
 ``name[e]``), and a random draw with that matrix's fans, not the 3-D tensor's (``torch.nn.init``
-would read a 3-D tensor as a kernel: fan_in ``out * in``).
+would read a 3-D tensor as a kernel: fan_in ``out * in``). A stack held as a DTensor sharded along its
+experts (FSDP2's ``Shard(0)``) is written expert by expert in place, each keyed by its global index.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from torch import nn
 
 import idinit.init as tensor_init
 from idinit.patterns import Job
-from idinit.sharded import is_dtensor
+from idinit.sharded import local_stack
 
 __all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "LAYOUT_WORDS", "entry_view", "matrices", "matrix_rows",
            "pattern_jobs", "row_blocks", "draw_into"]
@@ -72,12 +73,13 @@ def pattern_jobs(name: str, param: torch.Tensor, init: str, args: dict, layout: 
     stack (named ``name[e]``: its loose noise is its own); those with nothing to write are left out."""
     if layout not in _STACKED:
         jobs = [Job(name, param, init, args, layout, blocks)]
-    elif is_dtensor(param):
-        raise ValueError(f"{name}: a stack of experts held as a DTensor is not supported; initialise it before "
-                         "sharding it, or state its role as 'keep'")
-    else:
-        jobs = [Job(f"{name}[{e}]", matrix, init, args, _STACKED[layout], blocks)
-                for e, matrix in enumerate(param.unbind(0))]
+    else:  # a DTensor sharded along its experts (FSDP2) holds whole matrices: each is written as it is
+        try:
+            local, first = local_stack(param)
+        except ValueError as err:
+            raise ValueError(f"{name}: {err}") from None
+        jobs = [Job(f"{name}[{first + e}]", matrix, init, args, _STACKED[layout], blocks)
+                for e, matrix in enumerate(local.unbind(0))]
     return [job for job in jobs if tensor_init.check(job, name)]
 
 

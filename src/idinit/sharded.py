@@ -8,7 +8,8 @@ a DTensor (FSDP2's ``fully_shard``, tensor parallelism) gives the box of the glo
 shard covers, so each rank writes its own entries in place and nothing is gathered.
 
 Supported placements: ``Replicate`` and ``Shard(d)`` along the output dimension (d = 0) or the input
-dimension (d = 1) of the pattern, on any number of mesh dimensions. A shard cutting a kernel's spatial
+dimension (d = 1) of the pattern, on any number of mesh dimensions; a stack of experts
+``(experts, ...)``, along its experts (:func:`local_stack`). A shard cutting a kernel's spatial
 dimensions, ``Partial`` and strided sharding are refused before anything is written.
 
 A model sharded by FSDP2 (``fully_shard``) before it is initialised is planned through
@@ -87,6 +88,21 @@ def _box(shape: tuple, mesh, placements: tuple) -> tuple[tuple, tuple]:
     """Local shape and global offset of this rank's shard (a model has a few distinct shapes: cached)."""
     local_shape, offset = compute_local_shape_and_global_offset(shape, mesh, placements)
     return tuple(local_shape), tuple(offset)
+
+
+def local_stack(tensor: Tensor) -> tuple[Tensor, int]:
+    """A stack of matrices ``(n, ...)`` sharded only along its first dimension (FSDP2's ``fully_shard``
+    shards dim 0): this process's whole matrices and the index of its first one. Any other placement
+    cuts matrices apart (or holds partial sums) and is refused with a ``ValueError``."""
+    if not is_dtensor(tensor):
+        return tensor, 0
+    for placement in tensor.placements:
+        if not (isinstance(placement, Replicate) or (type(placement) is Shard and placement.dim % tensor.dim() == 0)):
+            raise ValueError(f"a stack of shape {tuple(tensor.shape)} held as a DTensor with placement {placement}: "
+                             "only Shard(0) (whole matrices per process) and Replicate are supported; redistribute it, "
+                             "or initialise it before sharding it")
+    local, offset = local_and_offset(tensor)
+    return local, offset[0]
 
 
 def local_of(tensor: Tensor) -> Tensor:
