@@ -217,6 +217,26 @@ def check_sharded_experts(mesh) -> None:
     assert torch.equal(model.stem.weight, stem) and bool((model.down.to_local() == 7.0).all())
 
 
+def check_experts_after_fully_shard(mesh) -> None:
+    """The FSDP2 order on a model with fused experts: built on meta, ``fully_shard``, ``to_empty``, then
+    ``init_``: equal bit for bit to ``init_`` of the unsharded model."""
+    from torch.distributed.fsdp import fully_shard
+
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
+    models = []
+    for shard in (False, True):
+        with torch.device("meta"):
+            model = _FusedExperts()
+        if shard:
+            fully_shard(model, mesh=mesh)
+        model.to_empty(device="cpu")
+        plan = idinit.init_(model, example_inputs=(x,), generator=torch.Generator().manual_seed(5))
+        assert plan["up"].layout == "stacked" and plan["down"].role == "branch_end", plan
+        models.append(model)
+    for (name, p), want in zip(models[1].named_parameters(), models[0].parameters()):
+        assert torch.equal(p.full_tensor(), want), name
+
+
 def check_refusals(mesh) -> None:
     """Placements that cannot be written shard by shard are refused before anything is written."""
     from torch.distributed.tensor import DTensor, Partial
@@ -249,6 +269,7 @@ def run(rank: int, world: int, path: str) -> None:
         check_fsdp(mesh)
         if world == 2:
             check_init_after_fully_shard(mesh)
+            check_experts_after_fully_shard(mesh)
         check_column_sharded_model(mesh)
         check_sharded_experts(mesh)
         check_refusals(mesh)

@@ -176,6 +176,17 @@ def _is_fsdp_hook(hook) -> bool:
     return (getattr(function, "__module__", None) or "").startswith("torch.distributed.")
 
 
+def inputs_for_view(model: nn.Module, example_inputs):
+    """``example_inputs`` for a forward pass under :func:`unsharded_view`: on a model with DTensor
+    parameters every tensor in them goes to the meta device, where the view's parameters are (a CPU
+    batch times a meta weight is a device error); otherwise as given."""
+    if example_inputs is None or not any(is_dtensor(p) for p in model.parameters()):
+        return example_inputs
+    from torch.utils._pytree import tree_map
+
+    return tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, example_inputs)
+
+
 @contextlib.contextmanager
 def unsharded_view(model: nn.Module) -> Iterator[None]:
     """For the duration, ``model`` looks unsharded: every DTensor parameter and every buffer is a meta
