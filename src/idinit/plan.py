@@ -33,7 +33,7 @@ from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, fill
 from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
-from idinit.sharded import full_size, inputs_for_view, local_of, unsharded_view
+from idinit.sharded import full_size, local_of, unsharded_view
 from idinit.schemes import SchemeName, assign, blocks_of, check_options, lookup
 Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
 
@@ -328,8 +328,8 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
              "branch_end_norm": branch_end_norm}
     options = check_options(scheme, {**{k: v for k, v in named.items() if v is not None}, **options})
     declared = lookup(scheme)
-    view_inputs = inputs_for_view(model, example_inputs)
-    with model_init.state_restored(model), unsharded_view(model):  # an FSDP2 model: planned as unsharded, on meta
+    # an FSDP2 model: planned as unsharded, on meta
+    with model_init.state_restored(model), unsharded_view(model, example_inputs) as view_inputs:
         found = detect(model, view_inputs, overrides, use_registry, declared.needs_positions, keep_model_values)
     entries = []
     for name, info in found.params.items():

@@ -176,28 +176,21 @@ def _is_fsdp_hook(hook) -> bool:
     return (getattr(function, "__module__", None) or "").startswith("torch.distributed.")
 
 
-def inputs_for_view(model: nn.Module, example_inputs):
-    """``example_inputs`` for a forward pass under :func:`unsharded_view`: on a model with DTensor
-    parameters every tensor in them goes to the meta device, where the view's parameters are (a CPU
-    batch times a meta weight is a device error); otherwise as given."""
-    if example_inputs is None or not any(is_dtensor(p) for p in model.parameters()):
-        return example_inputs
-    from torch.utils._pytree import tree_map
-
-    return tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, example_inputs)
-
-
 @contextlib.contextmanager
-def unsharded_view(model: nn.Module) -> Iterator[None]:
+def unsharded_view(model: nn.Module, example_inputs=None) -> Iterator:
     """For the duration, ``model`` looks unsharded: every DTensor parameter and every buffer is a meta
     tensor of its global shape, FSDP2's forward hooks are set aside and each
     FSDP2 module has its own class again (``FSDPLlamaForCausalLM`` is ``LlamaForCausalLM``). Role
-    detection runs the forward pass on it without communicating or allocating. A no-op on a model
-    with no DTensor parameter."""
+    detection runs the forward pass on it without communicating or allocating. Yields
+    ``example_inputs`` as that pass takes them: every tensor in them on the meta device too (a CPU
+    batch times a meta weight is a device error). A no-op on a model with no DTensor parameter."""
     modules = list(model.modules())
     if not any(is_dtensor(p) for m in modules for p in m._parameters.values()):
-        yield
+        yield example_inputs
         return
+    from torch.utils._pytree import tree_map
+
+    example_inputs = tree_map(lambda t: t.to("meta") if isinstance(t, Tensor) else t, example_inputs)
     meta: dict = {}
 
     def meta_of(t: Tensor) -> Tensor:
@@ -225,7 +218,7 @@ def unsharded_view(model: nn.Module) -> Iterator[None]:
                 for key in [k for k, hook in getattr(m, d).items() if _is_fsdp_hook(hook)]:
                     del getattr(m, d)[key]
             m.__class__ = next(c for c in type(m).__mro__ if not issubclass(c, FSDPModule))
-        yield
+        yield example_inputs
     finally:
         for m, cls, params, buffers, hooks in saved:
             m.__class__ = cls
