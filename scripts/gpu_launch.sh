@@ -6,6 +6,9 @@
 # Usage, in the call that carries .data/p3 (see scripts/stage_cifar10_parts.sh):
 #   bash scripts/gpu_launch.sh MINUTES QUEUE_FOR_GPU0 [QUEUE_FOR_GPU1 ...]
 # MINUTES: the device time left, less about 4 minutes for the last collect and the give-back.
+# Runs an earlier machine's deadline cut short come back as resume.tgz (scripts/gpu_collect.sh): copy it
+# to .data/resume/ and carry that folder in this call or an earlier one; it is unpacked into runs/ here
+# before the queues start, and the queue line that made those runs resumes them.
 set -uo pipefail
 minutes=${1:?usage: gpu_launch.sh MINUTES QUEUE_FOR_GPU0 [QUEUE_FOR_GPU1 ...]}
 shift
@@ -15,6 +18,9 @@ gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 for queue in "$@"; do [ -f "$queue" ] || { echo "no queue file $queue" >&2; exit 2; }; done
 end=$(( $(date +%s) + minutes * 60 ))
 mkdir -p runs/logs
+for archive in .data/resume/*.tgz; do
+    [ -f "$archive" ] && tar -xzf "$archive" && echo "resuming from $archive: $(tar -tzf "$archive" | grep -c '/checkpoint.pt$') run(s)"
+done
 gpu=0
 for queue in "$@"; do
     OUT=/tmp/queue-out-$gpu setsid nohup bash scripts/gpu_queue.sh "$queue" "$gpu" "$end" \
