@@ -1,6 +1,7 @@
 """Packed training: N runs in one grouped network give the runs train_run gives, one by one."""
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -144,16 +145,20 @@ def test_a_stopped_pack_resumes_to_the_same_end(tmp_path):
     first = train_packed(configs, dirs, data=data, stop_after_epoch=1, **EXACT)
     assert not any(s["finished"] for s in first)
     assert all(len(read_records(d / "records.jsonl")) == 1 for d in dirs)
+    # resumed elsewhere, as scripts/gpu_collect.sh's resume.tgz is on the next machine: no lock, a new path
+    shutil.copytree(tmp_path / "stopped", tmp_path / "moved", ignore=shutil.ignore_patterns(".lock"))
+    shutil.rmtree(tmp_path / "stopped")
+    dirs = [tmp_path / "moved" / c.name for c in configs]
     resumed = train_packed(configs, dirs, data=data, **EXACT)
     straight = train_packed(configs, [tmp_path / "straight" / c.name for c in configs], data=data, **EXACT)
     for a, b in zip(resumed, straight):
         assert a["finished"] and a["final_eval_acc"] == b["final_eval_acc"]
     for config in configs:
-        got = read_records(tmp_path / "stopped" / config.name / "records.jsonl")
+        got = read_records(tmp_path / "moved" / config.name / "records.jsonl")
         ref = read_records(tmp_path / "straight" / config.name / "records.jsonl")
         assert [r["epoch"] for r in got] == [1, 2]
         assert [r["train_loss"] for r in got] == pytest.approx([r["train_loss"] for r in ref], rel=1e-12)
-        w_got = torch.load(tmp_path / "stopped" / config.name / "checkpoint.pt", weights_only=True)["model"]
+        w_got = torch.load(tmp_path / "moved" / config.name / "checkpoint.pt", weights_only=True)["model"]
         w_ref = torch.load(tmp_path / "straight" / config.name / "checkpoint.pt", weights_only=True)["model"]
         for key in w_ref:
             torch.testing.assert_close(w_got[key], w_ref[key], rtol=1e-12, atol=1e-14, msg=key)
