@@ -140,6 +140,49 @@ def test_report_statistics_and_missing_cells(tmp_path):
     assert "`idinit run table1` on test" in text
 
 
+def test_report_tests_idinit_against_each_init_of_its_setting(tmp_path):
+    from scipy import stats
+
+    sgd, adam = {"optimizer": "sgd"}, {"optimizer": "adam", "lr": 1e-3}
+    finals = {"idinit-sgd": [0.90, 0.92, 0.91], "kaiming-sgd": [0.88, 0.89, 0.885]}
+    for name, accs in finals.items():
+        for seed, final in enumerate(accs):  # 4 epochs; 80% first reached at epoch 2 + seed (idinit) or 3 (kaiming)
+            curve = ([0.5] * (1 + seed) + [0.81] * (2 - seed) + [final] if name.startswith("idinit")
+                     else [0.5, 0.6, 0.81, final])
+            _fake_run(tmp_path, name, seed, curve, {"init": name.split("-")[0], **sgd})
+    _fake_run(tmp_path, "zero-sgd", 0, [0.5, 0.6, 0.7, 0.85], {"init": "zero", **sgd})
+    _fake_run(tmp_path, "zero-sgd", 1, [0.5, 0.6, 0.6, 0.7], {"init": "zero", **sgd})  # never reaches 80%
+    _fake_run(tmp_path, "idinit_bn0-sgd", 0, [0.5, 0.6, 0.8, 0.9],
+              {"init": "idinit", "init_options": {"branch_end_norm": "zero"}, **sgd})
+    for seed in (0, 1):
+        _fake_run(tmp_path, "idinit-adam", seed, [0.5, 0.6, 0.7, 0.87 + seed / 100], {"init": "idinit", **adam})
+    _fake_run(tmp_path, "kaiming-adam", 0, [0.5, 0.6, 0.7, 0.85], {"init": "kaiming", **adam})
+    rec.atomic_write_json(tmp_path / "experiment.json", {"experiment": "table1"})
+    lines = write_report(tmp_path).read_text().splitlines()
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): line for line in lines
+            if line.startswith("| idinit") and line.count("|") == 8 and not line.startswith("| idinit row")}
+
+    def welch(a, b):  # the textbook statistic and Welch-Satterthwaite degrees of freedom
+        va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+        t = (statistics.fmean(a) - statistics.fmean(b)) / (va + vb) ** 0.5
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+        return 2 * stats.t.sf(abs(t), df)
+
+    gap = 100 * (statistics.fmean(finals["idinit-sgd"]) - statistics.fmean(finals["kaiming-sgd"]))
+    p_acc = welch(finals["idinit-sgd"], finals["kaiming-sgd"])
+    p_epochs = welch([2, 3, 4], [3, 3, 3])
+    assert 0.001 < p_acc < 0.2 and p_epochs > 0.2
+    assert rows["idinit-sgd", "kaiming-sgd"].endswith(f"| 3 / 3 | {gap:+.2f} | {p_acc:.3f} | +0.0 | {p_epochs:.3f} |")
+    # one zero-sgd seed never reached 80%: no epoch comparison
+    assert rows["idinit-sgd", "zero-sgd"].endswith("| — | — |")
+    # idinit with init options is only ever the other row; one seed a side gives no p
+    assert rows["idinit-sgd", "idinit_bn0-sgd"].split("|")[5].strip() == "—"
+    assert rows["idinit-adam", "kaiming-adam"].split("|")[3].strip() == "2 / 1"
+    # only rows of one setting meet: nothing pairs SGD with Adam, and no idinit_bn0 reference row
+    assert set(rows) == {("idinit-sgd", o) for o in ("kaiming-sgd", "zero-sgd", "idinit_bn0-sgd")} | {
+        ("idinit-adam", "kaiming-adam")}
+
+
 def test_report_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_report(tmp_path / "nope")

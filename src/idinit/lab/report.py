@@ -68,6 +68,7 @@ def summary_rows(meta: dict, runs: list[dict]) -> list[dict]:
             "diverged": sum(1 for r in done if r["summary"].get("diverged")),
             "failed": sum(1 for r in group if r["error"]),
             "acc": _mean_std(accs), "test1k": _mean_std(t1k), "epochs": _mean_std(reached),
+            "acc_values": accs, "epoch_values": reached if len(reached) == len(done) else [],
             "reached": len(reached), "s_per_epoch": statistics.median(secs) if secs else None,
             "packed": max(packs) if packs else 1,
             "paper_acc": p.get("acc", ""), "paper_epochs": p.get("epochs_to_target", ""),
@@ -98,6 +99,57 @@ def markdown_table(rows: list[dict]) -> str:
                      f"| {epochs} | {r['paper_acc'] or '—'} | {r['paper_epochs'] or '—'} | {delta} "
                      f"| {_fmt_ms(r['s_per_epoch'], None)}{pack_note} |")
     return "\n".join(lines)
+
+
+# What a setting is: every config field but these (so runs that differ only in their init compare)
+_NOT_SETTING = ("name", "init", "init_options", "seed")
+
+
+def _welch_p(a: list[float], b: list[float]) -> float | None:
+    """Two-sided Welch t-test p-value, or None without two values a side or any spread at all."""
+    if len(a) < 2 or len(b) < 2 or (statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0):
+        return None
+    import warnings
+
+    from scipy.stats import ttest_ind
+
+    with warnings.catch_warnings():  # one side constant (e.g. epochs 3, 3, 3): scipy warns, the test is still exact
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def seed_tests(rows: list[dict], reference: str = "idinit") -> list[str]:
+    """A report section: the ``reference`` init (without init options) against every other row of the
+    same setting, seed by seed: difference of the means and Welch's p for final accuracy and for epochs
+    to target (where every seed reached it). These are the p-values a reading may quote."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        key = repr(sorted((k, v) for k, v in r["config"].items() if k not in _NOT_SETTING))
+        groups.setdefault(key, []).append(r)
+    table = []
+    for group in groups.values():
+        for ref in [r for r in group if r["config"]["init"] == reference and not r["config"].get("init_options")]:
+            for other in (r for r in group if r is not ref and r["acc_values"]):
+                if not ref["acc_values"]:
+                    continue
+                gap = 100 * (statistics.fmean(ref["acc_values"]) - statistics.fmean(other["acc_values"]))
+                p_acc = _welch_p(ref["acc_values"], other["acc_values"])
+                ep_ref, ep_other = ref["epoch_values"], other["epoch_values"]
+                ep_gap = (f"{statistics.fmean(ep_ref) - statistics.fmean(ep_other):+.1f}" if ep_ref and ep_other
+                          else "—")
+                p_ep = _welch_p(ep_ref, ep_other) if ep_ref and ep_other else None
+                table.append(f"| {ref['name']} | {other['name']} | {len(ref['acc_values'])} / "
+                             f"{len(other['acc_values'])} | {gap:+.2f} | {'—' if p_acc is None else f'{p_acc:.3f}'} "
+                             f"| {ep_gap} | {'—' if p_ep is None else f'{p_ep:.3f}'} |")
+    if not table:
+        return []
+    return [f"## {reference} against the other inits, seed by seed", "",
+            f"Rows whose configurations differ only in the init. Differences of the means ({reference} minus the "
+            "other); p: Welch's t-test, two-sided (scipy `ttest_ind(equal_var=False)`), shown with at least two "
+            "seeds a side. Diverged seeds count at their final accuracy; epochs to target only where every seed "
+            "reached it. No correction for the number of comparisons.", "",
+            f"| {reference} row | other row | seeds | accuracy (points) | p | epochs to target | p |",
+            "|---|---|---|---|---|---|---|", *table, ""]
 
 
 def plot_curves(runs: list[dict], path) -> None:

@@ -15,6 +15,7 @@ both settings run, for every initialisation alike.
 """
 from __future__ import annotations
 
+from ..report import seed_tests
 from ..train import RunConfig
 from .grid import Experiment
 
@@ -80,7 +81,7 @@ def table1(depth: int = 56) -> Experiment:
         name="table1" if depth == 56 else f"table1-resnet{depth}", version=2,
         description=f"Paper Table 1: ResNet-{depth}, CIFAR-10, 7 initialisations x SGD/Adam, option A "
                     "(IDInit and Kaiming also option B and centred A), each with and without a 5-epoch warm-up",
-        configs=configs, seeds=(0,), paper=paper_numbers(depth, [c.name for c in configs]),
+        configs=configs, seeds=(0,), paper=paper_numbers(depth, [c.name for c in configs]), report_sections=seed_tests,
         notes=["Batch size 1024 (SPEC section 6; the paper does not state it for Table 1).",
                "Adam runs with no weight decay (the paper states none for Adam).",
                "ReZero keeps BN and adds a zero-initialised gate; SkipInit removes BN (SPEC section 5).",
