@@ -109,3 +109,31 @@ def test_config_built_inputs_live_on_the_model_device():
     inputs, _ = example_inputs_for(model)
     tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
     assert tensors and all(t.device.type == "meta" for t in tensors)
+
+
+def test_rwkv_plan_reads_the_outputs_not_the_returned_recurrent_state():
+    # in eval mode (the detection pass) RWKV returns its recurrent state, written from inside every block;
+    # with it among the outputs each branch looked used outside its sum and no residual was found (zoo audit)
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.RwkvForCausalLM(transformers.RwkvConfig(num_hidden_layers=2, hidden_size=32,
+                                                                 vocab_size=100, context_length=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = idinit.plan(model)
+    assert plan.residual
+    for i in range(2):
+        assert plan[f"rwkv.blocks.{i}.attention.output.weight"].role == "branch_end"
+        assert plan[f"rwkv.blocks.{i}.feed_forward.value.weight"].role == "branch_end"
+    plan.apply(model)
+    ratios = []
+
+    def hook(module, args, output):  # |branch| / |its input| in float64
+        ratios.append((output[0].double().norm() / args[0].double().norm()).item())
+
+    for block in model.rwkv.blocks:
+        block.attention.register_forward_hook(hook)
+        block.feed_forward.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0)))
+    assert len(ratios) == 4 and max(ratios) < 1e-3, ratios

@@ -6,7 +6,8 @@
 - **HF transformers**: ``model.dummy_inputs`` (token ids), plus what the model's ``forward`` takes
   and its config describes: ``pixel_values`` (CLIP, ViT: ``num_channels`` x ``image_size``),
   ``input_features`` (Whisper: ``num_mel_bins`` x ``2 * max_source_positions``) and, for
-  encoder-decoder models, ``decoder_input_ids`` (``decoder_start_token_id``).
+  encoder-decoder models, ``decoder_input_ids`` (``decoder_start_token_id``); ``use_cache=False`` where
+  the forward takes it (no cache among the outputs).
 - **torchvision detection models** (FCOS, RetinaNet, Faster / Mask R-CNN, SSD): a list of one image
   of the transform's ``min_size``; the detection forward runs in eval mode, which needs no targets.
 
@@ -67,6 +68,10 @@ def _hf_inputs(model: nn.Module) -> dict | None:
         start = getattr(config, "decoder_start_token_id", None)
         start = start if isinstance(start, int) else (getattr(config, "pad_token_id", None) or 0)
         inputs["decoder_input_ids"] = torch.full((batch, 4), start, dtype=torch.long, device=device)
+    if inputs and "use_cache" in accepted:
+        # the graph is the computation of the outputs: a returned cache (RWKV's recurrent state, written from
+        # inside every block) would make each branch look used outside its residual sum (zoo audit)
+        inputs["use_cache"] = False
     return inputs or None
 
 

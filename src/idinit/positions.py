@@ -44,6 +44,7 @@ Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -115,10 +116,9 @@ class _Graph:
     def ancestors(self, start: int) -> set[int]:
         seen, stack = {start}, [start]
         while stack:
-            for i in self.ops[stack.pop()].data_inputs:
-                if i not in seen:
-                    seen.add(i)
-                    stack.append(i)
+            new = [i for i in self.ops[stack.pop()].data_inputs if i not in seen]
+            seen.update(new)
+            stack.extend(new)
         return seen
 
     def after_fork(self, side: set[int], common: set[int]) -> set[int]:
@@ -216,7 +216,8 @@ def _sum_trees(g: _Graph) -> dict[int, list[int]]:
     """``{root add: its terms}``: chains of adds read as one sum. An add whose only consumer is another
     add (directly or through reshapes: Qwen2-MoE's ``(routed + shared).reshape(...)`` before the residual
     add), and neither of whose inputs is computed from the other, is a partial sum (``attn + mlp`` in
-    ``attn + mlp + x``, the parallel blocks of Phi, GPT-J, GPT-NeoX): its terms join its consumer's."""
+    ``attn + mlp + x``, the parallel blocks of Phi, GPT-J, GPT-NeoX): its terms join its consumer's. So is
+    ``x + f(x)`` in Cohere's ``x + f(x) + g(x)``; not ``y + g(y)`` in ``x + (y + g(y))`` (x is in its past)."""
     def is_add(n: int) -> bool:
         return g.ops[n].kind == "add" and g.classes[n] == "plain" and len(set(g.ops[n].data_inputs)) == 2
 
@@ -231,8 +232,10 @@ def _sum_trees(g: _Graph) -> dict[int, list[int]]:
     partial: dict[int, list[int]] = {}  # the value the consuming add reads -> (the partial add, its reshapes)
     for n in range(len(g.ops)):
         if is_add(n) and (path := into_add(n)):
-            left, right = dict.fromkeys(g.ops[n].data_inputs)
-            if left not in g.ancestors(right) and right not in g.ancestors(left):
+            (left, right), past = dict.fromkeys(g.ops[n].data_inputs), g.ancestors(n)
+            other = [i for i in g.ops[g.users[path[-1]][0]].data_inputs if i != path[-1]]
+            if (left not in g.ancestors(right) and right not in g.ancestors(left)) or (
+                    not set(other) & past and any({left, right} & g.ancestors(o) for o in other)):
                 partial[path[-1]] = path
 
     def terms(n: int) -> list[int]:
@@ -259,10 +262,7 @@ def _residuals(g: _Graph) -> list[_Residual]:
         if len(terms) < 2 or g.reaches(a, "softmax", g.plain):
             continue  # attention scores plus a mask or a position bias
         ancestry = {t: g.ancestors(t) for t in terms}
-        seen: dict[int, int] = {}
-        for anc in ancestry.values():
-            for n in anc:
-                seen[n] = seen.get(n, 0) + 1
+        seen = Counter(n for anc in ancestry.values() for n in anc)
         common = {n for n, count in seen.items() if count > 1}
         # a term sharing no ancestor with the others (a position table, a class embedding) is no path
         linked = [t for t in terms if ancestry[t] & common]
