@@ -30,6 +30,7 @@ lists the other names.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -266,8 +267,27 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
                 roles[p] = Role("attention_qkv" if "fused_qkv" in kinds[p] else "identity", "type", f"inside {op.label}")
     for p, ks in kinds.items():
         if ks & MATRIX_KINDS and p not in roles:
-            roles[p] = Role("attention_qkv" if "fused_qkv" in ks else "identity", "type", "not reached by the graph")
+            roles[p] = _sibling_role(p, roles) or Role("attention_qkv" if "fused_qkv" in ks else "identity", "type",
+                                                       "not reached by the graph")
     return out
+
+
+def _sibling_role(name: str, roles: Mapping[str, Role]) -> Role | None:
+    """The role the graph gave the same parameter of the nearest numbered sibling module
+    (``experts.expert_3.wo.weight`` -> ``experts.expert_0.wo.weight``), when those siblings agree: an
+    expert the example pass routed no token to is still the end of its branch (zoo audit: Switch
+    Transformers' unused experts kept IDI on ``wo``, so they would join their branch open)."""
+    parts = name.split(".")
+    for i in reversed(range(len(parts))):
+        stem = parts[i].rstrip("0123456789")
+        if stem == parts[i]:
+            continue
+        pattern = re.compile(re.escape(".".join(parts[:i] + [stem])) + r"\d+" + re.escape("".join("." + q for q in parts[i + 1:])))
+        found = {(r.role, n) for n, r in roles.items() if r.source == "graph" and pattern.fullmatch(n)}
+        if found and len({role for role, _ in found}) == 1:
+            role, sibling = min(found)
+            return Role(role, "graph", f"not reached by the graph; as its sibling {sibling}")
+    return None
 
 
 def _type_role(ks: set) -> Role | None:
