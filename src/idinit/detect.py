@@ -89,6 +89,8 @@ class _GraphFindings:
     unclassified: dict[str, str] = field(default_factory=dict)
     residual: bool = False
     scaled: dict[str, set[str]] = field(default_factory=dict)  # branch end -> learned scales closing its branch
+    # layers the graph saw outside every residual branch it found -> the registered block holding them ("": none)
+    outside: dict[str, str] = field(default_factory=dict)
 
 
 def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str, str] | None = None,
@@ -140,6 +142,14 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
             role.note += f", also a candidate for {candidates[1].role} ({candidates[1].source}): embedding wins"
         elif info.aliases and role.source != "tied":
             role.note = (role.note + "; " if role.note else "") + f"tied with {', '.join(info.aliases)}"
+        block = graph_found.outside.get(name)
+        inner = block and any(r.role == "branch_end" for q, r in found["registry"].items() if q.startswith(block + "."))
+        if role.role == "attention_out" and block is not None and not inner and \
+                role.source.startswith(("registry", "graph")):
+            # an attention whose output no skip joins (an attention-pooling head: SigLIP's) closes no residual
+            # branch: IDI as in a network without residuals (SPEC section 4), not A.5's IDIZ (zoo audit); a
+            # registered block with residuals of its own (nn.TransformerEncoderLayer) closes them inside
+            role = Role("identity", role.source, "attention output projection outside every residual branch")
         roles[name] = role
     # a note whose remedy the user has applied (every module it names has a stated role) is dropped
     stated = {n.rpartition(".")[0] for n in found["user"]} | set(found["user"])
@@ -216,6 +226,10 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
     notes.extend(found.notes)
     out = _GraphFindings(residual=found.residual_adds > 0)
     roles, unclassified = out.roles, out.unclassified
+    if out.residual:
+        inside = {p for n in found.in_branch for p in graph.ops[n].params}
+        out.outside = {p: op.block or "" for op in graph.ops if op_class(op, kinds, owners) in ("matrix", "block")
+                       for p in op.params if p not in inside}
     per_param: dict[str, list[tuple[str, str]]] = {}
     for n, (role, note) in found.roles.items():
         for p in graph.ops[n].params:

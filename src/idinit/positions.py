@@ -89,6 +89,7 @@ class Analysis:
     residual_adds: int
     notes: list[tuple[str, list[str]]]  # (message, the modules its remedy names)
     scaled_ends: dict[int, set[str]]  # branch-end op -> learned scales between it and the add
+    in_branch: set[int]  # ops inside some residual branch
 
 
 @dataclass
@@ -470,9 +471,7 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
     downstream = [False] * len(g.ops)
     for n in reversed(range(len(g.ops))):
         downstream[n] = any(downstream[u] or g.classes[u] in layers for u in g.users[n])
-    for n in range(len(g.ops)):
-        if g.classes[n] != "matrix":
-            continue
+    for n in (n for n in range(len(g.ops)) if g.classes[n] == "matrix"):
         if not downstream[n] and n not in in_branch and n not in letters and n not in outs:
             found.setdefault(n, []).append(("head", "final layer"))
         # after an embedding, a layer inside a residual branch is one of its block's layers (the first
@@ -486,7 +485,7 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         role = strongest(r for r, _ in candidates)
         picked[n] = (role, next((note for r, note in candidates if r == role and note), ""))
     return Analysis(picked, end_norms, len({r.add for r in residuals}), notes,
-                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")})
+                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")}, in_branch)
 
 
 def _what(g: _Graph, walls: list[int], residual_adds: set[int]) -> str:
