@@ -137,3 +137,27 @@ def test_rwkv_plan_reads_the_outputs_not_the_returned_recurrent_state():
     with torch.no_grad():
         model(torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0)))
     assert len(ratios) == 4 and max(ratios) < 1e-3, ratios
+
+
+def test_the_detection_pass_leaves_rwkv_as_it_was():
+    # HF RWKV divides its output weights by 2 ** (block // rescale_every) in eval mode (the detection pass)
+    # and records it in layers_are_rescaled; the first training pass then multiplied the values the init
+    # wrote by that factor (x8 in block 3 here, zoo audit)
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.RwkvForCausalLM(transformers.RwkvConfig(num_hidden_layers=4, hidden_size=32, vocab_size=100,
+                                                                 context_length=16, rescale_every=1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = idinit.plan(model)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert model.rwkv.layers_are_rescaled is False
+    plan.apply(model)
+    written = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    with torch.no_grad():
+        model(torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0)))
+    for i in range(4):
+        for name in (f"rwkv.blocks.{i}.attention.output.weight", f"rwkv.blocks.{i}.feed_forward.value.weight"):
+            assert torch.equal(model.get_parameter(name), written[name]), name

@@ -41,7 +41,7 @@ from torch import nn
 
 from idinit import registry, values
 from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
-from idinit.inputs import buffers_rebuilt, example_inputs_for
+from idinit.inputs import buffers_rebuilt, example_inputs_for, model_kept
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos, stacked_kinds
 from idinit.positions import analyse
 from idinit.roles import strongest, user_roles
@@ -195,7 +195,7 @@ def _build_graph(model, infos, example_inputs, use_registry: bool, need_position
               "the roles with overrides=")
     if example_inputs is not None:
         try:
-            with buffers_rebuilt(model):
+            with buffers_rebuilt(model), model_kept(model):
                 return autograd_graph(model, names, example_inputs), "autograd graph of one forward pass on example_inputs"
         except GraphUnavailable as err:
             raise ValueError(f"role detection failed on the example_inputs given: {err}") from err
@@ -203,7 +203,7 @@ def _build_graph(model, infos, example_inputs, use_registry: bool, need_position
     built = example_inputs_for(model)
     if built is not None:
         try:
-            with buffers_rebuilt(model):
+            with buffers_rebuilt(model), model_kept(model):
                 return autograd_graph(model, names, built[0]), f"autograd graph of one forward pass on {built[1]}"
         except GraphUnavailable as err:
             tried.append(f"{err} (on {built[1]})")

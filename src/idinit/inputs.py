@@ -15,6 +15,11 @@
 state dict and stay uninitialised memory after ``to_empty()`` (HF BERT's ``position_ids``): for the
 length of the pass it refills them with the model's own rule (HF ``_init_weights`` on the modules
 that own them), then puts back everything it touched, the random number generator included.
+
+:func:`model_kept` puts back what the pass itself changes on the model: the values of parameters it
+modifies in place (copied before the first in-place op on each) and the modules' plain attributes. HF's
+RWKV divides its output weights by ``2 ** (block // rescale_every)`` in eval mode and records it in a
+flag; left so, its next training pass multiplies the values the init wrote by that factor.
 """
 from __future__ import annotations
 
@@ -24,8 +29,9 @@ from typing import Any, Iterator
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
-__all__ = ["example_inputs_for", "buffers_rebuilt"]
+__all__ = ["example_inputs_for", "buffers_rebuilt", "model_kept"]
 
 
 def _is_hf(model: nn.Module) -> bool:
@@ -118,3 +124,34 @@ def buffers_rebuilt(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for t, value in saved:
                 t.copy_(value)
+
+
+class _InPlaceOnParameters(TorchFunctionMode):
+    def __init__(self, params: dict[int, torch.Tensor]):
+        super().__init__()
+        self.params, self.saved = params, {}
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if args and id(args[0]) in self.params and id(args[0]) not in self.saved and (
+                name.endswith("_") and not name.startswith("__") or name.startswith("__i") or name == "__setitem__"):
+            self.saved[id(args[0])] = (args[0], args[0].detach().clone())
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def model_kept(model: nn.Module) -> Iterator[None]:
+    """For the duration, in-place changes to parameters are recorded; afterwards they and the modules'
+    plain attributes (bool, int, float, str) are as before (module docstring)."""
+    attrs = [(m, k, v) for m in model.modules() for k, v in vars(m).items() if type(v) in (bool, int, float, str)]
+    mode = _InPlaceOnParameters({id(p): p for p in model.parameters()})
+    try:
+        with mode:
+            yield
+    finally:
+        with torch.no_grad():
+            for p, value in mode.saved.values():
+                p.copy_(value)
+        for m, k, v in attrs:
+            if vars(m).get(k, v) is not v:
+                setattr(m, k, v)
