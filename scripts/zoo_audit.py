@@ -142,15 +142,10 @@ _AUDIO = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, interm
               num_conv_pos_embedding_groups=4, apply_spec_augment=False, layerdrop=0.0)
 
 
-def _g() -> torch.Generator:
-    return torch.Generator().manual_seed(1)
-
-
-# (label, builder[, inputs]): transformers architectures the tests do not cover (tests/test_plan_classes.py has
-# BERT, GPT-2, T5, Llama, OPT, BART, Mistral, Qwen2, CLIP, Whisper, Phi, GPT-J, GPT-NeoX, Falcon, Mamba). The
-# inputs (a function returning them) only where the library's own (idinit.inputs: token ids, pixel values,
-# Whisper's features) do not fit the model; "input" is then their first tensor's shape.
-HF: list[tuple] = [
+# (label, builder): transformers architectures the tests do not cover (tests/test_plan_classes.py has
+# BERT, GPT-2, T5, Llama, OPT, BART, Mistral, Qwen2, CLIP, Whisper, Phi, GPT-J, GPT-NeoX, Falcon, Mamba); their
+# inputs are the ones idinit.inputs builds from the config (token ids, pixel values, audio)
+HF: list[tuple[str, object]] = [
     ("hf:roberta", _hf("roberta", "RobertaForSequenceClassification", **_TEXT, num_labels=3)),
     ("hf:distilbert", _hf("distilbert", "DistilBertForSequenceClassification", n_layers=2, dim=32, n_heads=2,
                           hidden_dim=64, vocab_size=100, max_position_embeddings=64, num_labels=3)),
@@ -196,15 +191,12 @@ HF: list[tuple] = [
     ("hf:mobilebert", _hf("mobilebert", "MobileBertForSequenceClassification", **_TEXT, embedding_size=16,
                           intra_bottleneck_size=16, num_feedforward_networks=2, num_labels=3)),
     # speech: raw waveform (wav2vec2, HuBERT), filter-bank frames (Speech2Text)
-    ("hf:wav2vec2", _hf("wav2vec2", "Wav2Vec2ForCTC", **_AUDIO), lambda: (torch.randn(BATCH, 1600, generator=_g()),)),
-    ("hf:hubert", _hf("hubert", "HubertForSequenceClassification", **_AUDIO, num_labels=3),
-     lambda: (torch.randn(BATCH, 1600, generator=_g()),)),
+    ("hf:wav2vec2", _hf("wav2vec2", "Wav2Vec2ForCTC", **_AUDIO)),
+    ("hf:hubert", _hf("hubert", "HubertForSequenceClassification", **_AUDIO, num_labels=3)),
     ("hf:speech_to_text", _hf("speech_to_text", "Speech2TextForConditionalGeneration",
                               **{k: v for k, v in _SEQ2SEQ.items() if k != "max_position_embeddings"},
                               max_source_positions=64, max_target_positions=64, conv_channels=16,
-                              input_feat_per_channel=8, num_conv_layers=2),
-     lambda: {"input_features": torch.randn(BATCH, 32, 8, generator=_g()),
-              "decoder_input_ids": torch.full((BATCH, 4), 2, dtype=torch.long)}),
+                              input_feat_per_channel=8, num_conv_layers=2)),
     # decoders
     ("hf:gemma3_text", _hf("gemma3_text", "Gemma3ForCausalLM", **_DECODER, head_dim=16, sliding_window=8,
                            query_pre_attn_scalar=16)),
@@ -281,8 +273,7 @@ def _torchvision_builder(name: str, kwargs: dict):
     return build
 
 
-def _audit_one(label: str, build, side: int | None, recheck_side: int | None = None, drop_path=None,
-               make_inputs=None) -> dict:
+def _audit_one(label: str, build, side: int | None, recheck_side: int | None = None, drop_path=None) -> dict:
     row: dict = {"model": label, "status": "ok", "input": None}
     times = row["seconds"] = {}
     stage = "build"
@@ -296,10 +287,6 @@ def _audit_one(label: str, build, side: int | None, recheck_side: int | None = N
         if side is not None:
             inputs = (torch.randn(BATCH, 3, side, side, generator=torch.Generator().manual_seed(1)),)
             row["input"] = list(inputs[0].shape)
-        elif make_inputs is not None:  # an HF model whose inputs the library does not build (speech)
-            inputs = make_inputs()
-            first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs[0]
-            row["input"] = list(first.shape)
         row["params"] = sum(p.numel() for p in model.parameters())
         reference = {k: v.detach().clone() for k, v in model.state_dict().items()}
         stage = "init_"
@@ -402,8 +389,7 @@ def _table(rows: list[dict], machine: dict, command: str) -> str:
             graph += " (no fx)"
         flags = ", ".join(f"{k} {n}" for k, n in r.get("flag_counts", {}).items()) or ("-" if r["status"] == "ok" else "")
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r['error']}"
-        side = ("x".join(map(str, r["input"][1:])) if r["model"].startswith("hf:") else f"{r['input'][-1]}") \
-            if r.get("input") else "config"
+        side = f"{r['input'][-1]}" if r.get("input") else "config"
         again = "" if "flags_at_224" not in r else ", ".join(
             f"{k} {n}" for k, n in sorted(Counter(f["kind"] for f in r["flags_at_224"]).items())) or "-"
         lines.append(f"| {r['model']} | {side} | {status.replace('|', '/')} | {graph} | {r.get('params', '')} | "
@@ -424,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    known = [m for m, _, _ in TIMM] + [m for m, _, _ in TORCHVISION] + [m for m, *_ in HF]
+    known = [m for m, _, _ in TIMM] + [m for m, _, _ in TORCHVISION] + [m for m, _ in HF]
     unknown = sorted(set(args.only or []) - set(known))
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
@@ -433,12 +419,12 @@ def main(argv: list[str] | None = None) -> int:
              _timm_builder(m, {**kw, "drop_path_rate": 0.1})) for m, kw, side in TIMM]
     todo += [(m, _torchvision_builder(m, kw), side, 224 if side < 224 else None,
               _torchvision_builder(m, {**kw, "stochastic_depth_prob": 0.1})) for m, kw, side in TORCHVISION]
-    todo += [(m, b, None, None, None, *rest) for m, b, *rest in HF]
+    todo += [(m, b, None, None, None) for m, b in HF]
     rows = []
-    for label, build, side, recheck_side, drop_path, *make_inputs in todo:
+    for label, build, side, recheck_side, drop_path in todo:
         if args.only and label not in args.only:
             continue
-        row = _audit_one(label, build, side, recheck_side, drop_path, *make_inputs)
+        row = _audit_one(label, build, side, recheck_side, drop_path)
         rows.append(row)
         print(f"{label:36s} {row['status']:16s} {sum(row['seconds'].values()):6.1f}s "
               f"{row.get('error', '') or row.get('flag_counts', '')}", flush=True)

@@ -54,6 +54,24 @@ def _whisper():
         max_target_positions=16, decoder_start_token_id=1, pad_token_id=0, bos_token_id=0, eos_token_id=0))
 
 
+def _wav2vec2():
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    return Wav2Vec2ForCTC(Wav2Vec2Config(
+        num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=32,
+        conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, apply_spec_augment=False, layerdrop=0.0))
+
+
+def _speech2text():
+    from transformers import Speech2TextConfig, Speech2TextForConditionalGeneration
+
+    return Speech2TextForConditionalGeneration(Speech2TextConfig(
+        vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=64,
+        max_target_positions=64, conv_channels=16, input_feat_per_channel=8, num_conv_layers=2))
+
+
 def _fcos():
     import torchvision
 
@@ -67,6 +85,10 @@ def _fcos():
     (_whisper, lambda: {"input_features": torch.randn(1, 8, 32), "decoder_input_ids": torch.ones(1, 3, dtype=torch.long)},
      ["model.encoder.layers.0.fc2.weight", "model.decoder.layers.0.fc2.weight"]),
     (_fcos, lambda: ([torch.rand(3, 64, 64)],), ["backbone.body.layer1.0.conv3.weight"]),
+    # speech (zoo audit: these needed example_inputs): a waveform, filter-bank frames
+    (_wav2vec2, lambda: (torch.randn(2, 1600),), ["wav2vec2.encoder.layers.0.feed_forward.output_dense.weight"]),
+    (_speech2text, lambda: {"input_features": torch.randn(2, 32, 8), "decoder_input_ids": torch.full((2, 4), 2)},
+     ["model.encoder.layers.0.fc2.weight", "model.decoder.layers.0.fc2.weight"]),
 ])
 def test_models_that_needed_example_inputs_get_them_built(build, given, closing):
     torch.manual_seed(0)

@@ -5,7 +5,9 @@
 
 - **HF transformers**: ``model.dummy_inputs`` (token ids), plus what the model's ``forward`` takes
   and its config describes: ``pixel_values`` (CLIP, ViT: ``num_channels`` x ``image_size``),
-  ``input_features`` (Whisper: ``num_mel_bins`` x ``2 * max_source_positions``) and, for
+  ``input_features`` (Whisper: ``num_mel_bins`` x ``2 * max_source_positions``; Speech2Text: 32 frames of
+  ``input_feat_per_channel * input_channels``), ``input_values`` (wav2vec2, HuBERT: a waveform its
+  ``conv_kernel`` / ``conv_stride`` feature encoder turns into 8 frames) and, for
   encoder-decoder models, ``decoder_input_ids`` (``decoder_start_token_id``); ``use_cache=False`` where
   the forward takes it (no cache among the outputs).
 - **torchvision detection models** (FCOS, RetinaNet, Faster / Mask R-CNN, SSD): a list of one image
@@ -68,8 +70,17 @@ def _hf_inputs(model: nn.Module) -> dict | None:
             inputs["pixel_values"] = torch.rand(batch, getattr(vision, "num_channels", 3), h, w, device=device)
     if "input_features" in accepted and "input_features" not in inputs:
         mels, positions = getattr(config, "num_mel_bins", None), getattr(config, "max_source_positions", None)
+        per_frame = getattr(config, "input_feat_per_channel", 0) * getattr(config, "input_channels", 1)
         if mels and positions:  # Whisper's encoder takes exactly 2 * max_source_positions frames
             inputs["input_features"] = torch.randn(batch, mels, 2 * positions, device=device)
+        elif per_frame:  # Speech2Text: (frames, features per frame), 32 frames before its conv subsampling
+            inputs["input_features"] = torch.randn(batch, 32, per_frame, device=device)
+    kernels, strides = getattr(config, "conv_kernel", None), getattr(config, "conv_stride", None)
+    if "input_values" in accepted and "input_values" not in inputs and kernels and strides:
+        length = 8  # a waveform (wav2vec2, HuBERT, WavLM) its feature encoder turns into 8 frames
+        for k, s in zip(reversed(kernels), reversed(strides)):
+            length = (length - 1) * s + k
+        inputs["input_values"] = torch.randn(batch, length, device=device)
     if "decoder_input_ids" in accepted and "decoder_input_ids" not in inputs and getattr(config, "is_encoder_decoder", False):
         start = getattr(config, "decoder_start_token_id", None)
         start = start if isinstance(start, int) else (getattr(config, "pad_token_id", None) or 0)
