@@ -211,6 +211,16 @@ HF: list[tuple[str, object]] = [
     ("hf:recurrent_gemma", _hf("recurrent_gemma", "RecurrentGemmaForCausalLM", **_DECODER, attention_window_size=8,
                                block_types=["recurrent", "attention"])),
     ("hf:mpt", _hf("mpt", "MptForCausalLM", n_layers=2, d_model=32, n_heads=2, vocab_size=100, max_seq_len=64)),
+    ("hf:nemotron", _hf("nemotron", "NemotronForCausalLM", **_DECODER)),
+    ("hf:olmoe", _hf("olmoe", "OlmoeForCausalLM", **_DECODER, num_experts=4, num_experts_per_tok=2)),
+    ("hf:dbrx", _hf("dbrx", "DbrxForCausalLM", d_model=32, n_heads=2, n_layers=2, max_seq_len=64, vocab_size=100,
+                    attn_config={"kv_n_heads": 1, "rope_theta": 10000.0, "clip_qkv": 8.0}, ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 4,
+                                                                "moe_top_k": 2})),
+    # Zamba: one transformer block shared by its hybrid layers (tied weights), each with its own adapter
+    ("hf:zamba", _hf("zamba", "ZambaForCausalLM", **{**_DECODER, "num_hidden_layers": 4}, n_mamba_heads=2,
+                     mamba_d_state=4, layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])),
+    ("hf:falcon_h1", _hf("falcon_h1", "FalconH1ForCausalLM", **_DECODER, mamba_d_ssm=64, mamba_n_heads=4,
+                         mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=8)),
     # vision
     ("hf:dinov2", _hf("dinov2", "Dinov2ForImageClassification", **{k: v for k, v in _VISION.items() if k != "intermediate_size"},
                       layerscale_value=1e-5)),
