@@ -183,3 +183,13 @@ def test_the_detection_pass_leaves_rwkv_as_it_was():
     for i in range(4):
         for name in (f"rwkv.blocks.{i}.attention.output.weight", f"rwkv.blocks.{i}.feed_forward.value.weight"):
             assert torch.equal(model.get_parameter(name), written[name]), name
+
+
+def test_planning_writes_no_parameter():
+    # what the detection pass puts back must be what it wrote: a parameter it only touched (requires_grad_)
+    # keeps no record of a write, or after to_empty() its uninitialised memory would read as set on purpose
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+    model.to_empty(device="cpu")
+    idinit.plan(model, example_inputs=(torch.randn(2, 4),))
+    assert all(p._version == 0 for p in model.parameters())

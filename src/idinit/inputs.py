@@ -144,9 +144,9 @@ class _InPlaceOnParameters(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if args and id(args[0]) in self.params and id(args[0]) not in self.saved and (
+        if args and id(args[0]) in self.params and id(args[0]) not in self.saved and name != "requires_grad_" and (
                 name.endswith("_") and not name.startswith("__") or name.startswith("__i") or name == "__setitem__"):
-            self.saved[id(args[0])] = (args[0], args[0].detach().clone())
+            self.saved[id(args[0])] = (args[0], args[0].detach().clone(), args[0]._version)
         return func(*args, **(kwargs or {}))
 
 
@@ -161,8 +161,9 @@ def model_kept(model: nn.Module) -> Iterator[None]:
             yield
     finally:
         with torch.no_grad():
-            for p, value in mode.saved.values():
-                p.copy_(value)
+            for p, value, version in mode.saved.values():
+                if p._version != version:  # written: put back (a copy would count as a write, values.written)
+                    p.copy_(value)
         for m, k, v in attrs:
             if vars(m).get(k, v) is not v:
                 setattr(m, k, v)
