@@ -459,8 +459,9 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
     for n, held in letters.items():
         found.setdefault(n, []).append(("attention_" + "".join(c for c in "qkv" if c in held),
                                         "fused projection" if len(held) > 1 else ""))
-    for n in outs:
-        found.setdefault(n, []).append(("attention_out", ""))
+    for n in outs:  # not one inside a branch whose output passes more layers first (Zamba's shared block: zoo audit)
+        if n in closing or n not in in_branch:
+            found.setdefault(n, []).append(("attention_out", ""))
 
     layers = ("matrix", "block", "opaque", "recurrent")
     upstream, embedded = [False] * len(g.ops), [False] * len(g.ops)
