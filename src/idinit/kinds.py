@@ -20,8 +20,10 @@ each its last two axes, one per index of its first (``x @ w[e]``, ``F.linear(x, 
 grouped matmul over ``w``), is a stack of linear layers; how the matmul takes them says which axis
 is the input (layout ``stacked`` for ``(experts, out, in)``, ``stacked_t`` for ``(experts, in, out)``).
 
-A norm is any ``torch.nn`` normalisation layer or any module whose class name ends in ``Norm``
-(``LlamaRMSNorm``, ``T5LayerNorm``, ``LayerNorm2d``) and whose parameters are vectors.
+A norm is any ``torch.nn`` normalisation layer or any module whose class name, or a base class's,
+ends in ``Norm`` (``LlamaRMSNorm``, ``T5LayerNorm``, ``LayerNorm2d``), where a dimension, ``Act`` (a norm
+with its activation fused in) and a precision (``Fp32``) may follow (timm's ``RmsNormAct2d``,
+``RmsNormFp32``), and whose parameters are vectors.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose", "ex
 RECURRENT_KINDS = {"recurrent_ih", "recurrent_hh", "recurrent_hr"}
 NORM_KINDS = {"norm_weight", "norm_bias"}
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1, "RNN": 1}
-_NORM_NAME = re.compile(r"Norm\d*d?$")
+# "Norm", then what only qualifies it: a dimension, a fused activation, the precision it computes in
+_NORM_NAME = re.compile(r"Norm(\d*d|\d+|Act|Fp32|Fp16|Bf16)*$")
 
 
 @dataclass
@@ -69,7 +72,7 @@ def _torch_norms() -> tuple:
 
 
 def _is_norm(module: nn.Module) -> bool:
-    return isinstance(module, _torch_norms()) or bool(_NORM_NAME.search(type(module).__name__))
+    return isinstance(module, _torch_norms()) or any(_NORM_NAME.search(c.__name__) for c in type(module).__mro__)
 
 
 def unit_scale_at_zero(module: nn.Module) -> bool:
