@@ -77,7 +77,18 @@ def _falcon():
     return model, model.transformer.h, "self_attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h"
 
 
-@pytest.mark.parametrize("build", [_phi, _gptj, _neox, _falcon])
+def _cohere():
+    # written x + attn(ln(x)) + mlp(ln(x)): the skip is summed first (zoo audit: its MLP was read as a
+    # projection shortcut parallel to (x + attn), gate_proj as the network's stem, no MLP branch closed)
+    from transformers import CohereConfig, CohereForCausalLM
+
+    model = CohereForCausalLM(CohereConfig(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                           num_attention_heads=2, vocab_size=100, max_position_embeddings=32,
+                                           pad_token_id=0, bos_token_id=0, eos_token_id=0))
+    return model, model.model.layers, "self_attn.o_proj", "mlp.up_proj", "mlp.down_proj"
+
+
+@pytest.mark.parametrize("build", [_phi, _gptj, _neox, _falcon, _cohere])
 def test_parallel_attention_and_mlp_both_close_their_branch(build):
     torch.manual_seed(0)
     model, layers, attn_out, mlp_in, mlp_out = build()

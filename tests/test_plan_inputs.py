@@ -54,6 +54,24 @@ def _whisper():
         max_target_positions=16, decoder_start_token_id=1, pad_token_id=0, bos_token_id=0, eos_token_id=0))
 
 
+def _wav2vec2():
+    from transformers import Wav2Vec2Config, Wav2Vec2ForCTC
+
+    return Wav2Vec2ForCTC(Wav2Vec2Config(
+        num_hidden_layers=1, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=32,
+        conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4, apply_spec_augment=False, layerdrop=0.0))
+
+
+def _speech2text():
+    from transformers import Speech2TextConfig, Speech2TextForConditionalGeneration
+
+    return Speech2TextForConditionalGeneration(Speech2TextConfig(
+        vocab_size=100, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_source_positions=64,
+        max_target_positions=64, conv_channels=16, input_feat_per_channel=8, num_conv_layers=2))
+
+
 def _fcos():
     import torchvision
 
@@ -67,6 +85,10 @@ def _fcos():
     (_whisper, lambda: {"input_features": torch.randn(1, 8, 32), "decoder_input_ids": torch.ones(1, 3, dtype=torch.long)},
      ["model.encoder.layers.0.fc2.weight", "model.decoder.layers.0.fc2.weight"]),
     (_fcos, lambda: ([torch.rand(3, 64, 64)],), ["backbone.body.layer1.0.conv3.weight"]),
+    # speech (zoo audit: these needed example_inputs): a waveform, filter-bank frames
+    (_wav2vec2, lambda: (torch.randn(2, 1600),), ["wav2vec2.encoder.layers.0.feed_forward.output_dense.weight"]),
+    (_speech2text, lambda: {"input_features": torch.randn(2, 32, 8), "decoder_input_ids": torch.full((2, 4), 2)},
+     ["model.encoder.layers.0.fc2.weight", "model.decoder.layers.0.fc2.weight"]),
 ])
 def test_models_that_needed_example_inputs_get_them_built(build, given, closing):
     torch.manual_seed(0)
@@ -109,3 +131,65 @@ def test_config_built_inputs_live_on_the_model_device():
     inputs, _ = example_inputs_for(model)
     tensors = [v for v in inputs.values() if isinstance(v, torch.Tensor)]
     assert tensors and all(t.device.type == "meta" for t in tensors)
+
+
+def test_rwkv_plan_reads_the_outputs_not_the_returned_recurrent_state():
+    # in eval mode (the detection pass) RWKV returns its recurrent state, written from inside every block;
+    # with it among the outputs each branch looked used outside its sum and no residual was found (zoo audit)
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.RwkvForCausalLM(transformers.RwkvConfig(num_hidden_layers=2, hidden_size=32,
+                                                                 vocab_size=100, context_length=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = idinit.plan(model)
+    assert plan.residual
+    for i in range(2):
+        assert plan[f"rwkv.blocks.{i}.attention.output.weight"].role == "branch_end"
+        assert plan[f"rwkv.blocks.{i}.feed_forward.value.weight"].role == "branch_end"
+    plan.apply(model)
+    ratios = []
+
+    def hook(module, args, output):  # |branch| / |its input| in float64
+        ratios.append((output[0].double().norm() / args[0].double().norm()).item())
+
+    for block in model.rwkv.blocks:
+        block.attention.register_forward_hook(hook)
+        block.feed_forward.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0)))
+    assert len(ratios) == 4 and max(ratios) < 1e-3, ratios
+
+
+def test_the_detection_pass_leaves_rwkv_as_it_was():
+    # HF RWKV divides its output weights by 2 ** (block // rescale_every) in eval mode (the detection pass)
+    # and records it in layers_are_rescaled; the first training pass then multiplied the values the init
+    # wrote by that factor (x8 in block 3 here, zoo audit)
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.RwkvForCausalLM(transformers.RwkvConfig(num_hidden_layers=4, hidden_size=32, vocab_size=100,
+                                                                 context_length=16, rescale_every=1))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plan = idinit.plan(model)
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert model.rwkv.layers_are_rescaled is False
+    plan.apply(model)
+    written = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    with torch.no_grad():
+        model(torch.randint(0, 100, (2, 8), generator=torch.Generator().manual_seed(0)))
+    for i in range(4):
+        for name in (f"rwkv.blocks.{i}.attention.output.weight", f"rwkv.blocks.{i}.feed_forward.value.weight"):
+            assert torch.equal(model.get_parameter(name), written[name]), name
+
+
+def test_planning_writes_no_parameter():
+    # what the detection pass puts back must be what it wrote: a parameter it only touched (requires_grad_)
+    # keeps no record of a write, or after to_empty() its uninitialised memory would read as set on purpose
+    with torch.device("meta"):
+        model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4))
+    model.to_empty(device="cpu")
+    idinit.plan(model, example_inputs=(torch.randn(2, 4),))
+    assert all(p._version == 0 for p in model.parameters())

@@ -217,7 +217,7 @@ class TwoWays(nn.Module):
 
 
 def test_a_stack_read_two_ways_stays_unclassified():
-    with pytest.warns(UserWarning, match="left untouched"):
+    with pytest.warns(UserWarning, match="no rule fits"):
         p = idinit.plan(TwoWays(), example_inputs=(torch.randn(3, 4),))
     assert p["w"].role == "unclassified"
 

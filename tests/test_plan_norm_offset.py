@@ -4,6 +4,7 @@ paper's norm rule (weight 1, bias 0) would double every Gemma norm and open GRN'
 gives them 0, found by running the layer, and keeps 1 for every norm that multiplies by its weight."""
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -84,3 +85,40 @@ def test_gemma2_and_olmo2_post_norm_branches_are_closed():
         assert [e.name for e in p.by_role("branch_end")] == [f"model.layers.{i}.mlp.down_proj.weight" for i in (0, 1)]
         assert {e.name.rpartition(".")[0].rpartition(".")[2] for e in p.by_role("branch_end_norm")} == \
             {"post_attention_layernorm", "post_feedforward_layernorm"}
+
+
+class LayerNorm1P(nn.LayerNorm):
+    """A torch LayerNorm subclass normalising with ``weight + 1`` (Nemotron's LayerNorm1P)."""
+
+    def forward(self, x):
+        return nn.functional.layer_norm(x, self.normalized_shape, self.weight + 1.0, self.bias, self.eps)
+
+
+class Subclassed(nn.LayerNorm):
+    """A subclass that keeps torch's forward: still a norm that multiplies."""
+
+
+def test_a_torch_norm_subclass_with_its_own_forward_is_probed():
+    # zoo audit: Nemotron's norms were taken for torch LayerNorms (isinstance) and got weight 1, i.e. scale 2
+    one_p, plain = LayerNorm1P(8), Subclassed(8)
+    model = nn.Sequential(nn.Linear(8, 8), one_p, nn.Linear(8, 8), plain, nn.Linear(8, 3))
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    idinit.init_(model, example_inputs=(x,))
+    assert torch.all(one_p.weight == 0) and torch.all(plain.weight == 1)
+    h = torch.randn(4, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # both now scale the normalised input by exactly 1
+        reference = nn.functional.layer_norm(h, (8,), eps=one_p.eps)
+        assert torch.equal(one_p(h), reference) and torch.equal(plain(h), reference)
+
+
+def test_nemotron_norms_get_their_unit_scale():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = transformers.NemotronForCausalLM(transformers.NemotronConfig(
+        num_hidden_layers=1, hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=1,
+        vocab_size=100, max_position_embeddings=32, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    plan = idinit.init_(model)
+    norms = [n for n, m in model.named_modules() if type(m).__name__ == "NemotronLayerNorm1P"]
+    assert len(norms) == 3
+    for n in norms:
+        assert plan[f"{n}.weight"].init == "zeros_" and torch.all(model.get_parameter(f"{n}.weight") == 0), n

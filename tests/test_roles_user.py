@@ -114,9 +114,24 @@ class CustomMatrix(nn.Module):
         return (self.inp(x) @ self.w) * self.scale
 
 
+class CustomMatrixWithInit(CustomMatrix):
+    def reset_parameters(self):
+        nn.init.uniform_(self.w)
+
+
+def test_a_parameter_no_rule_fits_is_redrawn_by_the_model_s_own_init_and_the_warning_says_so():
+    # the warning said "left untouched" while the plan redrew it (zoo audit: wav2vec2's masked_spec_embed,
+    # which check then flags as an overwritten prior)
+    model = CustomMatrixWithInit()
+    with pytest.warns(UserWarning, match=r"1 parameter\(s\) no rule fits, left to the model's own init"):
+        plan = idinit.init_(model, example_inputs=(torch.randn(2, 3),))
+    assert plan["w"].init == "reset_parameters" and "CustomMatrixWithInit.reset_parameters" in plan["w"].note
+    assert not torch.any(model.w == 0.5) and torch.all((model.w >= 0) & (model.w <= 1))
+
+
 def test_parameter_no_rule_fits_is_reported_and_left_alone():
     model = CustomMatrix()
-    with pytest.warns(UserWarning, match=r"1 parameter\(s\) left untouched.*w: not a parameter of a known layer"):
+    with pytest.warns(UserWarning, match=r"1 parameter\(s\) no rule fits.*w: not a parameter of a known layer"):
         plan = idinit.init_(model, example_inputs=(torch.randn(2, 3),))
     assert [e.name for e in plan.unclassified] == ["w"]
     assert "MmBackward" in plan.unclassified[0].reason

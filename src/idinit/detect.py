@@ -30,6 +30,7 @@ lists the other names.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -40,7 +41,7 @@ from torch import nn
 
 from idinit import registry, values
 from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
-from idinit.inputs import buffers_rebuilt, example_inputs_for
+from idinit.inputs import buffers_rebuilt, example_inputs_for, model_kept
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos, stacked_kinds
 from idinit.positions import analyse
 from idinit.roles import strongest, user_roles
@@ -88,6 +89,8 @@ class _GraphFindings:
     unclassified: dict[str, str] = field(default_factory=dict)
     residual: bool = False
     scaled: dict[str, set[str]] = field(default_factory=dict)  # branch end -> learned scales closing its branch
+    # layers the graph saw outside every residual branch it found -> the registered block holding them ("": none)
+    outside: dict[str, str] = field(default_factory=dict)
 
 
 def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str, str] | None = None,
@@ -139,6 +142,14 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
             role.note += f", also a candidate for {candidates[1].role} ({candidates[1].source}): embedding wins"
         elif info.aliases and role.source != "tied":
             role.note = (role.note + "; " if role.note else "") + f"tied with {', '.join(info.aliases)}"
+        block = graph_found.outside.get(name)
+        inner = block and any(r.role == "branch_end" for q, r in found["registry"].items() if q.startswith(block + "."))
+        if role.role == "attention_out" and block is not None and not inner and \
+                role.source.startswith(("registry", "graph")):
+            # an attention whose output no skip joins (an attention-pooling head: SigLIP's) closes no residual
+            # branch: IDI as in a network without residuals (SPEC section 4), not A.5's IDIZ (zoo audit); a
+            # registered block with residuals of its own (nn.TransformerEncoderLayer) closes them inside
+            role = Role("identity", role.source, "attention output projection outside every residual branch")
         roles[name] = role
     # a note whose remedy the user has applied (every module it names has a stated role) is dropped
     stated = {n.rpartition(".")[0] for n in found["user"]} | set(found["user"])
@@ -184,7 +195,7 @@ def _build_graph(model, infos, example_inputs, use_registry: bool, need_position
               "the roles with overrides=")
     if example_inputs is not None:
         try:
-            with buffers_rebuilt(model):
+            with buffers_rebuilt(model), model_kept(model):
                 return autograd_graph(model, names, example_inputs), "autograd graph of one forward pass on example_inputs"
         except GraphUnavailable as err:
             raise ValueError(f"role detection failed on the example_inputs given: {err}") from err
@@ -192,7 +203,7 @@ def _build_graph(model, infos, example_inputs, use_registry: bool, need_position
     built = example_inputs_for(model)
     if built is not None:
         try:
-            with buffers_rebuilt(model):
+            with buffers_rebuilt(model), model_kept(model):
                 return autograd_graph(model, names, built[0]), f"autograd graph of one forward pass on {built[1]}"
         except GraphUnavailable as err:
             tried.append(f"{err} (on {built[1]})")
@@ -215,6 +226,10 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
     notes.extend(found.notes)
     out = _GraphFindings(residual=found.residual_adds > 0)
     roles, unclassified = out.roles, out.unclassified
+    if out.residual:
+        inside = {p for n in found.in_branch for p in graph.ops[n].params}
+        out.outside = {p: op.block or "" for op in graph.ops if op_class(op, kinds, owners) in ("matrix", "block")
+                       for p in op.params if p not in inside}
     per_param: dict[str, list[tuple[str, str]]] = {}
     for n, (role, note) in found.roles.items():
         for p in graph.ops[n].params:
@@ -266,8 +281,27 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
                 roles[p] = Role("attention_qkv" if "fused_qkv" in kinds[p] else "identity", "type", f"inside {op.label}")
     for p, ks in kinds.items():
         if ks & MATRIX_KINDS and p not in roles:
-            roles[p] = Role("attention_qkv" if "fused_qkv" in ks else "identity", "type", "not reached by the graph")
+            roles[p] = _sibling_role(p, roles) or Role("attention_qkv" if "fused_qkv" in ks else "identity", "type",
+                                                       "not reached by the graph")
     return out
+
+
+def _sibling_role(name: str, roles: Mapping[str, Role]) -> Role | None:
+    """The role the graph gave the same parameter of the nearest numbered sibling module
+    (``experts.expert_3.wo.weight`` -> ``experts.expert_0.wo.weight``), when those siblings agree: an
+    expert the example pass routed no token to is still the end of its branch (zoo audit: Switch
+    Transformers' unused experts kept IDI on ``wo``, so they would join their branch open)."""
+    parts = name.split(".")
+    for i in reversed(range(len(parts))):
+        stem = parts[i].rstrip("0123456789")
+        if stem == parts[i]:
+            continue
+        pattern = re.compile(re.escape(".".join(parts[:i] + [stem])) + r"\d+" + re.escape("".join("." + q for q in parts[i + 1:])))
+        found = {(r.role, n) for n, r in roles.items() if r.source == "graph" and pattern.fullmatch(n)}
+        if found and len({role for role, _ in found}) == 1:
+            role, sibling = min(found)
+            return Role(role, "graph", f"not reached by the graph; as its sibling {sibling}")
+    return None
 
 
 def _type_role(ks: set) -> Role | None:

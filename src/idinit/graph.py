@@ -301,7 +301,8 @@ def _autograd_kind(name: str) -> str:
         "AddmmBackward": "matmul", "MatmulBackward": "matmul",
         "SoftmaxBackward": "softmax", "SafeSoftmaxBackward": "softmax", "SigmoidBackward": "sigmoid", "HardsigmoidBackward": "sigmoid",
         "CatBackward": "cat", "TopkBackward": "topk", "EmbeddingBackward": "embedding", "EmbeddingBagBackward": "embedding",
-        "EmbeddingDenseBackward": "embedding",
+        # torch.max's values: a top-1 router's weights (Switch Transformers' max of the softmax, zoo audit)
+        "EmbeddingDenseBackward": "embedding", "MaxBackward": "topk",
     }.get(base, "call")
 
 

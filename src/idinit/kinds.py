@@ -82,8 +82,10 @@ def unit_scale_at_zero(module: nn.Module) -> bool:
     a path the model keeps closed. Measured, not guessed from names: with every parameter of the module at
     0, a norm that multiplies by its weight outputs exact zeros; these do not. The probe runs on small
     CPU copies (any device, meta included; the module and the global RNG are untouched); torch.nn's own
-    norms multiply, and a module the probe cannot run counts as one that multiplies."""
-    if isinstance(module, _torch_norms()) or not _is_norm(module):
+    norms multiply, and a module the probe cannot run counts as one that multiplies. A subclass of a torch
+    norm with a forward of its own is probed too (Nemotron's ``LayerNorm1P`` normalises with ``weight + 1``)."""
+    torch_forward = type(module).forward.__module__.startswith("torch.")
+    if isinstance(module, _torch_norms()) and torch_forward or not _is_norm(module):
         return False
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or not weight.is_floating_point():

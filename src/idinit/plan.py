@@ -91,7 +91,7 @@ class Plan:
 
     @property
     def unclassified(self) -> list[PlanEntry]:
-        """Parameters no rule placed (left untouched); each entry's ``reason`` says why."""
+        """Parameters no rule placed (the model's own init, or kept); each entry's ``reason`` says why."""
         return [e for e in self.entries if e.role == "unclassified"]
 
     def by_role(self, role: str) -> list[PlanEntry]:
@@ -364,7 +364,10 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
              _norm_states(model, entries))
     if p.unclassified:
         listing = "; ".join(f"{e.name}: {e.reason}" for e in p.unclassified)
-        warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) left untouched, no rule fits: {listing}. "
+        # "left untouched" was wrong where the module has an init of its own: the entry redraws them with it
+        # (zoo audit: wav2vec2's masked_spec_embed, then flagged overwritten_prior by check)
+        warn_caller(f"idinit.plan: {len(p.unclassified)} parameter(s) no rule fits, left to the model's own init "
+                    f"(kept as they are where it has none): {listing}. "
                     f"State their roles to initialise them, e.g. overrides={{'{p.unclassified[0].name}': 'keep'}} "
                     "(or 'bias', 'scale', ...), or idinit.tag()")
     if declared.equals_without and found.residual and not p.by_role(declared.equals_without[0]):

@@ -44,6 +44,7 @@ Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -88,6 +89,7 @@ class Analysis:
     residual_adds: int
     notes: list[tuple[str, list[str]]]  # (message, the modules its remedy names)
     scaled_ends: dict[int, set[str]]  # branch-end op -> learned scales between it and the add
+    in_branch: set[int]  # ops inside some residual branch
 
 
 @dataclass
@@ -115,10 +117,9 @@ class _Graph:
     def ancestors(self, start: int) -> set[int]:
         seen, stack = {start}, [start]
         while stack:
-            for i in self.ops[stack.pop()].data_inputs:
-                if i not in seen:
-                    seen.add(i)
-                    stack.append(i)
+            new = [i for i in self.ops[stack.pop()].data_inputs if i not in seen]
+            seen.update(new)
+            stack.extend(new)
         return seen
 
     def after_fork(self, side: set[int], common: set[int]) -> set[int]:
@@ -216,7 +217,8 @@ def _sum_trees(g: _Graph) -> dict[int, list[int]]:
     """``{root add: its terms}``: chains of adds read as one sum. An add whose only consumer is another
     add (directly or through reshapes: Qwen2-MoE's ``(routed + shared).reshape(...)`` before the residual
     add), and neither of whose inputs is computed from the other, is a partial sum (``attn + mlp`` in
-    ``attn + mlp + x``, the parallel blocks of Phi, GPT-J, GPT-NeoX): its terms join its consumer's."""
+    ``attn + mlp + x``, the parallel blocks of Phi, GPT-J, GPT-NeoX): its terms join its consumer's. So is
+    ``x + f(x)`` in Cohere's ``x + f(x) + g(x)``; not ``y + g(y)`` in ``x + (y + g(y))`` (x is in its past)."""
     def is_add(n: int) -> bool:
         return g.ops[n].kind == "add" and g.classes[n] == "plain" and len(set(g.ops[n].data_inputs)) == 2
 
@@ -231,8 +233,10 @@ def _sum_trees(g: _Graph) -> dict[int, list[int]]:
     partial: dict[int, list[int]] = {}  # the value the consuming add reads -> (the partial add, its reshapes)
     for n in range(len(g.ops)):
         if is_add(n) and (path := into_add(n)):
-            left, right = dict.fromkeys(g.ops[n].data_inputs)
-            if left not in g.ancestors(right) and right not in g.ancestors(left):
+            (left, right), past = dict.fromkeys(g.ops[n].data_inputs), g.ancestors(n)
+            other = [i for i in g.ops[g.users[path[-1]][0]].data_inputs if i != path[-1]]
+            if (left not in g.ancestors(right) and right not in g.ancestors(left)) or (
+                    not set(other) & past and any({left, right} & g.ancestors(o) for o in other)):
                 partial[path[-1]] = path
 
     def terms(n: int) -> list[int]:
@@ -259,10 +263,7 @@ def _residuals(g: _Graph) -> list[_Residual]:
         if len(terms) < 2 or g.reaches(a, "softmax", g.plain):
             continue  # attention scores plus a mask or a position bias
         ancestry = {t: g.ancestors(t) for t in terms}
-        seen: dict[int, int] = {}
-        for anc in ancestry.values():
-            for n in anc:
-                seen[n] = seen.get(n, 0) + 1
+        seen = Counter(n for anc in ancestry.values() for n in anc)
         common = {n for n, count in seen.items() if count > 1}
         # a term sharing no ancestor with the others (a position table, a class embedding) is no path
         linked = [t for t in terms if ancestry[t] & common]
@@ -458,8 +459,9 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
     for n, held in letters.items():
         found.setdefault(n, []).append(("attention_" + "".join(c for c in "qkv" if c in held),
                                         "fused projection" if len(held) > 1 else ""))
-    for n in outs:
-        found.setdefault(n, []).append(("attention_out", ""))
+    for n in outs:  # not one inside a branch whose output passes more layers first (Zamba's shared block: zoo audit)
+        if n in closing or n not in in_branch:
+            found.setdefault(n, []).append(("attention_out", ""))
 
     layers = ("matrix", "block", "opaque", "recurrent")
     upstream, embedded = [False] * len(g.ops), [False] * len(g.ops)
@@ -470,9 +472,7 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
     downstream = [False] * len(g.ops)
     for n in reversed(range(len(g.ops))):
         downstream[n] = any(downstream[u] or g.classes[u] in layers for u in g.users[n])
-    for n in range(len(g.ops)):
-        if g.classes[n] != "matrix":
-            continue
+    for n in (n for n in range(len(g.ops)) if g.classes[n] == "matrix"):
         if not downstream[n] and n not in in_branch and n not in letters and n not in outs:
             found.setdefault(n, []).append(("head", "final layer"))
         # after an embedding, a layer inside a residual branch is one of its block's layers (the first
@@ -486,7 +486,7 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         role = strongest(r for r, _ in candidates)
         picked[n] = (role, next((note for r, note in candidates if r == role and note), ""))
     return Analysis(picked, end_norms, len({r.add for r in residuals}), notes,
-                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")})
+                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")}, in_branch)
 
 
 def _what(g: _Graph, walls: list[int], residual_adds: set[int]) -> str:
