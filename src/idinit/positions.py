@@ -3,7 +3,8 @@
 Third link of the model level's chain (kinds -> graph -> **positions** -> roles -> detect -> schemes ->
 plan): where each layer sits in the graph (residual branches, attention, stem, head).
 
-Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd) and finds:
+Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd), walked as an
+:class:`idinit.dataflow.DataFlow`, and finds:
 
 - **residual sums.** A chain of adds is read as one sum (``attn + mlp + x`` in the parallel blocks
   of Phi, GPT-J, GPT-NeoX and Falcon: an add whose only consumer is another add, neither input
@@ -46,10 +47,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
+from idinit.dataflow import RESHAPES, DataFlow, activation_name
 from idinit.graph import DataGraph
-from idinit.kinds import op_class
 from idinit.roles import strongest
 
 __all__ = ["Analysis", "analyse"]
@@ -57,29 +58,6 @@ __all__ = ["Analysis", "analyse"]
 # Op classes (idinit.kinds.op_class) a walk along a branch or an attention operand cannot pass:
 # the layer it looks for may lie behind them, but is not theirs to give.
 _WALLS = ("block", "opaque", "recurrent", "embedding", "input")
-
-
-# Activations that zero or shrink one half-line, halving the second moment as ReLU does: the ones
-# idinit.schemes.STEM_GAIN gives sqrt(2), by the name of the function, module class or backward node.
-_RECTIFIERS = {"relu", "relu6", "leakyrelu", "prelu", "rrelu", "threshold", "hardtanh", "gelu", "quickgelu",
-               "silu", "swish", "hardswish", "mish", "elu", "selu", "celu", "softplus"}
-# Ops a walk from a stem to its activation stops at: another mixing of values, a saturating activation.
-_NOT_RECTIFIED = ("softmax", "sdpa", "sigmoid", "matmul")
-# The saturating factor s of a self-gated activation x * s(x) written as a formula (GELU's tanh and
-# erf forms, SiLU, QuickGELU): s runs from 0 (for x << 0) to 1, so the product removes most of one
-# half-line, as ReLU does.
-_GATES = ("tanh", "erf", "sigmoid")
-# Ops that only reshape a value (by :func:`_activation_name`: fx call names and autograd nodes alike).
-_RESHAPES = {"view", "unsafeview", "reshape", "reshapealias", "alias", "flatten", "unflatten", "squeeze", "unsqueeze"}
-
-
-def _activation_name(op) -> str:
-    """``ReluBackward0``, ``relu_1``, ``LeakyReLU``, ``GELUActivation`` -> ``relu``, ``relu``,
-    ``leakyrelu``, ``gelu``."""
-    name = (op.fn or op.label).rpartition(".")[2].lower().rstrip("0123456789_")
-    for suffix in ("backward", "activation"):
-        name = name.removesuffix(suffix).rstrip("0123456789_")
-    return name.replace("_", "")
 
 
 @dataclass
@@ -100,120 +78,7 @@ class _Residual:
     skip_ops: set[int]    # the same, skip side (a projection shortcut's layers)
 
 
-class _Graph:
-    """A DataGraph with each op's class and consumers, and the walks the analysis needs."""
-
-    def __init__(self, graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str]):
-        self.ops = graph.ops
-        self.classes = [op_class(op, kinds, owners) for op in graph.ops]
-        self.users = graph.consumers()
-        # ops some output depends on: fx keeps dead code (Res2Net's unused ``spx[0]``), and a consumer that
-        # leads nowhere must not make a residual branch look shared (zoo audit)
-        self.live = set().union(*(self.ancestors(o) for o in graph.outputs)) if graph.outputs else set(range(len(self.ops)))
-
-    def plain(self, n: int) -> bool:
-        return self.classes[n] == "plain" and self.ops[n].kind != "matmul"
-
-    def ancestors(self, start: int) -> set[int]:
-        seen, stack = {start}, [start]
-        while stack:
-            new = [i for i in self.ops[stack.pop()].data_inputs if i not in seen]
-            seen.update(new)
-            stack.extend(new)
-        return seen
-
-    def after_fork(self, side: set[int], common: set[int]) -> set[int]:
-        """The ops of ``side`` downstream of the fork (the ops in ``common``): the path fork -> add."""
-        found: set[int] = set()
-        for n in sorted(side):  # op indices are topological
-            if any(i in common or i in found for i in self.ops[n].data_inputs):
-                found.add(n)
-        return found
-
-    def reaches(self, start: int, kind: str, through: Callable[[int], bool], forward: bool = True,
-                limit: int = 10) -> bool:
-        """Whether an op of ``kind`` lies within ``limit`` hops of ``start`` along ops ``through`` accepts."""
-        frontier, seen = [start], {start}
-        for _ in range(limit):
-            nxt = []
-            for n in frontier:
-                for m in (self.users[n] if forward else self.ops[n].data_inputs):
-                    if m in seen:
-                        continue
-                    seen.add(m)
-                    if self.ops[m].kind == kind:
-                        return True
-                    if through(m):
-                        nxt.append(m)
-            frontier = nxt
-        return False
-
-    def layers_from(self, start: int, forward: bool, through: Callable[[int], bool]) -> set[int]:
-        """The first matrix ops reached from ``start`` (itself included when walking back) along ops
-        ``through`` accepts."""
-        found, stack, seen = set(), (list(self.users[start]) if forward else [start]), set()
-        while stack:
-            n = stack.pop()
-            if n in seen:
-                continue
-            seen.add(n)
-            if self.classes[n] == "matrix":
-                found.add(n)
-            elif through(n):
-                stack.extend(self.users[n] if forward else self.ops[n].data_inputs)
-        return found
-
-    def rectified(self, start: int) -> bool:
-        """Whether the output of ``start`` passes a ReLU-like activation before it reaches another layer
-        (through reshapes, norms, bias and position adds, pooling, residual sums)."""
-        stack, seen = list(self.users[start]), set()
-        while stack:
-            n = stack.pop()
-            if n in seen:
-                continue
-            seen.add(n)
-            name = _activation_name(self.ops[n])
-            if name in _RECTIFIERS or self.self_gated(n, start):
-                return True
-            if self.classes[n] in ("plain", "param", "norm", "embedding") and name not in ("tanh", "softsign") \
-                    and self.ops[n].kind not in _NOT_RECTIFIED:
-                stack.extend(self.users[n])
-        return False
-
-    def self_gated(self, n: int, start: int) -> bool:
-        """Whether op ``n`` is x * s(x) for a value x computed from ``start``, where s is a gate
-        (:data:`_GATES`) of that same x: an activation written as a formula, which torch.fx traces
-        into and autograd sees only as multiplications (HF's NewGELU, nanoGPT's gelu)."""
-        op = self.ops[n]
-        if op.kind != "mul" or len(set(op.data_inputs)) != 2:
-            return False
-        left, right = (self.ancestors(i) for i in dict.fromkeys(op.data_inputs))
-        if start not in left or start not in right:
-            return False  # one factor does not come from the layer: a gate from elsewhere
-
-        def gate_on(side: set[int]) -> bool:
-            return any((_activation_name(self.ops[m]) in _GATES or self.ops[m].kind == "sigmoid")
-                       and start in self.ancestors(m) for m in side)
-        return gate_on(left - right) or gate_on(right - left)
-
-    def where(self, n: int) -> str:
-        """Name an op for a message by the parameters nearest upstream (autograd ops have no names)."""
-        found, frontier, seen = [], list(self.ops[n].data_inputs), set()
-        while frontier and not found:
-            nxt = []
-            for m in frontier:
-                if m not in seen:
-                    seen.add(m)
-                    if self.ops[m].params:
-                        found.extend(self.ops[m].params)
-                    else:
-                        nxt.extend(self.ops[m].data_inputs)
-            frontier = nxt
-        modules = sorted({p.rpartition(".")[0] or p for p in found})
-        return f"after {' and '.join(modules[:3])}" if modules else f"at {self.ops[n].label}"
-
-
-def _sum_trees(g: _Graph) -> dict[int, list[int]]:
+def _sum_trees(g: DataFlow) -> dict[int, list[int]]:
     """``{root add: its terms}``: chains of adds read as one sum. An add whose only consumer is another
     add (directly or through reshapes: Qwen2-MoE's ``(routed + shared).reshape(...)`` before the residual
     add), and neither of whose inputs is computed from the other, is a partial sum (``attn + mlp`` in
@@ -225,7 +90,7 @@ def _sum_trees(g: _Graph) -> dict[int, list[int]]:
     def into_add(n: int) -> list[int]:  # n and the reshapes between it and the add it flows into, or []
         path = [n]
         while len(g.users[path[-1]]) == 1 and not is_add(u := g.users[path[-1]][0]):
-            if not (g.plain(u) and len(set(g.ops[u].data_inputs)) == 1 and _activation_name(g.ops[u]) in _RESHAPES):
+            if not (g.plain(u) and len(set(g.ops[u].data_inputs)) == 1 and activation_name(g.ops[u]) in RESHAPES):
                 return []
             path.append(u)
         return path if len(g.users[path[-1]]) == 1 else []
@@ -249,14 +114,14 @@ def _sum_trees(g: _Graph) -> dict[int, list[int]]:
     return {n: (list(dict.fromkeys(terms(n))), adds(n)) for n in range(len(g.ops)) if is_add(n) and n not in inner}
 
 
-def _layer_names(g: _Graph, ops) -> str:
+def _layer_names(g: DataFlow, ops) -> str:
     """The modules of the layers among ``ops``, for a message (``blocks.0.mlp.fc2``, ...)."""
     names = sorted({p.rpartition(".")[0] or p for n in ops if g.classes[n] in ("matrix", "opaque", "block")
                     for p in g.ops[n].params})
     return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "") if names else "no layer"
 
 
-def _residuals(g: _Graph) -> list[_Residual]:
+def _residuals(g: DataFlow) -> list[_Residual]:
     """Every residual sum, one :class:`_Residual` per branch (module docstring)."""
     found = []
     for a, (terms, adds) in _sum_trees(g).items():
@@ -290,7 +155,7 @@ def _residuals(g: _Graph) -> list[_Residual]:
     return found
 
 
-def _private(g: _Graph, adds: set[int], skips, side, common, branch_ops: set[int], skip_ops: set[int]) -> bool:
+def _private(g: DataFlow, adds: set[int], skips, side, common, branch_ops: set[int], skip_ops: set[int]) -> bool:
     """Whether what the branches compute from the skip's fork is used by nothing but the sum.
 
     In ``x + f(x)`` the values inside ``f`` exist only to be added back; in a feature pyramid's
@@ -311,7 +176,7 @@ def _private(g: _Graph, adds: set[int], skips, side, common, branch_ops: set[int
     return True
 
 
-def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
+def _branch_end(g: DataFlow, r: _Residual, residual_adds: set[int]):
     """Walk back from the add along the branch: ``(layers closing it, norms on the way, walls hit,
     scale parameters on the way)``. A product of two computed values that both hold layers of the
     branch (a state-space scan, a gated unit without an output layer) stops the walk: the layers
@@ -353,7 +218,7 @@ def _branch_end(g: _Graph, r: _Residual, residual_adds: set[int]):
     return ends, norms, walls, scales
 
 
-def _attention(g: _Graph, residual_adds: set[int]) -> tuple[dict[int, set[str]], set[int]]:
+def _attention(g: DataFlow, residual_adds: set[int]) -> tuple[dict[int, set[str]], set[int]]:
     """``({projection op: letters it feeds}, {output projection ops})`` over every attention core."""
     def open_(n: int) -> bool:
         return n not in residual_adds and g.classes[n] not in _WALLS
@@ -382,7 +247,7 @@ def _attention(g: _Graph, residual_adds: set[int]) -> tuple[dict[int, set[str]],
     return letters, outs - set(letters)
 
 
-def _math_attention(g: _Graph, softmax: int):
+def _math_attention(g: DataFlow, softmax: int):
     """``softmax(q @ k^T ...) @ v`` written out: ``(output op, q, k, v)`` or None."""
     # scores may pass bias adds (relative position tables), masks and scaling on their way
     def passable(n: int) -> bool:
@@ -416,7 +281,7 @@ def _math_attention(g: _Graph, softmax: int):
 
 def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str]) -> Analysis:
     """Positional roles of the graph's linear / conv ops (see the module docstring)."""
-    g = _Graph(graph, kinds, owners)
+    g = DataFlow(graph, kinds, owners)
     notes: list[tuple[str, list[str]]] = []
     found: dict[int, list[tuple[str, str]]] = {}
     residuals = _residuals(g)
@@ -489,7 +354,7 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
                     {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")}, in_branch)
 
 
-def _what(g: _Graph, walls: list[int], residual_adds: set[int]) -> str:
+def _what(g: DataFlow, walls: list[int], residual_adds: set[int]) -> str:
     """What stopped a walk back along a branch, in words."""
     if any(n in residual_adds for n in walls):
         return "another residual sum"
