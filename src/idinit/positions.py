@@ -290,6 +290,7 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
     in_branch: set[int] = set()
     scaled: dict[int, set[str]] = {}
     open_ends: list[tuple[_Residual, list[int]]] = []
+    products: list[_Residual] = []
     for r in residuals:
         in_branch |= r.branch_ops
         for n in r.skip_ops:
@@ -303,9 +304,18 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         if ends:
             end_norms.update(norms)
         elif walls and all(g.classes[n] == "plain" and n not in residual_adds for n in walls):
-            pass  # closed by a product of two computed paths (a state-space scan): no layer to zero
+            products.append(r)  # closed by a product of two computed paths: no layer to zero (said below)
         elif not any(g.classes[n] in ("block", "opaque") for n in walls):  # those are reported on their own
             open_ends.append((r, walls))
+    for r in products:
+        # A sum inside another residual's branch (Mamba's scan output + D * x, before out_proj closes the block) is
+        # the layer's own arithmetic. A block's own sum ending in a product (CSATv2's x + pwconv2(h) * attn(...)) is
+        # not closed by any rule, as zeroing one factor would stall it: the block does not start at identity.
+        if r.add not in in_branch:
+            notes.append((f"the residual add {g.where(r.add)}: its branch ({_layer_names(g, r.branch_ops)}) ends in "
+                          f"a product of two computed paths, not in a linear/conv layer. No rule closes such a branch "
+                          f"(zeroing one factor would stall it, not close it), so this block does not start at "
+                          f"identity; idinit.check measures how far it is", []))
     closing = {n for n, candidates in found.items() if any(role == "branch_end" for role, _ in candidates)}
     for r, walls in open_ends:
         # the layers nearest the add behind what stopped the walk, less those closing a branch already
