@@ -11,7 +11,7 @@ shows; when the model has no torch.fx graph and ``init_`` asks for example input
 the same batch ``check`` gets (the row says which graph the roles came from).
 
 A row records: ``ok`` or the exception (stage, type, first line), the plan's graph source and role counts
-(``branch_end``: the residual branches it found), the warnings ``init_`` gave (first line), the check's
+(``branch_end``: the residual branches it found), the warnings ``init_`` gave (first line; each note of role detection's list), the check's
 residual blocks (and each one's |branch| / |skip|) and its flags (kind and the names involved), and seconds
 per stage. Everything but the seconds is the same on every run (seeded). Writes ``<out>/zoo.json`` and ``<out>/TABLE.md``.
 """
@@ -302,6 +302,14 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
 
 
+def _warning_lines(message: str) -> list[str]:
+    """A warning's first line, or for a heading with a list under it (role detection's notes) the heading
+    and each item's first line: each note is a finding of its own."""
+    lines = message.splitlines()
+    items = [line.strip() for line in lines[1:] if line.startswith("- ")]
+    return [f"{lines[0]} {item}" for item in items] if lines and lines[0].endswith(":") and items else lines[:1]
+
+
 def _timm_builder(name: str, kwargs: dict):
     def build():
         import timm
@@ -349,7 +357,7 @@ def _audit_one(label: str, build, side: int | None, recheck_side: int | None = N
                 model.load_state_dict(reference)
                 plan = idinit.init_(model, example_inputs=inputs, generator=torch.Generator().manual_seed(0))
         times["init_"] = time.perf_counter() - t0
-        row["warnings"] = sorted({str(w.message).splitlines()[0][:300] for w in caught})
+        row["warnings"] = sorted({line[:300] for w in caught for line in _warning_lines(str(w.message))})
         roles = Counter(e.role for e in plan)
         row["graph"] = plan.source
         row["residual"] = plan.residual
