@@ -264,21 +264,21 @@ def check_sharded_flat_experts(mesh) -> None:
     assert torch.equal(model.stem.weight, stem) and bool((model.down.to_local() == 7.0).all())
 
 
-def check_experts_after_fully_shard(mesh) -> None:
-    """The FSDP2 order on a model with fused experts: built on meta, ``fully_shard``, ``to_empty``, then
-    ``init_``: equal bit for bit to ``init_`` of the unsharded model."""
+def check_experts_after_fully_shard(mesh, build=_FusedExperts, layout: str = "stacked") -> None:
+    """The FSDP2 order on a model with fused experts (3-D, or flat: ``build``): built on meta, ``fully_shard``,
+    ``to_empty``, then ``init_``: equal bit for bit to ``init_`` of the unsharded model."""
     from torch.distributed.fsdp import fully_shard
 
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     models = []
     for shard in (False, True):
         with torch.device("meta"):
-            model = _FusedExperts()
+            model = build()
         if shard:
             fully_shard(model, mesh=mesh)
         model.to_empty(device="cpu")
         plan = idinit.init_(model, example_inputs=(x,), generator=torch.Generator().manual_seed(5))
-        assert plan["up"].layout == "stacked" and plan["down"].role == "branch_end", plan
+        assert plan["up"].layout == layout and plan["down"].role == "branch_end", plan
         models.append(model)
     for (name, p), want in zip(models[1].named_parameters(), models[0].parameters()):
         assert torch.equal(p.full_tensor(), want), name
@@ -317,6 +317,7 @@ def run(rank: int, world: int, path: str) -> None:
         if world == 2:
             check_init_after_fully_shard(mesh)
             check_experts_after_fully_shard(mesh)
+            check_experts_after_fully_shard(mesh, lambda: _FlatExperts(4), "stacked_flat")
         check_column_sharded_model(mesh)
         check_sharded_experts(mesh)
         check_sharded_flat_experts(mesh)
