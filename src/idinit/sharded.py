@@ -134,7 +134,7 @@ def local_flat_stack(tensor: Tensor, stack: int) -> tuple[Tensor, int]:
                          f"{cut}); shard it over a number of processes that divides {stack}, or initialise it before "
                          "sharding it")
     local, offset = local_and_offset(tensor)
-    return local.reshape(-1, per, cols), offset[0] // per
+    return local.view(-1, per, cols), offset[0] // per
 
 
 def local_of(tensor: Tensor) -> Tensor:
