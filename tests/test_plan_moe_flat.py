@@ -80,8 +80,9 @@ def _x() -> tuple:
 @pytest.mark.parametrize("scheme", ["idinit", "kaiming", "xavier"])
 def test_a_flat_stack_is_initialised_exactly_as_the_3d_stack(scheme):
     flat, stacked = GluExperts(flat=True), GluExperts(flat=False)
-    for model in (flat, stacked):  # loose noise on (the default): keyed per expert, "w1[e]"
-        _quiet(idinit.init_, model, scheme, example_inputs=_x(), generator=torch.Generator().manual_seed(3))
+    plans = [_quiet(idinit.init_, model, scheme, example_inputs=_x(), generator=torch.Generator().manual_seed(3))
+             for model in (flat, stacked)]  # loose noise on (the default): keyed per expert, "w1[e]"
+    assert (plans[0]["w1"].layout, plans[1]["w1"].layout) == ("stacked_flat", "stacked")  # x @ w1[e].T both
     for name in ("w1", "v1", "w2"):
         got, want = getattr(flat, name).detach().view(E, FFN, HIDDEN), getattr(stacked, name).detach()
         assert torch.equal(got, want), (scheme, name)
@@ -111,6 +112,19 @@ def test_flat_experts_get_idi_then_idiz_per_expert():
         skip = model.inp(x)
         ratio = float((model(x) - skip).norm() / skip.norm())
     assert 0 < ratio < 1e-4
+
+
+def test_flat_experts_built_on_meta_are_initialised_after_to_empty():
+    # the plan reads the view on meta tensors too; planted: NaN everywhere after to_empty()
+    with torch.device("meta"):
+        model = GluExperts(flat=True)
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    idinit.init_(model, example_inputs=_x(), loose=0.0)
+    assert torch.equal(model.w1.detach().view(E, FFN, HIDDEN), idi(FFN, HIDDEN).expand(E, -1, -1))
+    assert torch.equal(model.w2.detach().view(E, FFN, HIDDEN).transpose(1, 2), idiz(HIDDEN, FFN).expand(E, -1, -1))
 
 
 def test_reshape_reads_as_view():
