@@ -66,6 +66,10 @@ class GluExperts(nn.Module):
 
     def forward(self, x):
         x = self.inp(x)
+        if self.split == "bmm":  # every expert at once: batched matmuls over the (experts, ffn, hidden) views
+            w1, v1, w2 = (w.view(E, FFN, HIDDEN) for w in (self.w1, self.v1, self.w2))
+            xs = x.expand(E, *x.shape)
+            return x + torch.bmm(F.silu(torch.bmm(xs, w1.transpose(1, 2))) * torch.bmm(xs, v1.transpose(1, 2)), w2).sum(0)
         out = torch.zeros_like(x)
         for e in torch.arange(E).view(-1, 1):  # DBRX loops over a tensor of expert indices
             w1, v1, w2 = (self.expert(w, e[0]) for w in (self.w1, self.v1, self.w2))
@@ -127,9 +131,13 @@ def test_flat_experts_built_on_meta_are_initialised_after_to_empty():
     assert torch.equal(model.w2.detach().view(E, FFN, HIDDEN).transpose(1, 2), idiz(HIDDEN, FFN).expand(E, -1, -1))
 
 
-def test_reshape_reads_as_view():
-    p = idinit.plan(GluExperts(flat=True, split="reshape"), example_inputs=_x())
+@pytest.mark.parametrize("split", ["reshape", "bmm"])
+def test_reshape_and_batched_matmuls_read_as_the_per_expert_view(split):
+    model, reference = GluExperts(flat=True, split=split), GluExperts(flat=True)
+    p = idinit.init_(model, example_inputs=_x(), generator=torch.Generator().manual_seed(3))
     assert (p["w1"].layout, p["w2"].layout, p["w2"].role) == ("stacked_flat", "stacked_t_flat", "branch_end")
+    idinit.init_(reference, example_inputs=_x(), generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), reference.parameters()))
 
 
 class NotAStack(nn.Module):
