@@ -91,8 +91,8 @@ def test_mixtral_each_expert_is_idi_then_idiz(implementation):
             assert not torch.equal(w, idi(16, 48).t().float())  # the other axis read as the input
         for w in expert_matrices(experts.down_proj, False):  # (16, 24): [eps I | -eps IDI]
             assert torch.equal(w, idiz(16, 24).float())
-    # the router is a plain F.linear in a module of its own: left to the model's own init, as before
-    assert p["model.layers.0.mlp.gate.weight"].role == "unclassified"
+    # the router, a raw weight in F.linear feeding the top-k: the model's own init (tests/test_plan_moe_router.py)
+    assert p["model.layers.0.mlp.gate.weight"].role == "router"
 
 
 def test_gpt_oss_experts_stored_in_out_and_their_biases():

@@ -59,7 +59,7 @@ def test_the_sparse_feed_forward_starts_closed_on_every_token():
     for m in sparse:
         m.register_forward_hook(hook)
     g = torch.Generator().manual_seed(0)
-    with torch.no_grad():  # varied tokens: the router (IDI: its first features) spreads them over the experts
+    with torch.no_grad():  # varied tokens: the router (the model's own init) spreads them over the experts
         model(input_ids=torch.randint(0, 100, (4, 16), generator=g),
               decoder_input_ids=torch.randint(0, 100, (4, 8), generator=g))
     assert len(ratios) == len(sparse) == 2 and max(ratios) < 1e-3, ratios

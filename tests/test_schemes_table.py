@@ -64,7 +64,8 @@ NEEDS_POSITIONS = {"idinit": True, "zero_gamma": True, "zero": True, "kaiming": 
 
 
 def _expected(scheme: str, role: str, kind: str, residual: bool):
-    if role in ("embedding", "scale", "keep"):  # SPEC 4 [decision]: left as the model made them
+    # SPEC 4 [decision]: left as the model made them; MoE routers too (the paper has none: idinit.schemes)
+    if role in ("embedding", "scale", "keep", "router"):
         return KEEP
     if scheme == "default":
         return OWN
@@ -87,7 +88,7 @@ def _pairs():
 
 def test_the_table_covers_every_scheme_and_role():
     assert set(SPEC) == set(idinit.SCHEMES) == set(NEEDS_POSITIONS)
-    matrix_roles = {r for r in ROLES if r not in ("norm", "branch_end_norm", "bias", "embedding", "scale", "keep")}
+    matrix_roles = {r for r in ROLES if r not in ("norm", "branch_end_norm", "bias", "embedding", "scale", "keep", "router")}
     assert all(set(rules) == matrix_roles for rules in SPEC.values() if rules is not None)
 
 

@@ -43,7 +43,7 @@ from idinit import registry, values
 from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
 from idinit.inputs import buffers_rebuilt, example_inputs_for, model_kept
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos, stacked_kinds
-from idinit.positions import analyse
+from idinit.positions import ROUTER_NOTE, analyse
 from idinit.roles import strongest, user_roles
 
 __all__ = ["Detection", "Role", "PRECEDENCE", "detect", "warn_caller"]
@@ -252,6 +252,9 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
         roles[p] = Role(role, "graph", note)
         if role not in ("branch_end", "attention_out"):
             out.scaled.pop(p, None)
+    for n in found.routers:  # the whole router: a raw weight (Mixtral's F.linear(x, self.weight)), a bias (GPT-OSS)
+        for p in graph.ops[n].params:
+            roles[p] = Role("router", "graph", ROUTER_NOTE)
     for n in found.end_norms:
         for p in graph.ops[n].params:
             if "norm_weight" in kinds[p]:

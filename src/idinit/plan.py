@@ -33,7 +33,7 @@ from idinit.kinds import unit_scale_at_zero
 from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, fill
-from idinit.roles import MATRIX_ROLES, is_bias_name, user_roles
+from idinit.roles import KEPT_ROLES, MATRIX_ROLES, is_bias_name, user_roles
 from idinit.sharded import full_size, local_of, unsharded_view
 from idinit.schemes import SchemeName, assign, blocks_of, check_options, lookup
 Activation = Literal["relu", "gelu", "silu", "elu", "leaky_relu", "tanh", "sigmoid", "linear", "identity"]
@@ -265,7 +265,7 @@ def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
     return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout, blocks, info.kind, stack)
 
 
-_KEPT_ROLES = ("embedding", "scale", "keep", "unclassified")
+_KEPT_ROLES = KEPT_ROLES + ("unclassified",)
 _NO_OWN_INIT = "kept as it is: no method of the model draws it again (after to_empty() it is uninitialised memory)"
 
 
@@ -305,7 +305,7 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
             buffers the pass changes and the global RNG are restored.
         overrides: ``{name pattern: role}``; wins over everything detected (see :mod:`idinit.roles`).
         include_frozen: also initialise parameters with ``requires_grad=False`` (left alone by default).
-        reset_kept: parameters the scheme keeps (embeddings, learned scales, unclassified ones) get
+        reset_kept: parameters the scheme keeps (embeddings, learned scales, MoE routers, unclassified ones) get
             the model's own init (:mod:`idinit.model_init`; what the model made them, drawn again), so
             that a model materialised with ``to_empty()`` has no uninitialised memory left. ``False``
             leaves them as they are (weights you loaded yourself). A role stated as ``"keep"`` and a

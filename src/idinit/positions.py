@@ -42,6 +42,13 @@ Reads a :class:`idinit.graph.DataGraph` (from torch.fx or autograd), walked as a
   ReLU-like activation follows (a ViT's patch projection, a Transformer's input projection, both
   feeding a residual stream whose activations sit inside the branches, appendix A.5) has nothing to
   make up for: it stays ``identity``, gain 1.
+- **routers.** A layer whose output, through one-input ops only (softmax, sigmoid, casts, reshapes),
+  reaches a top-k (``torch.max``'s values included) or a gather of its scores at picked indices, whose
+  result then scales another computed path, picks a Mixture-of-Experts layer's experts: ``router``. Its
+  output reaches the network only as that choice, so no identity is there to keep; IDI would read the
+  first ``num_experts`` features of every token and send all of them to the same experts. A raw weight
+  multiplied by the data (Mixtral's ``F.linear(x, self.weight)``) is one too: :mod:`idinit.detect` gives it
+  the role.
 """
 from __future__ import annotations
 
@@ -68,6 +75,7 @@ class Analysis:
     notes: list[tuple[str, list[str]]]  # (message, the modules its remedy names)
     scaled_ends: dict[int, set[str]]  # branch-end op -> learned scales between it and the add
     in_branch: set[int]  # ops inside some residual branch
+    routers: set[int]  # ops (a layer, or a raw weight times the data) whose output picks experts
 
 
 @dataclass
@@ -279,6 +287,54 @@ def _math_attention(g: DataFlow, softmax: int):
     return (mix, q, k, values[0]) if len(values) == 1 else None
 
 
+ROUTER_NOTE = ("Mixture-of-Experts router (its output reaches the top-k that picks the experts): left to the "
+               "model's own init under every scheme; IDI would read the first features only and send every token "
+               "to the same experts")
+
+
+def _routers(g: DataFlow, kinds: Mapping[str, set]) -> set[int]:
+    """The ops whose output picks experts (module docstring): linear / conv layers, and matmuls of the data
+    with a parameter of no known layer type (a raw router weight)."""
+    def unary(n: int) -> bool:  # softmax, sigmoid, a cast, a reshape, a scaling by a constant
+        return g.plain(n) and len(set(g.ops[n].data_inputs)) == 1
+
+    def picks(n: int) -> bool:
+        # a top-k or max of the scores; or a gather of softmax / sigmoid scores at indices a top-k computed
+        # (DeepSeek-V3's top-k returns indices only, which autograd does not record)
+        if g.ops[n].kind == "topk":
+            return True
+        return activation_name(g.ops[n]) == "gather" and \
+            any(g.reaches(n, kind, unary, False, 3) for kind in ("softmax", "sigmoid"))
+
+    def scales_a_path(pick: int) -> bool:
+        # the picked scores multiply a value not computed from them (the experts' outputs, or their inputs:
+        # Llama 4); a classifier's top-k (a detector's best scores) is an output, no choice of a path
+        def weighs(n: int) -> bool:
+            ins = set(g.ops[n].data_inputs)
+            return g.ops[n].kind in ("mul", "matmul") and len(ins) == 2 and \
+                any(pick not in g.ancestors(i) for i in ins)
+        return any(weighs(n) for n in _ahead(g, pick, g.plain, 10))
+
+    found = set()
+    for n, op in enumerate(g.ops):
+        raw = g.classes[n] == "param" and (op.kind == "matmul" or op.fn == "linear") and bool(op.data_inputs) and \
+            any(kinds[p] == {"unknown"} for p in op.params)
+        if (g.classes[n] == "matrix" or raw) and any(picks(u) and scales_a_path(u) for u in _ahead(g, n, unary, 4)):
+            found.add(n)
+    return found
+
+
+def _ahead(g: DataFlow, start: int, through, hops: int) -> list[int]:
+    """The ops within ``hops`` steps downstream of ``start``, passing only ops ``through`` accepts."""
+    found, frontier, seen = [], [start], {start}
+    for _ in range(hops):
+        nxt = [u for n in frontier for u in g.users[n] if u not in seen]
+        seen.update(nxt)
+        found.extend(dict.fromkeys(nxt))
+        frontier = [u for u in dict.fromkeys(nxt) if through(u)]
+    return found
+
+
 def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str]) -> Analysis:
     """Positional roles of the graph's linear / conv ops (see the module docstring)."""
     g = DataFlow(graph, kinds, owners)
@@ -338,6 +394,11 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         if n in closing or n not in in_branch:
             found.setdefault(n, []).append(("attention_out", ""))
 
+    routers = _routers(g, kinds)
+    for n in routers:
+        if g.classes[n] == "matrix":
+            found.setdefault(n, []).append(("router", ROUTER_NOTE))
+
     layers = ("matrix", "block", "opaque", "recurrent")
     upstream, embedded = [False] * len(g.ops), [False] * len(g.ops)
     for n, op in enumerate(g.ops):
@@ -361,7 +422,8 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         role = strongest(r for r, _ in candidates)
         picked[n] = (role, next((note for r, note in candidates if r == role and note), ""))
     return Analysis(picked, end_norms, len({r.add for r in residuals}), notes,
-                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")}, in_branch)
+                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")}, in_branch,
+                    routers)
 
 
 def _what(g: DataFlow, walls: list[int], residual_adds: set[int]) -> str:

@@ -18,6 +18,8 @@ role                 what it is
 ``attention_k``, ... holds (``attention_qkv``, ``attention_kv``) and is filled block by block
 ``attention_out``    the attention output projection (zero-preserving, paper A.5)
 ``recurrent``        a recurrent layer's hidden-to-hidden matrix (identity, Le et al. 2015)
+``router``           a Mixture-of-Experts router, whose output only picks the experts (its top-k):
+                     left to the model's own init under every scheme (the paper names no rule)
 ``norm``             a normalisation layer's weight (1) or bias (0); the weight of an affine
                      ``torch.addcmul(shift, weight, x)`` (its shift is a ``bias``)
 ``branch_end_norm``  the norm weight that closes a residual branch (0 under "zero_gamma")
@@ -53,7 +55,9 @@ ATTENTION_ROLES = (
     "attention_qkv", "attention_out",
 )
 MATRIX_ROLES = ("stem", "identity", "branch_end", "head", "recurrent") + ATTENTION_ROLES
-ROLES = MATRIX_ROLES + ("norm", "branch_end_norm", "bias", "embedding", "scale", "keep")
+# Roles every scheme leaves as the model made them (:mod:`idinit.schemes`)
+KEPT_ROLES = ("router", "embedding", "scale", "keep")
+ROLES = MATRIX_ROLES + ("norm", "branch_end_norm", "bias") + KEPT_ROLES
 
 # The attribute `tag` sets, and the method a block may define.
 TAG_ATTRIBUTE = "_idinit_role"
@@ -161,8 +165,8 @@ def fused_blocks(role: str) -> int:
 
 
 def strongest(roles: Iterable[str]) -> str:
-    """The role that wins when one parameter is used in several places (attention, then branch end,
-    head, stem, identity), as when a module is called twice."""
-    order = ATTENTION_ROLES + ("branch_end", "head", "stem", "recurrent", "identity")
+    """The role that wins when one parameter is used in several places (attention, then router, branch
+    end, head, stem, identity), as when a module is called twice."""
+    order = ATTENTION_ROLES + ("router", "branch_end", "head", "stem", "recurrent", "identity")
     roles = list(roles)
     return min(roles, key=lambda r: order.index(r) if r in order else len(order))

@@ -44,8 +44,10 @@ Table 2 of the paper (ablation on ResNet-20) is four calls of the ``idinit`` sch
 (i) ``conv="channel", branch_end="zero"``, (ii) ``conv="channel"``, (iii) ``branch_end="zero"``,
 (iv) the defaults (``conv="patch", branch_end="zero_preserving"``).
 
-In every scheme embeddings and learned scales are kept as the model made them (the paper sets
-embeddings only from pretrained vectors in its text experiments): :func:`idinit.init_` draws them
+In every scheme embeddings, learned scales and Mixture-of-Experts routers are kept as the model made
+them (the paper sets embeddings only from pretrained vectors in its text experiments, and names no rule
+for routers; a baseline's official code predates them, so each scheme gets the router the model's authors
+chose, and a comparison of schemes differs only where the schemes do): :func:`idinit.init_` draws them
 again with the model's own init (``reset_kept=True``, the default, so that a model materialised with
 ``to_empty()`` has no uninitialised memory left), or leaves them as they are (``reset_kept=False``).
 Fused attention projections and recurrent gate stacks are filled block by block, fused Mixture-of-Experts
@@ -61,7 +63,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-from idinit.roles import MATRIX_ROLES, fused_blocks
+from idinit.roles import KEPT_ROLES, MATRIX_ROLES, fused_blocks
 
 __all__ = ["Option", "Scheme", "TABLE", "SCHEMES", "SchemeName", "lookup", "check_options", "assign", "needs_positions"]
 
@@ -221,16 +223,13 @@ def check_options(scheme: str, options: Mapping[str, Any]) -> dict[str, Any]:
     return {key: declared[key].check(scheme, key, value) for key, value in given.items()}
 
 
-_KEPT = ("embedding", "scale", "keep")
-
-
 def assign(scheme: str, role: str, kind: str, options: Mapping[str, Any], residual: bool) -> tuple[str, dict]:
     """``(initialiser name, arguments)`` for a parameter of ``role`` and layer ``kind`` under ``scheme``.
 
     ``residual`` says whether the model has residual branches (IDInit gives the head IDIZ only then:
     non-residual networks get no IDIZ).
     """
-    if role in _KEPT:
+    if role in KEPT_ROLES:
         return "keep", {}
     found = lookup(scheme).rule(role, kind, options, residual) or _standard(role, kind)
     if found is None:
