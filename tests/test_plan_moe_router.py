@@ -112,23 +112,20 @@ def test_the_router_keeps_its_values_and_the_experts_get_idinit(graph, raw):
 
 
 def test_every_scheme_gives_the_router_the_models_own_init():
-    # nn.Linear's own init, seeded from the generator: the same draw under every scheme (the other layers
-    # differ); planted: "zero" (Hadamard / partial identity) and "idinit" used to write the router
-    draws = {}
+    # nn.Linear's own init, kaiming_uniform_(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)), std 1/sqrt(3 fan_in);
+    # planted: "zero" writes Hadamard / partial identity, "idinit" IDI (both eye(4, 8) here)
+    bound = 1 / WIDTH ** 0.5
     for scheme in idinit.SCHEMES:
         torch.manual_seed(0)
         model = Routed()
-        p = _quiet(idinit.init_, model, scheme, example_inputs=(_inputs(),), generator=torch.Generator().manual_seed(3))
-        assert p["blocks.0.router.weight"].role == "router"
-        assert p["blocks.0.router.weight"].init == "reset_parameters", scheme
-        assert "router" in p["blocks.0.router.weight"].note
-        draws[scheme] = model.blocks[0].router.weight.detach().double().clone()
-    reference = nn.Linear(WIDTH, EXPERTS, bias=False).double()
-    bound = 1 / WIDTH ** 0.5  # nn.Linear.reset_parameters: kaiming_uniform_(a=sqrt(5)), U(-1/sqrt(fan_in), ...)
-    for scheme, w in draws.items():
+        p = _quiet(idinit.init_, model, scheme, example_inputs=(_inputs(),),
+                   generator=torch.Generator().manual_seed(3))
+        for name in _routers(model):
+            assert p[name].role == "router" and "Mixture-of-Experts router" in p[name].note, scheme
+            assert p[name].init == "reset_parameters", scheme
+        w = model.blocks[0].router.weight.detach().double()
         assert w.abs().max() <= bound and w.std() > bound / 3, scheme
         assert not torch.equal(w, torch.eye(EXPERTS, WIDTH, dtype=torch.float64)), scheme
-    assert reference.weight.shape == draws["idinit"].shape
 
 
 class Ranked(nn.Module):
@@ -221,16 +218,17 @@ def test_hf_routers_keep_their_values(family):
 
 @pytest.mark.parametrize("family", sorted(HF_MODELS))
 def test_hf_routers_get_the_models_own_init_by_default(family):
-    # HF _init_weights: normal(0, initializer_range); planted: IDI (rows of one 1, the rest 0) as before
+    # HF _init_weights: normal(0, initializer_range), Switch normal(0, initializer_factor); planted: IDI (one 1
+    # per row, the rest 0), what an nn.Linear router got before
     build, suffix, _ = HF_MODELS[family]
     torch.manual_seed(0)
     model = build()
-    std = model.config.initializer_range if family != "switch" else model.config.initializer_factor
+    std = model.config.initializer_factor if family == "switch" else model.config.initializer_range
     p = _quiet(idinit.init_, model, generator=torch.Generator().manual_seed(0))
-    for name, w in model.named_parameters():
-        if name.endswith(suffix):
-            assert p[name].init == "reset_parameters" and "_init_weights" in p[name].note, name
-            w = w.detach().double()
-            assert (w == 0).double().mean() < 0.01, name  # IDI leaves all but one entry per row at 0
-            if family != "switch":  # Switch draws its router with its own factor; the others normal(0, std)
-                assert 0.6 * std < w.std() < 1.4 * std, (name, float(w.std()))
+    routers = [(name, w.detach().double()) for name, w in model.named_parameters() if name.endswith(suffix)]
+    for name, w in routers:
+        assert p[name].init == "reset_parameters" and "_init_weights" in p[name].note, name
+        # 128 draws: the sample std is within 25 % of the true one far beyond 3 sigma (~19 %)
+        assert abs(float(w.std()) / std - 1) < 0.25, (name, float(w.std()))
+    planted = torch.eye(*routers[0][1].shape, dtype=torch.float64)
+    assert abs(float(planted.std()) / std - 1) > 0.25
