@@ -28,12 +28,13 @@ def _quiet(fn, *args, **kwargs):
 
 class MoE(nn.Module):
     """``x + sum_e g_e(x) * expert_e(x)``, ``g`` the top-k of ``softmax(router(x))``, dispatched densely so
-    that torch.fx traces it. ``raw``: the router is a bare weight, ``F.linear(x, w)`` (Mixtral, OLMoE,
-    DeepSeek-V3)."""
+    that torch.fx traces it. ``raw``: the router is a bare weight, ``F.linear(x, w)`` (Mixtral, OLMoE).
+    ``gather``: the top-k of ``sigmoid(router(x))`` gives indices only, the scores are gathered at them
+    (DeepSeek-V3), so the autograd graph holds no top-k."""
 
-    def __init__(self, raw: bool):
+    def __init__(self, raw: bool, gather: bool = False):
         super().__init__()
-        self.raw = raw
+        self.raw, self.gather = raw, gather
         if raw:
             self.router_weight = nn.Parameter(torch.randn(EXPERTS, WIDTH) / WIDTH ** 0.5)
         else:
@@ -43,7 +44,12 @@ class MoE(nn.Module):
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         logits = F.linear(x, self.router_weight) if self.raw else self.router(x)
-        top, index = torch.topk(torch.softmax(logits, dim=-1), TOP_K, dim=-1)
+        if self.gather:
+            scores = torch.sigmoid(logits)
+            index = torch.topk(scores.detach(), TOP_K, dim=-1).indices
+            top = scores.gather(-1, index)
+        else:
+            top, index = torch.topk(torch.softmax(logits, dim=-1), TOP_K, dim=-1)
         return torch.zeros_like(logits).scatter(-1, index, top / top.sum(-1, keepdim=True))
 
     def forward(self, x):
@@ -54,11 +60,11 @@ class MoE(nn.Module):
 class Routed(nn.Module):
     """An input layer, two MoE blocks, a classifier."""
 
-    def __init__(self, raw: bool = False):
+    def __init__(self, raw: bool = False, gather: bool = False):
         super().__init__()
         self.raw = raw
         self.inp = nn.Linear(WIDTH, WIDTH)
-        self.blocks = nn.Sequential(MoE(raw), MoE(raw))
+        self.blocks = nn.Sequential(MoE(raw, gather), MoE(raw, gather))
         self.head = nn.Linear(WIDTH, 3)
 
     def forward(self, x):
@@ -82,11 +88,14 @@ def _agreement(model: Routed) -> float:
     return float((first == second).double().mean())
 
 
+VARIANTS = {"linear": {}, "raw": {"raw": True}, "gather": {"gather": True}}
+
+
 @pytest.mark.parametrize("graph", ["autograd", "fx"])
-@pytest.mark.parametrize("raw", [False, True])
-def test_the_router_keeps_its_values_and_the_experts_get_idinit(graph, raw):
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_router_keeps_its_values_and_the_experts_get_idinit(graph, variant):
     torch.manual_seed(0)
-    model = Routed(raw)
+    model = Routed(**VARIANTS[variant])
     routers = _routers(model)
     before = {n: w.detach().double().clone() for n, w in model.named_parameters() if n in routers}
     example = (_inputs(),) if graph == "autograd" else None
@@ -106,7 +115,7 @@ def test_the_router_keeps_its_values_and_the_experts_get_idinit(graph, raw):
     # features of the same (near-identity) stream, so every token picks the same expert in both
     assert _agreement(model) < 0.6
     torch.manual_seed(0)
-    planted = Routed(raw)
+    planted = Routed(**VARIANTS[variant])
     _quiet(idinit.init_, planted, example_inputs=example, overrides=dict.fromkeys(routers, "identity"), loose=0.0)
     assert _agreement(planted) == 1.0
 
