@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from idinit import contraction
+
 __all__ = ["Op", "DataGraph", "fx_graph", "autograd_graph", "GraphUnavailable"]
 
 
@@ -66,6 +68,9 @@ class DataGraph:
     ops: list[Op] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     source: str = ""
+    # autograd: {parameter: layouts} for each raw parameter of 3+ axes a matmul reads as one matrix
+    # (idinit.contraction; None where a matmul reads it otherwise)
+    contracted: dict = field(default_factory=dict)
 
     def consumers(self) -> list[list[int]]:
         users: list[list[int]] = [[] for _ in self.ops]
@@ -428,6 +433,13 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
     status: dict[Any, tuple[str, Any]] = {}
     inputs_of: dict[int, int] = {}
     chains: dict[Any, tuple] = {}  # grad_fn -> (stacked parameter, rank, swapped): see _chain_step
+    axes: dict[Any, tuple] = {}  # grad_fn -> where a raw N-D parameter's axes are (idinit.contraction)
+
+    def read_matrices(fn, kids: list) -> None:
+        for position, kid in enumerate(kids[-2:]):
+            if kid in axes:
+                found = contraction.reading(fn, position, len(kids), axes[kid])
+                graph.contracted.setdefault(axes[kid][0], set()).add(found and found[1])
 
     def children(fn) -> list:
         return [c for c, _ in fn.next_functions]
@@ -446,6 +458,8 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 status[fn] = ("param", frozenset([names[id(var)]]))
                 if var.dim() == 3:
                     chains[fn] = (names[id(var)], 3, False)
+                if var.dim() >= 3:
+                    axes[fn] = contraction.start(names[id(var)], tuple(var.shape))
             else:
                 index = inputs_of.get(id(var))
                 if index is None:
@@ -477,9 +491,16 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 stacked = [chains[c] for c in kids if c in chains]
                 if len(params) == 1 and len(stacked) == 1 and (step := _chain_step(fn, stacked[0])) is not None:
                     chains[fn] = step
+                held = [axes[c] for c in kids if c in axes]
+                if kind == "matmul":  # a projection of a constant (XLNet's position keys, r)
+                    read_matrices(fn, kids)
+                elif len(params) == 1 and len(held) == 1 and (state := contraction.step(fn, held[0])) is not None:
+                    axes[fn] = state
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
         stacked = _stacked(kids, chains) if kind == "matmul" else ()
+        if kind == "matmul":
+            read_matrices(fn, kids)
         graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name, stacked=stacked))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]

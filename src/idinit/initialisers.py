@@ -19,11 +19,12 @@ import torch
 from torch import nn
 
 import idinit.init as tensor_init
+from idinit.contraction import matrix_shape
 from idinit.patterns import Job
-from idinit.sharded import local_stack
+from idinit.sharded import is_dtensor, local_of, local_stack
 
-__all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "LAYOUT_WORDS", "entry_view", "matrices", "matrix_rows",
-           "pattern_jobs", "row_blocks", "draw_into"]
+__all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "LAYOUT_WORDS", "layout_words", "entry_view", "matrices",
+           "matrix_rows", "pattern_jobs", "row_blocks", "draw_into"]
 
 FUNCTIONS = {
     "identity_": tensor_init.identity_,
@@ -53,10 +54,42 @@ LAYOUT_WORDS = {"t": "as .t()", "transpose01": "as .transpose(0, 1)", "stored": 
 _STACKED = {"stacked": "rows", "stacked_t": "t"}  # the layout of each matrix of a stack
 
 
+def _is_matrix(layout: str) -> bool:
+    return layout.startswith("matrix")
+
+
+def layout_words(layout: str, shape: tuple) -> str:
+    """How a plan's table shows a layout other than "rows"."""
+    if _is_matrix(layout):
+        transposed = layout.endswith("_t")
+        first, second = matrix_shape(shape, layout)[::-1 if transposed else 1]
+        return f"as .view({first}, {second})" + (".t()" if transposed else "")
+    return LAYOUT_WORDS.get(layout, "")
+
+
+def _matrix_view(param: torch.Tensor, layout: str, name: str = "") -> torch.Tensor:
+    """The ``(out, in)`` 2-D view of a ``matrix<k>`` / ``matrix<k>_t`` entry (a view: writes reach ``param``)."""
+    first, second = matrix_shape(tuple(param.shape), layout)[::-1 if layout.endswith("_t") else 1]
+    if is_dtensor(param):
+        if any(not placement.is_replicate() for placement in param.placements):
+            raise ValueError(f"{name}: a parameter read as one matrix of shape {tuple(param.shape)} (layout {layout}) "
+                             f"held as a DTensor with placements {tuple(param.placements)}: only Replicate is "
+                             "supported; initialise it before sharding it, or state its role with overrides=")
+        param = local_of(param)
+    try:
+        view = param.view(first, second)
+    except RuntimeError as err:
+        raise ValueError(f"{name}: a parameter of shape {tuple(param.shape)} with strides {param.stride()} cannot be "
+                         f"viewed as the ({first}, {second}) matrix its layout {layout} reads: {err}") from None
+    return view.t() if layout.endswith("_t") else view
+
+
 def matrices(param: torch.Tensor, layout: str) -> list[torch.Tensor]:
     """The ``(out, in, ...)`` views the entry fills one by one: each expert's of a stack, else one."""
     if layout in _STACKED:
         return [entry_view(matrix, _STACKED[layout]) for matrix in param.unbind(0)]
+    if _is_matrix(layout):
+        return [_matrix_view(param, layout)]
     return [entry_view(param, layout)]
 
 
@@ -64,6 +97,8 @@ def matrix_rows(shape: tuple, layout: str) -> int:
     """The number of output rows of each matrix an entry of ``shape`` and ``layout`` fills."""
     if not shape:
         return 0
+    if _is_matrix(layout):
+        return matrix_shape(shape, layout)[0]
     out_dim = {"t": 1, "transpose01": 1, "stacked": 1, "stacked_t": 2}.get(layout, 0)
     return shape[out_dim] if len(shape) > out_dim else 0
 
@@ -71,7 +106,9 @@ def matrix_rows(shape: tuple, layout: str) -> int:
 def pattern_jobs(name: str, param: torch.Tensor, init: str, args: dict, layout: str, blocks: int) -> list[Job]:
     """The checked :class:`~idinit.patterns.Job` s of a pattern or constant entry, one per expert of a
     stack (named ``name[e]``: its loose noise is its own); those with nothing to write are left out."""
-    if layout not in _STACKED:
+    if _is_matrix(layout):  # a view of the parameter itself (or of its replicated local data)
+        jobs = [Job(name, _matrix_view(param, layout, name), init, args, "rows", blocks)]
+    elif layout not in _STACKED:
         jobs = [Job(name, param, init, args, layout, blocks)]
     else:  # a DTensor sharded along its experts (FSDP2) holds whole matrices: each is written as it is
         try:
