@@ -1,0 +1,221 @@
+"""A raw parameter of three or more axes that the forward pass contracts as one matrix (``torch.einsum``).
+
+HF XLNet keeps its attention projections as ``(d_model, n_head, d_head)`` parameters read through
+einsum: q / k / v / r as ``ibh,hnd->ibnd`` (``d_model`` in, ``n_head * d_head`` out), o as
+``ibnd,hnd->ibh`` (the other way). Each must get what the linear layer it stands for gets (paper Sec. 3.1
+and A.5: IDI on q / k / v, IDIZ on o, which closes the residual branch), with the pattern laid on the
+map's own (out, in) matrix. The references below are built in float64 from SPEC.md's formulas,
+independently of the library; the shapes are chosen so that reading the wrong axes as the input gives
+a different matrix (``n_head * d_head != d_model``).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import idinit
+
+EPS = 1e-6
+D, HEADS, HEAD_DIM = 8, 2, 6  # n_head * d_head = 12 != d_model = 8
+
+
+def idi(rows: int, cols: int) -> torch.Tensor:
+    """SPEC §1 (Eq. 3), tau = 1: W[m, j] = 1 where m = j (mod cols)."""
+    w = torch.zeros(rows, cols, dtype=torch.float64)
+    for m in range(rows):
+        w[m, m % cols] = 1.0
+    return w
+
+
+def idiz(rows: int, cols: int, eps: float = EPS) -> torch.Tensor:
+    """SPEC §3 (Eq. 12)."""
+    w = torch.zeros(rows, cols, dtype=torch.float64)
+    for m in range(rows):
+        if rows < cols:
+            w[m, m] = eps
+            w[m, rows + m % (cols - rows)] = -eps
+        else:
+            w[m, m % cols] = eps
+            w[m, (m + 1) % cols] = -eps
+    return w
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+class EinsumAttention(nn.Module):
+    """XLNet's pattern, post-norm: ``norm(h + o(attention(q h, k h, v h)))``, plus position keys ``r``
+    projected from a constant table, and ``k`` stored ``(n_head, d_head, d_model)`` (its in-axis last:
+    the reading follows the axes, not the shape)."""
+
+    def __init__(self, d: int = D, heads: int = HEADS, head_dim: int = HEAD_DIM, seq: int = 5):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        for name in ("q", "v", "o", "r"):
+            setattr(self, name, nn.Parameter(0.02 * torch.randn(d, heads, head_dim, generator=g)))
+        self.k = nn.Parameter(0.02 * torch.randn(heads, head_dim, d, generator=g))
+        self.norm = nn.LayerNorm(d)
+        self.register_buffer("table", torch.randn(seq, d, generator=g))
+        self.scale = head_dim ** -0.5
+
+    def forward(self, h):  # h: (seq, batch, d)
+        q = torch.einsum("ibh,hnd->ibnd", h, self.q)
+        k = torch.einsum("ibh,ndh->ibnd", h, self.k)
+        v = torch.einsum("ibh,hnd->ibnd", h, self.v)
+        r = torch.einsum("jh,hnd->jnd", self.table, self.r)  # a constant projected: no data input
+        score = torch.einsum("ibnd,jbnd->bnij", q, k) + torch.einsum("ibnd,jnd->bnij", q, r)
+        vec = torch.einsum("bnij,jbnd->ibnd", torch.softmax(score * self.scale, -1), v)
+        return self.norm(h + torch.einsum("ibnd,hnd->ibh", vec, self.o))
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(4, D)
+        self.blocks = nn.ModuleList([EinsumAttention(), EinsumAttention()])
+        self.head = nn.Linear(D, 3)
+
+    def forward(self, x):
+        h = self.embed(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h)
+
+
+def inputs() -> tuple:
+    return (torch.randn(5, 2, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64),)
+
+
+def branch_ratios(model: Net) -> list[float]:
+    """|o(attention)| / |h| of each block, measured in float64."""
+    got = []
+    hooks = [b.norm.register_forward_pre_hook(lambda m, args: got.append(args[0])) for b in model.blocks]
+    hooks += [b.register_forward_pre_hook(lambda m, args: got.append(args[0])) for b in model.blocks]
+    with torch.no_grad():
+        model(*inputs())
+    for hook in hooks:
+        hook.remove()
+    rms = lambda t: t.pow(2).mean().sqrt().item()  # noqa: E731
+    ratios = []
+    for i in range(0, len(got), 2):  # the block's input, then the norm's input (h + branch)
+        h, total = got[i], got[i + 1]
+        ratios.append(rms(total - h) / rms(h))
+    return ratios
+
+
+def test_einsum_projections_are_linear_layers_read_along_their_axes():
+    torch.manual_seed(0)
+    model = Net().double()
+    before = branch_ratios(model)
+    p = _quiet(idinit.init_, model, loose=0.0, example_inputs=inputs())
+    for i in range(2):
+        name = f"blocks.{i}"
+        roles = {n: p[f"{name}.{n}"].role for n in ("q", "k", "v", "o")}
+        assert roles == {"q": "attention_q", "k": "attention_k", "v": "attention_v", "o": "attention_out"}, roles
+        assert p[f"{name}.r"].role == "identity"  # position keys: a projection of a constant table
+        assert {p[f"{name}.{n}"].kind for n in "qkvor"} == {"contracted"}
+        assert {n: p[f"{name}.{n}"].layout for n in "qkvor"} == {
+            "q": "matrix1_t", "k": "matrix2", "v": "matrix1_t", "o": "matrix1", "r": "matrix1_t"}
+        block = model.blocks[i]
+        for n in ("q", "v", "r"):  # (d_model, heads, head_dim): the map is (12, 8), identity blocks stacked
+            matrix = getattr(block, n).detach().reshape(D, -1).t()
+            assert torch.equal(matrix, idi(HEADS * HEAD_DIM, D)), n
+            # what reading the stored dim 0 as the output would write: [I | 0] on (8, 12)
+            assert not torch.equal(matrix.t(), idi(D, HEADS * HEAD_DIM)), n
+        assert torch.equal(block.k.detach().reshape(-1, D), idi(HEADS * HEAD_DIM, D))  # stored (heads, head_dim, d)
+        assert torch.equal(block.o.detach().reshape(D, -1), idiz(D, HEADS * HEAD_DIM))
+    after = branch_ratios(model)
+    # the model's own N(0, 0.02) draw leaves each attention branch open (9.9e-4); IDIZ on o closes it (1.7e-7)
+    assert min(before) > 1e-4 and max(after) < 1e-5, (before, after)
+
+
+def test_kaiming_draws_with_the_fans_of_the_matrix():
+    """torch.nn.init reads a 3-D tensor as a kernel (fan_in = heads * head_dim for (d, heads, head_dim));
+    the map q is (heads * head_dim, d): fan_in d."""
+    torch.manual_seed(0)
+    model = Net()
+    block = model.blocks[0]
+    block.q = nn.Parameter(torch.zeros(64, 4, 24))  # big enough for the std to be read to ~1%
+    block.o = nn.Parameter(torch.zeros(64, 4, 24))
+    model.embed, model.head = nn.Linear(4, 64), nn.Linear(64, 3)
+    block.norm = nn.LayerNorm(64)
+    block.k, block.v, block.r = (nn.Parameter(torch.zeros(64, 4, 24)) for _ in range(3))
+    block.k = nn.Parameter(torch.zeros(4, 24, 64))
+    block.table = torch.randn(5, 64)
+    model.blocks = nn.ModuleList([block])
+    p = _quiet(idinit.init_, model, "kaiming", example_inputs=(torch.randn(5, 2, 4),),
+               generator=torch.Generator().manual_seed(0))
+    assert p["blocks.0.q"].init == "kaiming_normal_" and p["blocks.0.q"].args["mode"] == "fan_in"
+    q, o = block.q.detach(), block.o.detach()
+    assert abs(q.std().item() - math.sqrt(2 / 64)) < 0.01  # fan_in d = 64; as a kernel: sqrt(2 / 96) = 0.144
+    assert abs(o.std().item() - math.sqrt(2 / 96)) < 0.01  # fan_in heads * head_dim = 96; as a kernel: 0.0295
+
+
+class NotOneMatrix(nn.Module):
+    """Parameters an einsum reads otherwise: per head (a head axis in the batch, XLNet's ``seg_embed``) and
+    with the in-axis between the out-axes (no 2-D view of the stored tensor is the map)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = nn.Linear(4, 12)
+        self.per_head = nn.Parameter(torch.randn(3, 2, 6))
+        self.interleaved = nn.Parameter(torch.randn(2, 12, 6))
+
+    def forward(self, x):  # x: (batch, 4)
+        h = self.inner(x)
+        heads = h.view(-1, 2, 6)
+        a = torch.einsum("bnd,snd->bns", heads, self.per_head).flatten(1)
+        b = torch.einsum("bh,nhd->bnd", h, self.interleaved).flatten(1)
+        return torch.cat([a, b], 1)
+
+
+def test_a_stack_and_interleaved_axes_are_not_read_as_one_matrix():
+    p = _quiet(idinit.plan, NotOneMatrix(), example_inputs=(torch.randn(3, 4),))
+    for name in ("per_head", "interleaved"):
+        assert p[name].role == "unclassified" and p[name].kind == "unknown", p[name]
+
+
+def test_hf_xlnet_attention_projections_and_branch():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.XLNetConfig(n_layer=2, d_model=32, n_head=2, d_inner=64, vocab_size=100)
+    torch.manual_seed(0)
+    model = transformers.XLNetLMHeadModel(config)
+    ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(1))
+
+    def ratios() -> list[float]:
+        got = {}
+        hooks = []
+        for i, layer in enumerate(model.transformer.layer):
+            hooks.append(layer.rel_attn.register_forward_pre_hook(lambda m, args, i=i: got.update({("h", i): args[0]})))
+            hooks.append(layer.rel_attn.layer_norm.register_forward_pre_hook(
+                lambda m, args, i=i: got.update({("sum", i): args[0]})))
+        double = model.double()
+        with torch.no_grad():
+            double(ids)
+        for hook in hooks:
+            hook.remove()
+        rms = lambda t: t.pow(2).mean().sqrt().item()  # noqa: E731
+        return [rms(got[("sum", i)] - got[("h", i)]) / rms(got[("h", i)]) for i in range(2)]
+
+    before = ratios()
+    p = _quiet(idinit.init_, model, loose=0.0)
+    for i in range(2):
+        name = f"transformer.layer.{i}.rel_attn"
+        got = {n: (p[f"{name}.{n}"].role, p[f"{name}.{n}"].kind, p[f"{name}.{n}"].layout) for n in "qkvor"}
+        assert got == {"q": ("attention_q", "contracted", "matrix1_t"), "k": ("attention_k", "contracted", "matrix1_t"),
+                       "v": ("attention_v", "contracted", "matrix1_t"), "o": ("attention_out", "contracted", "matrix1"),
+                       "r": ("identity", "contracted", "matrix1_t")}, got
+        # Transformer-XL's content / position biases u, v: added to the queries, held by the module itself and
+        # drawn by the model (N(0, 0.02)): kept by the values rule
+        assert {p[f"{name}.{n}"].role for n in ("r_w_bias", "r_r_bias")} == {"keep"}
+    assert not p.by_role("unclassified") or all(e.name.endswith(("mask_emb", "r_s_bias", "seg_embed"))
+                                               for e in p.unclassified)
+    after = ratios()
+    assert min(before) > 1e-3 and max(after) < 1e-5, (before, after)  # measured: 4.9e-3, 1.3e-6
