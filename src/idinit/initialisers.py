@@ -68,19 +68,26 @@ def layout_words(layout: str, shape: tuple) -> str:
 
 
 def _matrix_view(param: torch.Tensor, layout: str, name: str = "") -> torch.Tensor:
-    """The ``(out, in)`` 2-D view of a ``matrix<k>`` / ``matrix<k>_t`` entry (a view: writes reach ``param``)."""
+    """The ``(out, in)`` 2-D view of a ``matrix<k>`` / ``matrix<k>_t`` entry (a view: writes reach ``param``).
+    A DTensor may be sharded along the first axis of either run (``Shard(0)``, FSDP2's, or ``Shard(k)``):
+    its view is then sharded along the matrix's rows or columns, its local data a view of the shard's."""
+    k = int(layout[6:].removesuffix("_t"))
     first, second = matrix_shape(tuple(param.shape), layout)[::-1 if layout.endswith("_t") else 1]
     if is_dtensor(param):
-        if any(not placement.is_replicate() for placement in param.placements):
-            raise ValueError(f"{name}: a parameter read as one matrix of shape {tuple(param.shape)} (layout {layout}) "
-                             f"held as a DTensor with placements {tuple(param.placements)}: only Replicate is "
-                             "supported; initialise it before sharding it, or state its role with overrides=")
-        param = local_of(param)
+        cut = [p for p in param.placements if not p.is_replicate() and not (p.is_shard() and p.dim in (0, k))]
+        if cut:
+            raise ValueError(f"{name}: a parameter read as one matrix of shape {tuple(param.shape)} (layout {layout}: "
+                             f"the view ({first}, {second})) held as a DTensor with placement {cut[0]}: only "
+                             f"Replicate, Shard(0) and Shard({k}) keep the view's shards whole; redistribute it, "
+                             "or initialise it before sharding it")
     try:
         view = param.view(first, second)
     except RuntimeError as err:
         raise ValueError(f"{name}: a parameter of shape {tuple(param.shape)} with strides {param.stride()} cannot be "
                          f"viewed as the ({first}, {second}) matrix its layout {layout} reads: {err}") from None
+    if is_dtensor(param) and local_of(view).untyped_storage().data_ptr() != local_of(param).untyped_storage().data_ptr():
+        raise ValueError(f"{name}: the ({first}, {second}) view of this DTensor is not its own shard's data "
+                         "(redistributed): writing it would not reach the parameter")
     return view.t() if layout.endswith("_t") else view
 
 
@@ -106,7 +113,7 @@ def matrix_rows(shape: tuple, layout: str) -> int:
 def pattern_jobs(name: str, param: torch.Tensor, init: str, args: dict, layout: str, blocks: int) -> list[Job]:
     """The checked :class:`~idinit.patterns.Job` s of a pattern or constant entry, one per expert of a
     stack (named ``name[e]``: its loose noise is its own); those with nothing to write are left out."""
-    if _is_matrix(layout):  # a view of the parameter itself (or of its replicated local data)
+    if _is_matrix(layout):  # a 2-D view of the parameter (a DTensor: of its shard)
         jobs = [Job(name, _matrix_view(param, layout, name), init, args, "rows", blocks)]
     elif layout not in _STACKED:
         jobs = [Job(name, param, init, args, layout, blocks)]
