@@ -136,6 +136,34 @@ def test_einsum_projections_are_linear_layers_read_along_their_axes():
     assert min(before) > 1e-4 and max(after) < 1e-5, (before, after)
 
 
+def test_torch_fx_reads_the_einsum_equation_as_the_autograd_graph_reads_the_matmul():
+    """Without example inputs the plan comes from torch.fx, where einsum is one call: its equation says the
+    same (a letter in the output only: an out-axis; one the other operand shares: an in-axis)."""
+    model = Net().double()
+    traced, run = _quiet(idinit.plan, model), _quiet(idinit.plan, model, example_inputs=inputs())
+    assert traced.source == "torch.fx graph" and run.source.startswith("autograd")
+    assert [(e.name, e.role, e.kind, e.layout) for e in traced] == [(e.name, e.role, e.kind, e.layout) for e in run]
+    assert traced["blocks.0.k"].layout == "matrix2" and traced["blocks.1.o"].role == "attention_out"
+    p = _quiet(idinit.plan, NotOneMatrix())
+    assert p.source == "torch.fx graph"
+    assert {p[n].kind for n in ("per_head", "interleaved")} == {"unknown"}
+
+
+def test_a_model_built_on_meta_gets_the_same_weights():
+    """The FSDP2 order (meta, to_empty, init_): the graph's view shapes come from meta tensors."""
+    torch.manual_seed(0)
+    eager = Net().double()
+    with torch.device("meta"):
+        lazy = Net().double()
+    lazy.to_empty(device="cpu")
+    lazy.blocks[0].table.copy_(eager.blocks[0].table)
+    lazy.blocks[1].table.copy_(eager.blocks[1].table)
+    for model in (eager, lazy):
+        _quiet(idinit.init_, model, example_inputs=inputs(), generator=torch.Generator().manual_seed(3))
+    for (name, a), b in zip(eager.named_parameters(), lazy.parameters()):
+        assert torch.equal(a, b), name
+
+
 def test_kaiming_draws_with_the_fans_of_the_matrix():
     """torch.nn.init reads a 3-D tensor as a kernel (fan_in = heads * head_dim for (d, heads, head_dim));
     the map q is (heads * head_dim, d): fan_in d."""

@@ -29,7 +29,9 @@ from __future__ import annotations
 import math
 from typing import Optional
 
-__all__ = ["start", "step", "reading", "matrix_shape"]
+import torch
+
+__all__ = ["start", "step", "reading", "record", "einsum_reading", "fx_readings", "matrix_shape"]
 
 # A chain state: (parameter name, the parameter's shape, the axes of the parameter each dimension of the
 # current tensor holds, the current tensor's shape). Axes of size 1 are not tracked (either side takes them).
@@ -99,17 +101,9 @@ def step(fn, state: State) -> Optional[State]:
     return None
 
 
-def reading(fn, position: int, factors: int, state: State) -> Optional[tuple]:
-    """``(name, layout)`` when matmul node ``fn`` multiplies the chain ``state`` as one matrix, the chain
-    being its factor number ``position`` (0: left) of ``factors``; None otherwise (module docstring)."""
-    if type(fn).__name__ not in _MATMULS:
-        return None
-    name, shape, axes, _ = state
-    if len(axes) < 2 or any(held for held in axes[:-2]):
-        return None  # a parameter axis in the batch: a stack of matrices, not one
-    rows, cols = axes[-2], axes[-1]
-    left = position == 0 and factors > 1
-    out_axes, in_axes = (rows, cols) if left else (cols, rows)
+def _layout(name: str, shape: tuple, out_axes: tuple, in_axes: tuple) -> Optional[tuple]:
+    """``(name, layout)`` for a parameter of ``shape`` whose ``out_axes`` the map writes and ``in_axes`` it
+    reads (axes of size 1 left out), or None when the two are not runs one before the other."""
     if not out_axes or not in_axes:
         return None
     if max(out_axes) < min(in_axes):
@@ -121,6 +115,66 @@ def reading(fn, position: int, factors: int, state: State) -> Optional[tuple]:
     if len(shape) == 2:
         return name, "t" if transposed else "rows"
     return name, f"matrix{k}_t" if transposed else f"matrix{k}"
+
+
+def reading(fn, position: int, factors: int, state: State) -> Optional[tuple]:
+    """``(name, layout)`` when matmul node ``fn`` multiplies the chain ``state`` as one matrix, the chain
+    being its factor number ``position`` (0: left) of ``factors``; None otherwise (module docstring)."""
+    if type(fn).__name__ not in _MATMULS:
+        return None
+    name, shape, axes, _ = state
+    if len(axes) < 2 or any(held for held in axes[:-2]):
+        return None  # a parameter axis in the batch: a stack of matrices, not one
+    rows, cols = axes[-2], axes[-1]
+    left = position == 0 and factors > 1
+    return _layout(name, shape, *((rows, cols) if left else (cols, rows)))
+
+
+def record(readings: dict, fn, kids: list, chains: dict) -> None:
+    """Add to ``readings`` (``{parameter: layouts}``) how matmul node ``fn`` reads each tracked chain among
+    its two factors, the last two of ``kids`` (``addmm``'s first is the bias); None: not as one matrix."""
+    for position, kid in enumerate(kids[-2:]):
+        if kid in chains:
+            found = reading(fn, position, len(kids), chains[kid])
+            readings.setdefault(chains[kid][0], set()).add(found and found[1])
+
+
+def einsum_reading(equation: str, operand: int, name: str, shape: tuple) -> Optional[tuple]:
+    """``(name, layout)`` when ``torch.einsum(equation, ...)`` reads its operand number ``operand``, a parameter
+    of ``shape``, as one matrix (torch.fx, where no autograd graph shows the matmul): an axis whose letter is
+    in the output only is an out-axis, one that only another operand shares an in-axis; one in the output
+    and another operand (a batch) or in neither (summed) makes it no single matrix."""
+    spec = equation.replace(" ", "")
+    if "->" not in spec or "." in spec:
+        return None
+    inputs, output = spec.split("->")
+    terms = inputs.split(",")
+    if operand >= len(terms) or len(terms[operand]) != len(shape):
+        return None
+    others = "".join(t for i, t in enumerate(terms) if i != operand)
+    out_axes, in_axes = [], []
+    for axis, (letter, size) in enumerate(zip(terms[operand], shape)):
+        if size == 1:
+            continue
+        if (letter in output) == (letter in others):
+            return None
+        (out_axes if letter in output else in_axes).append(axis)
+    return _layout(name, tuple(shape), tuple(out_axes), tuple(in_axes))
+
+
+def fx_readings(node, name: str, shape: tuple) -> set:
+    """How each user of torch.fx ``get_attr`` node ``node`` (parameter ``name`` of ``shape``) reads it: the
+    einsums as :func:`einsum_reading` says, any other use None (not one matrix to that user)."""
+    found = set()
+    for user in node.users:
+        args = list(user.args[1:])
+        if len(args) == 1 and isinstance(args[0], (list, tuple)):  # einsum(equation, [a, b])
+            args = list(args[0])
+        einsum = user.op == "call_function" and user.target is torch.einsum and user.args and \
+            isinstance(user.args[0], str) and args.count(node) == 1 and not user.kwargs
+        read = einsum_reading(user.args[0], args.index(node), name, shape) if einsum else None
+        found.add(read[1] if read else None)
+    return found
 
 
 def matrix_shape(shape: tuple, layout: str) -> tuple:

@@ -68,8 +68,8 @@ class DataGraph:
     ops: list[Op] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     source: str = ""
-    # autograd: {parameter: layouts} for each raw parameter of 3+ axes a matmul reads as one matrix
-    # (idinit.contraction; None where a matmul reads it otherwise)
+    # {parameter: layouts} for each raw parameter of 3+ axes a matmul or einsum reads as one matrix
+    # (idinit.contraction; None where one reads it otherwise)
     contracted: dict = field(default_factory=dict)
 
     def consumers(self) -> list[list[int]]:
@@ -191,6 +191,9 @@ def _fx_convert(model, fx, names, is_block, module_params, kept: set) -> tuple[D
                 status[node] = ("op", len(graph.ops) - 1)
             elif isinstance(value, torch.Tensor) and id(value) in names:
                 status[node] = ("param", frozenset([names[id(value)]]))
+                if value.dim() >= 3:  # how each einsum reads it (idinit.contraction)
+                    graph.contracted.setdefault(names[id(value)], set()).update(
+                        contraction.fx_readings(node, names[id(value)], tuple(value.shape)))
             else:
                 status[node] = ("const", None)
             continue
@@ -435,12 +438,6 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
     chains: dict[Any, tuple] = {}  # grad_fn -> (stacked parameter, rank, swapped): see _chain_step
     axes: dict[Any, tuple] = {}  # grad_fn -> where a raw N-D parameter's axes are (idinit.contraction)
 
-    def read_matrices(fn, kids: list) -> None:
-        for position, kid in enumerate(kids[-2:]):
-            if kid in axes:
-                found = contraction.reading(fn, position, len(kids), axes[kid])
-                graph.contracted.setdefault(axes[kid][0], set()).add(found and found[1])
-
     def children(fn) -> list:
         return [c for c, _ in fn.next_functions]
 
@@ -493,14 +490,14 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                     chains[fn] = step
                 held = [axes[c] for c in kids if c in axes]
                 if kind == "matmul":  # a projection of a constant (XLNet's position keys, r)
-                    read_matrices(fn, kids)
+                    contraction.record(graph.contracted, fn, kids, axes)
                 elif len(params) == 1 and len(held) == 1 and (state := contraction.step(fn, held[0])) is not None:
                     axes[fn] = state
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
         stacked = _stacked(kids, chains) if kind == "matmul" else ()
         if kind == "matmul":
-            read_matrices(fn, kids)
+            contraction.record(graph.contracted, fn, kids, axes)
         graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name, stacked=stacked))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]
