@@ -245,3 +245,57 @@ def test_hf_xlnet_attention_projections_and_branch():
                                                for e in p.unclassified)
     after = ratios()
     assert min(before) > 1e-3 and max(after) < 1e-5, (before, after)  # measured: 4.9e-3, 1.3e-6
+
+
+class PerHeadProjection(nn.Module):
+    """Zamba's pattern: one (out, in) matrix per head in a (heads, out, in) parameter, broadcast over the
+    batch (``w[:, None] @ h``, h of shape (heads, batch, in, seq)), and one stored (heads, in, out) read
+    as ``h^T @ w[:, None]``."""
+
+    def __init__(self, heads: int = 2, d: int = 6, out: int = 4):
+        super().__init__()
+        self.inner = nn.Linear(heads * d, heads * d)
+        self.x_proj = nn.Parameter(0.02 * torch.randn(heads, out, d))
+        self.y_proj = nn.Parameter(0.02 * torch.randn(heads, d, out))
+        self.head = nn.Linear(out, 3)
+        self.heads, self.d = heads, d
+
+    def forward(self, x):  # x: (batch, seq, heads * d)
+        h = self.inner(x).view(x.shape[0], x.shape[1], self.heads, self.d).permute(2, 0, 3, 1)
+        a = self.x_proj[:, None] @ h  # (heads, batch, out, seq)
+        b = h.transpose(-1, -2) @ self.y_proj[:, None]  # (heads, batch, seq, out)
+        return self.head(a.transpose(-1, -2) + b)
+
+
+def test_a_per_head_stack_broadcast_over_the_batch_is_a_stack_of_linear_layers():
+    torch.manual_seed(0)
+    model = PerHeadProjection()
+    p = _quiet(idinit.init_, model, loose=0.0, example_inputs=(torch.randn(2, 3, 12),))
+    assert (p["x_proj"].kind, p["x_proj"].layout, p["x_proj"].role) == ("experts", "stacked", "identity")
+    assert (p["y_proj"].kind, p["y_proj"].layout, p["y_proj"].role) == ("experts", "stacked_t", "identity")
+    for w in model.x_proj.detach().double():  # each head (4, 6): [I | 0]
+        assert torch.equal(w, idi(4, 6))
+    for w in model.y_proj.detach().double():  # each head stored (6, 4) is the map (4, 6)
+        assert torch.equal(w.t(), idi(4, 6)) and not torch.equal(w, idi(6, 4))
+
+
+def test_hf_zamba_per_head_ssm_projections_get_what_mamba_linears_get():
+    """HF Mamba's x_proj / dt_proj are nn.Linear and get IDI; Zamba splits them per head into (heads, out, in)
+    parameters: each head's matrix gets IDI, the time-step bias stays the model's (values rule)."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ZambaConfig(num_hidden_layers=4, hidden_size=32, num_attention_heads=2, intermediate_size=64,
+                                      vocab_size=100, max_position_embeddings=64, num_key_value_heads=1, pad_token_id=0,
+                                      bos_token_id=1, eos_token_id=2, n_mamba_heads=2, mamba_d_state=4,
+                                      layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])
+    torch.manual_seed(0)
+    model = transformers.ZambaForCausalLM(config)
+    p = _quiet(idinit.init_, model, loose=0.0)
+    mixer = model.model.layers[0].mamba
+    name = "model.layers.0.mamba"
+    assert (p[f"{name}.x_proj_weight"].layout, p[f"{name}.dt_proj_weight"].layout) == ("stacked", "stacked")
+    assert {p[f"{name}.{n}"].role for n in ("x_proj_weight", "dt_proj_weight")} == {"identity"}
+    assert p[f"{name}.dt_proj_bias"].role == "keep"
+    for stack in (mixer.x_proj_weight, mixer.dt_proj_weight):
+        for w in stack.detach().double():
+            assert torch.equal(w, idi(*w.shape))
+    assert not p.unclassified, [e.name for e in p.unclassified]

@@ -37,6 +37,7 @@ __all__ = ["start", "step", "reading", "record", "einsum_reading", "fx_readings"
 # current tensor holds, the current tensor's shape). Axes of size 1 are not tracked (either side takes them).
 State = tuple
 
+_BROADCAST = -1  # marks a dimension that holds a broadcast (expanded) size, not only parameter axes
 _PASS = {"CloneBackward0", "AliasBackward0", "ToCopyBackward0"}
 _VIEWS = {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0"}
 _MATMULS = {"MmBackward0", "BmmBackward0", "AddmmBackward0", "BaddbmmBackward0"}
@@ -86,17 +87,22 @@ def step(fn, state: State) -> Optional[State]:
     if node == "ExpandBackward0":  # only dimensions of size 1 grow: they hold no axis
         return name, shape, axes, out
     if node in _VIEWS:  # regroup the axes, in the current order, into the new dimensions
-        flat = [(a, shape[a]) for held in axes for a in held]
+        flat = []  # (axes, size): each parameter axis alone; a dimension holding a broadcast size as one piece
+        for held, size in zip(axes, sizes):
+            if _BROADCAST in held or (not held and size > 1):
+                flat.append((held or (_BROADCAST,), size))
+            else:
+                flat.extend(((a,), shape[a]) for a in held)
         held, i = [], 0
         for size in out:
             run, product = [], 1
             while i < len(flat) and product < size:
-                run.append(flat[i][0])
+                run.extend(flat[i][0])
                 product *= flat[i][1]
                 i += 1
             if product != size:
                 return None
-            held.append(tuple(run))
+            held.append(tuple(dict.fromkeys(run)))
         return (name, shape, tuple(held), out) if i == len(flat) else None
     return None
 
@@ -119,15 +125,21 @@ def _layout(name: str, shape: tuple, out_axes: tuple, in_axes: tuple) -> Optiona
 
 def reading(fn, position: int, factors: int, state: State) -> Optional[tuple]:
     """``(name, layout)`` when matmul node ``fn`` multiplies the chain ``state`` as one matrix, the chain
-    being its factor number ``position`` (0: left) of ``factors``; None otherwise (module docstring)."""
+    being its factor number ``position`` (0: left) of ``factors``; a 3-D parameter whose first axis is the
+    batch, as a stack of matrices (``stacked`` / ``stacked_t``, the layouts of :func:`idinit.kinds.stacked_kinds`:
+    Zamba's per-head ``x_proj_weight[:, None] @ h``); None otherwise (module docstring)."""
     if type(fn).__name__ not in _MATMULS:
         return None
     name, shape, axes, _ = state
-    if len(axes) < 2 or any(held for held in axes[:-2]):
-        return None  # a parameter axis in the batch: a stack of matrices, not one
+    if len(axes) < 2 or _BROADCAST in axes[-2] + axes[-1]:
+        return None
+    batch = {a for held in axes[:-2] for a in held} - {_BROADCAST}
     rows, cols = axes[-2], axes[-1]
     left = position == 0 and factors > 1
-    return _layout(name, shape, *((rows, cols) if left else (cols, rows)))
+    out_axes, in_axes = (rows, cols) if left else (cols, rows)
+    if batch == {0} and len(shape) == 3 and {out_axes, in_axes} == {(1,), (2,)}:
+        return name, "stacked" if out_axes == (1,) else "stacked_t"
+    return None if batch else _layout(name, shape, out_axes, in_axes)
 
 
 def record(readings: dict, fn, kids: list, chains: dict) -> None:

@@ -203,14 +203,17 @@ def contracted_kinds(readings: Mapping[str, set], infos: Mapping[str, ParamInfo]
     as the same one matrix (``readings``: :attr:`idinit.graph.DataGraph.contracted`, :mod:`idinit.contraction`),
     with that reading as their layout; returns their names. XLNet's ``rel_attn.q`` ``(d_model, n_head,
     d_head)``, read ``ibh,hnd->ibnd``, is the linear layer ``q.view(d_model, -1).t()``; its ``o``, read
-    ``ibnd,hnd->ibh``, the linear layer ``o.view(d_model, -1)``. A parameter read two ways, or once as no
-    single matrix, is left as it was."""
+    ``ibnd,hnd->ibh``, the linear layer ``o.view(d_model, -1)``. A 3-D parameter broadcast over its first
+    axis as the batch of the matmul is a stack (``experts``, as :func:`stacked_kinds` finds them): Zamba's
+    per-head ``x_proj_weight[:, None] @ h``. A parameter read two ways, or once as no single matrix, is
+    left as it was."""
     found = []
     for name, seen in readings.items():
         info = infos.get(name)
         if info is None or info.kinds != ["unknown"] or info.param.dim() < 3 or len(seen) != 1 or None in seen:
             continue
-        info.kinds, info.layout = ["contracted"], next(iter(seen))
+        layout = next(iter(seen))
+        info.kinds, info.layout = ["experts" if layout.startswith("stacked") else "contracted"], layout
         found.append(name)
     return found
 
