@@ -6,7 +6,7 @@ import pytest
 
 from idinit.lab import cli
 from idinit.lab.experiments import EXPERIMENTS, get_experiment
-from idinit.lab.report import write_report
+from idinit.lab.report import load_runs, summary_rows, write_report
 from idinit.lab.train import RunConfig, parse_overrides
 from idinit.lab.train import records as rec
 
@@ -138,6 +138,24 @@ def test_report_statistics_and_missing_cells(tmp_path):
     assert "1/2" in krow and "never" in krow
     assert "unfinished seeds: kaiming-sgd" in text and "fixup-adam" in text  # a cell never run is listed
     assert "`idinit run table1` on test" in text
+
+
+def test_report_compares_with_the_paper_only_where_its_cell_is_a_number(tmp_path):
+    # res112's paper cells are claims in words that hold numbers ("within 4 epochs (Fig 19)"): no difference
+    _fake_run(tmp_path, "kaiming", 0, [0.1, 0.1])
+    _fake_run(tmp_path, "idinit", 0, [0.5, 0.9])
+    exp = get_experiment("res112")
+    assert any(ch.isdigit() for ch in exp.paper["kaiming"]["acc"])
+    rec.atomic_write_json(tmp_path / "experiment.json", {"experiment": "res112", "description": exp.description,
+                                                         "paper": exp.paper, "notes": exp.notes, "calls": []})
+    rows = {r["name"]: r for r in summary_rows(*load_runs(tmp_path))}
+    assert rows["kaiming"]["delta"] is None and rows["idinit"]["delta"] is None
+    # a number, a number with its spread, an approximate number: compared; a bound: not
+    for cell, expected in (("90", 0.0), ("93.41±0.10", 90 - 93.41), ("≈76.7", 90 - 76.7), ("> 90", None)):
+        exp.paper["idinit"]["acc"] = cell
+        rec.atomic_write_json(tmp_path / "experiment.json", {"experiment": "res112", "paper": exp.paper, "calls": []})
+        delta = {r["name"]: r for r in summary_rows(*load_runs(tmp_path))}["idinit"]["delta"]
+        assert delta == (None if expected is None else pytest.approx(expected, abs=1e-9)), cell
 
 
 def test_report_tests_idinit_against_each_init_of_its_setting(tmp_path):

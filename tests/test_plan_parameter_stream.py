@@ -95,5 +95,7 @@ def test_a_parameter_gate_on_a_parameter_table_is_no_stream():
         plan = idinit.plan(model, example_inputs=(torch.randn(2, 3, 32, 32),))
     assert {plan[f"blocks.{i}.attn.gating_param"].role for i in (0, 1)} == {"scale"}
     assert {plan[f"blocks.{i}.attn.pos_proj.weight"].role for i in (0, 1)} == {"identity"}
-    assert [e.name for e in plan.by_role("branch_end")] == [f"blocks.{i}.{m}.weight" for i in (0, 1)
-                                                           for m in ("attn.proj", "mlp.fc2")]
+    # the attention is seen around the table (tests/test_plan_parameter_table.py): its projection closes the branch
+    assert [e.name for e in plan.by_role("branch_end")] == [f"blocks.{i}.mlp.fc2.weight" for i in (0, 1)]
+    assert [e.name for e in plan.by_role("attention_out")] == [f"blocks.{i}.attn.proj.weight" for i in (0, 1)]
+    assert {plan[f"blocks.{i}.attn.proj.weight"].init for i in (0, 1)} == {"zero_preserving_"}

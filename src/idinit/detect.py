@@ -281,6 +281,8 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
                     unclassified[p] = f"not a parameter of a known layer type, and used by {op.label}, which no rule covers"
             elif inside and p not in roles and kinds[p] & MATRIX_KINDS:
                 roles[p] = Role("attention_qkv" if "fused_qkv" in kinds[p] else "identity", "type", f"inside {op.label}")
+            elif p not in roles and kinds[p] & MATRIX_KINDS and op_class(op, kinds, owners) == "param":
+                roles[p] = Role("identity", "type", f"computes, from parameters alone, a table that {op.label} applies")
     for p, ks in kinds.items():
         if ks & MATRIX_KINDS and p not in roles:
             roles[p] = _sibling_role(p, roles) or Role("attention_qkv" if "fused_qkv" in ks else "identity", "type",

@@ -211,6 +211,15 @@ def _fx_convert(model, fx, names, is_block, module_params, kept: set) -> tuple[D
             kind = next((k for cls, k in _FX_MODULE_KINDS if isinstance(module, cls)), "call")
             block = node.target if is_block(module) else None
             own = module_params(module)
+            if block is None and all(i is None for i in inputs):
+                # a layer fed constants only (HF Swin-V2's position-bias MLP over a coordinate grid) computes a
+                # table from parameters, as the autograd graph sees it: a weight chain, not a layer on the data
+                held = frozenset([*own, *params])
+                status[node] = ("param", held) if held else ("const", None)
+                if held and node in kept:
+                    graph.ops.append(Op("parameter", [], tuple(sorted(held)), node.target, fn="parameter"))
+                    status[node] = ("op", len(graph.ops) - 1)
+                continue
             graph.ops.append(Op(kind, inputs, tuple(dict.fromkeys([*own, *sorted(params)])), node.target, block,
                                 type(module).__name__))
             status[node] = ("op", len(graph.ops) - 1)

@@ -24,8 +24,10 @@ def _fmt_ms(mean, std, scale=1.0, digits=2) -> str:
 
 
 def _paper_mean(text: str | None) -> float | None:
-    match = re.search(r"(\d+(?:\.\d+)?)", text or "")
-    return float(match.group(1)) if match and not (text or "").lstrip().startswith(">") else None
+    """The paper's accuracy where its cell is a number ("93.41±0.10", "≈76.7"); None for a bound ("> 90") or
+    a claim in words, even one that holds a number ("fails within 4 epochs (Fig 19)")."""
+    match = re.fullmatch(r"\s*≈?\s*(\d+(?:\.\d+)?)\s*(?:±\s*\d+(?:\.\d+)?)?\s*", text or "")
+    return float(match.group(1)) if match else None
 
 
 def load_runs(run_dir) -> tuple[dict, list[dict]]:

@@ -1,0 +1,67 @@
+"""A table computed from parameters alone and added to the data (HF Swin-V2's continuous position bias: an MLP
+over a constant grid of coordinates, added to the attention scores) is a table, not a layer on the data path.
+Read as one call holding two weights, it made role detection warn that it "cannot see inside" the add, and it
+hid the attention around it (q / k / v planned as plain 'identity', the output projection as a plain branch end;
+zoo audit, HF Swin-V2 and ConViT)."""
+import warnings
+
+import torch
+from torch import nn
+
+import idinit
+
+
+class BiasMLPAttention(nn.Module):
+    def __init__(self, dim=8, heads=2, tokens=4):
+        super().__init__()
+        self.heads, self.tokens = heads, tokens
+        self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
+        self.proj = nn.Linear(dim, dim)
+        self.bias_mlp = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, heads))
+        grid = torch.stack(torch.meshgrid(torch.arange(tokens), torch.arange(tokens), indexing="ij"), -1)
+        self.register_buffer("coords", grid.reshape(-1, 2).float() / tokens, persistent=False)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        split = lambda t: t.view(b, n, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
+        table = self.bias_mlp(self.coords).t().reshape(self.heads, n, n)
+        scores = q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5 + table
+        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d)
+        return self.proj(out)
+
+
+class Block(nn.Module):
+    def __init__(self, dim=8):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = BiasMLPAttention(dim)
+        self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
+
+
+def _plan(example_inputs):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), Block(), Block(), nn.Linear(8, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = idinit.plan(model, example_inputs=example_inputs)
+    return {e.name: e for e in plan}, [str(w.message) for w in caught]
+
+
+def test_position_bias_mlp_is_a_table_and_the_attention_around_it_is_seen():
+    for example_inputs in ((torch.randn(2, 4, 8),), None):  # the autograd graph, then torch.fx
+        entries, messages = _plan(example_inputs)
+        assert not [m for m in messages if "cannot see inside" in m], messages
+        for i in (1, 2):
+            attn = f"{i}.attn."
+            assert [entries[attn + p + ".weight"].role for p in "qkv"] == ["attention_q", "attention_k", "attention_v"]
+            assert entries[attn + "proj.weight"].role == "attention_out"
+            assert entries[attn + "proj.weight"].init == "zero_preserving_"
+            assert entries[f"{i}.fc2.weight"].role == "branch_end"
+            for layer in ("0", "2"):
+                table = entries[f"{attn}bias_mlp.{layer}.weight"]
+                assert table.role == "identity" and "from parameters alone" in table.note, table
