@@ -134,6 +134,11 @@ def test_einsum_projections_are_linear_layers_read_along_their_axes():
     after = branch_ratios(model)
     # the model's own N(0, 0.02) draw leaves each attention branch open (9.9e-4); IDIZ on o closes it (1.7e-7)
     assert min(before) > 1e-4 and max(after) < 1e-5, (before, after)
+    # idinit.check measures o as a layer of its own (no module holds it alone) and sees both branches close
+    report = _quiet(idinit.check, model, inputs())
+    ends = {b.branch_end: b.distance for b in report.blocks}
+    assert set(ends) == {"blocks.0.o", "blocks.1.o"} and max(ends.values()) < 1e-5, ends
+    assert not report.flags, report.flags
 
 
 def test_torch_fx_reads_the_einsum_equation_as_the_autograd_graph_reads_the_matmul():
@@ -245,6 +250,10 @@ def test_hf_xlnet_attention_projections_and_branch():
                                                for e in p.unclassified)
     after = ratios()
     assert min(before) > 1e-3 and max(after) < 1e-5, (before, after)  # measured: 4.9e-3, 1.3e-6
+    report = _quiet(idinit.check, model.float(), {"input_ids": ids})
+    ends = {b.branch_end: b.distance for b in report.blocks}
+    assert {f"transformer.layer.{i}.rel_attn.o" for i in range(2)} <= set(ends), ends
+    assert len(ends) == 4 and max(ends.values()) < 1e-5 and not report.flags, (ends, report.flags)
 
 
 class PerHeadProjection(nn.Module):

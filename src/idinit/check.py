@@ -43,10 +43,12 @@ from idinit.inputs import example_inputs_for
 from idinit.kinds import MATRIX_KINDS, parameter_infos
 from idinit.plan import plan as make_plan
 from idinit.priors import overwritten_priors, reference_state
+from idinit.roles import MATRIX_ROLES
 
 __all__ = ["check", "Report", "Flag", "FLAG_KINDS"]
 
 _ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
+_PRODUCTS = {"einsum", "matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "linear"}
 _ACTIVATION_FUNCTIONS = {"relu", "relu_", "relu6", "gelu", "silu", "silu_", "leaky_relu", "leaky_relu_", "elu",
                          "elu_", "mish", "hardswish", "celu", "selu"}
 _ACTIVATION_MODULE = re.compile(r"relu|gelu|silu|swish|mish|elu", re.IGNORECASE)
@@ -196,6 +198,29 @@ class _Recorder(TorchFunctionMode):
                 self.busy = False
         return hook
 
+    def _contracted_source(self, name: str, inputs: list, out) -> frozenset:
+        """A raw parameter of 3+ axes and no layer type that a product takes whole as a matrix (kind ``contracted``
+        in the plan: XLNet's ``o`` in an einsum, idinit.contraction) is measured as a layer of its own, named after it; when
+        near zero or closing a branch it opens one as a near-zero module does (its name, as a tag of ``out``)."""
+        data = next((t for t in inputs if t.is_floating_point() and not self.weights_of(t)), None)
+        held = [self.param_names[id(t)] for t in inputs if id(t) in self.param_names and t.dim() >= 3]
+        held = [p for p in held if self.kinds.get(p) == {"unknown"} and self.roles.get(p) in MATRIX_ROLES]
+        y = _first_float(out)
+        if data is None or len(held) != 1 or y is None:
+            return frozenset()
+        self.busy = True
+        try:
+            stat = self._stat(held[0], name, data, y, False)
+        finally:
+            self.busy = False
+        stat.params, stat.role = held, self.roles.get(held[0], "")
+        stat.small = stat.near_zero or self.small(frozenset().union(*(self.tags_of(t) for t in inputs)))
+        if not (stat.near_zero or stat.role in ("branch_end", "attention_out")):
+            return frozenset()
+        self.sources[stat.name] = stat
+        self.after.setdefault(stat.name, set())
+        return frozenset([stat.name])
+
     def _stat(self, name: str, type_name: str, x, y, activation: bool) -> LayerStat:
         count = self.calls[name] = self.calls.get(name, 0) + 1
         stat = LayerStat(name if count == 1 else f"{name}#{count}", type_name, "activation" if activation else "",
@@ -220,6 +245,8 @@ class _Recorder(TorchFunctionMode):
                 sides = (ta, _rms(args[0]), _rms(args[1]))
         out = func(*args, **kwargs)
         carried = frozenset().union(*(self.tags_of(t) for t in inputs)) - closing if inputs else frozenset()
+        if name in _PRODUCTS:
+            carried |= self._contracted_source(name, inputs, out)
         if sides is not None:
             ta, ra, rb = sides
             owner = self.stack[-1][0] if self.stack else ""

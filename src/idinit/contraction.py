@@ -1,4 +1,4 @@
-"""Raw N-D parameters that a matmul contracts as one matrix, read off the autograd graph.
+"""Raw N-D parameters that a matmul contracts as one matrix, read off the autograd graph (or an einsum's equation).
 
 Used by :mod:`idinit.graph` while it walks a forward pass's weight chains (the backward nodes between a
 parameter and the operation that consumes it), and by :func:`idinit.kinds.contracted_kinds`.
@@ -19,10 +19,16 @@ The parameter is then one linear map when its in-axes and its out-axes are two r
 one before the other: the matrix is the stored tensor viewed ``(prod(shape[:k]), prod(shape[k:]))``,
 as rows (out first: layout ``matrix<k>``) or transposed (in first: ``matrix<k>_t``). Which order the
 matmul flattens the axes in does not matter: it reorders the terms of the same sum, and the layer
-before or after reads the same stored order. Not one matrix (left to the other rules): a parameter
-axis in the batch of the matmul (a stack, one matrix per head or expert: XLNet's ``seg_embed``,
-``ibnd,snd->ibns``), in- and out-axes interleaved, an axis summed away, or a chain through any other
-node (indexing, slicing, arithmetic). Axes of size 1 belong to either side.
+before or after reads the same stored order. The plan then gives it what a linear layer in its place
+gets (IDI, paper Sec. 3.1 Eq. 3; IDIZ where it closes a residual branch, Sec. 3.2 and A.5).
+
+A 3-D parameter whose first axis alone is in the batch of the matmul, broadcast over the data's batch,
+is a stack of matrices, one per index of that axis (Zamba's per-head ``x_proj_weight[:, None] @ h``):
+layout ``stacked`` / ``stacked_t``, as :func:`idinit.kinds.stacked_kinds` reads fused experts. Not one
+matrix (left to the other rules): any other parameter axis in the batch (XLNet's ``seg_embed``, read
+per head: ``ibnd,snd->ibns``), in- and out-axes interleaved, an axis summed away, or a chain through any
+other node (indexing, slicing, arithmetic). Axes of size 1 belong to either side. On a torch.fx graph,
+where einsum is one call, its equation says the same (:func:`einsum_reading`).
 """
 from __future__ import annotations
 
@@ -84,8 +90,8 @@ def step(fn, state: State) -> Optional[State]:
         swapped = list(axes)
         swapped[a], swapped[b] = swapped[b], swapped[a]
         return name, shape, tuple(swapped), out
-    if node == "ExpandBackward0":  # only dimensions of size 1 grow: they hold no axis
-        return name, shape, axes, out
+    if node == "ExpandBackward0":  # only dimensions of size 1 grow (no axis in them), and new ones lead
+        return name, shape, ((),) * (len(out) - len(axes)) + axes, out
     if node in _VIEWS:  # regroup the axes, in the current order, into the new dimensions
         flat = []  # (axes, size): each parameter axis alone; a dimension holding a broadcast size as one piece
         for held, size in zip(axes, sizes):
