@@ -186,7 +186,7 @@ def test_kaiming_draws_with_the_fans_of_the_matrix():
     assert p["blocks.0.q"].init == "kaiming_normal_" and p["blocks.0.q"].args["mode"] == "fan_in"
     q, o = block.q.detach(), block.o.detach()
     assert abs(q.std().item() - math.sqrt(2 / 64)) < 0.01  # fan_in d = 64; as a kernel: sqrt(2 / 96) = 0.144
-    assert abs(o.std().item() - math.sqrt(2 / 96)) < 0.01  # fan_in heads * head_dim = 96 (a kernel reads the same fan_in here)
+    assert abs(o.std().item() - math.sqrt(2 / 96)) < 0.01  # fan_in heads * head_dim = 96 (as a kernel's here)
 
 
 class NotOneMatrix(nn.Module):

@@ -43,7 +43,6 @@ from idinit.inputs import example_inputs_for
 from idinit.kinds import MATRIX_KINDS, parameter_infos
 from idinit.plan import plan as make_plan
 from idinit.priors import overwritten_priors, reference_state
-from idinit.roles import MATRIX_ROLES
 
 __all__ = ["check", "Report", "Flag", "FLAG_KINDS"]
 
@@ -101,12 +100,12 @@ def _read_share(module: nn.Module, weight: torch.Tensor, transposed: bool, x: to
 class _Recorder(TorchFunctionMode):
     """Module hooks and a torch-function mode for one forward pass (module docstring)."""
 
-    def __init__(self, model: nn.Module, roles: Mapping[str, str]):
+    def __init__(self, model: nn.Module, roles: Mapping[str, str], contracted: set[str] = frozenset()):
         super().__init__()
         infos, _ = parameter_infos(model)
         self.param_names = {id(i.param): i.name for i in infos.values()}
         self.kinds = {n: set(i.kinds) for n, i in infos.items()}
-        self.roles = roles
+        self.roles, self.contracted = roles, contracted
         self.layers: list[LayerStat] = []
         self.blocks: list[BlockStat] = []
         self.sources: dict[str, LayerStat] = {}
@@ -199,12 +198,11 @@ class _Recorder(TorchFunctionMode):
         return hook
 
     def _contracted_source(self, name: str, inputs: list, out) -> frozenset:
-        """A raw parameter of 3+ axes and no layer type that a product takes whole as a matrix (kind ``contracted``
-        in the plan: XLNet's ``o`` in an einsum, idinit.contraction) is measured as a layer of its own, named after it; when
+        """A raw parameter the plan reads as one matrix (kind ``contracted``: XLNet's ``o`` in an einsum,
+        idinit.contraction), taken whole by a product, is measured as a layer of its own, named after it; when
         near zero or closing a branch it opens one as a near-zero module does (its name, as a tag of ``out``)."""
         data = next((t for t in inputs if t.is_floating_point() and not self.weights_of(t)), None)
-        held = [self.param_names[id(t)] for t in inputs if id(t) in self.param_names and t.dim() >= 3]
-        held = [p for p in held if self.kinds.get(p) == {"unknown"} and self.roles.get(p) in MATRIX_ROLES]
+        held = [self.param_names[id(t)] for t in inputs if self.param_names.get(id(t)) in self.contracted]
         y = _first_float(out)
         if data is None or len(held) != 1 or y is None:
             return frozenset()
@@ -314,12 +312,12 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
         raise ValueError("reference shares no parameter name with the model: pass the model's own state_dict() from "
                          "before initialisation")
     notes: list[str] = []
-    roles = _roles(model, example_inputs, notes)
+    roles, contracted = _roles(model, example_inputs, notes)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
     devices = sorted({p.device.index or 0 for _, p in params if p.device.type == "cuda"})
     training = {m: m.training for m in model.modules()}
     buffers = [(m, k, b, b.detach().clone()) for m in model.modules() for k, b in m._buffers.items() if b is not None]
-    recorder = _Recorder(model, roles)
+    recorder = _Recorder(model, roles, contracted)
     try:
         with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
             torch.random.default_generator.manual_seed(seed)
@@ -369,19 +367,20 @@ def _stochastic_depth_off(model: nn.Module) -> int:
     return len(found)
 
 
-def _roles(model: nn.Module, example_inputs, notes: list[str]) -> dict[str, str]:
+def _roles(model: nn.Module, example_inputs, notes: list[str]) -> tuple[dict[str, str], set[str]]:
     """Each parameter's role from the library's own analysis (:func:`idinit.plan`), read from the
     graph alone (``keep_model_values=False``): a branch end behind a small layer scale is still the
-    end of a residual block here, whatever the idinit scheme would put in it."""
+    end of a residual block here, whatever the idinit scheme would put in it; and the parameters the
+    plan reads as one matrix (kind ``contracted``)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             found = make_plan(model, "idinit", example_inputs, include_frozen=True, keep_model_values=False)
         except (ValueError, TypeError) as err:
             notes.append(f"roles unknown ({err}); blocks are found from near-zero layers only")
-            return {}
+            return {}, set()
     notes.extend(f"idinit.plan: {w.message}" for w in caught if issubclass(w.category, UserWarning))
-    return {e.name: e.role for e in found}
+    return {e.name: e.role for e in found}, {e.name for e in found if e.kind == "contracted"}
 
 
 def _outputs(out, recorder) -> list[tuple[str, torch.Tensor]]:

@@ -85,7 +85,8 @@ def _matrix_view(param: torch.Tensor, layout: str, name: str = "") -> torch.Tens
     except RuntimeError as err:
         raise ValueError(f"{name}: a parameter of shape {tuple(param.shape)} with strides {param.stride()} cannot be "
                          f"viewed as the ({first}, {second}) matrix its layout {layout} reads: {err}") from None
-    if is_dtensor(param) and local_of(view).untyped_storage().data_ptr() != local_of(param).untyped_storage().data_ptr():
+    if is_dtensor(param) and \
+            local_of(view).untyped_storage().data_ptr() != local_of(param).untyped_storage().data_ptr():
         raise ValueError(f"{name}: the ({first}, {second}) view of this DTensor is not its own shard's data "
                          "(redistributed): writing it would not reach the parameter")
     return view.t() if layout.endswith("_t") else view
