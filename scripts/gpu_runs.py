@@ -19,6 +19,17 @@ from idinit.lab.experiments import get_experiment
 from idinit.lab.experiments.runner import run_configs, write_experiment_file
 
 
+def selected_runs(experiment, items: list[str]) -> list:
+    """The runs ``NAME:SEEDS`` items pick (a ValueError names an item that picks nothing)."""
+    runs = []
+    for item in items:
+        name, _, seeds = item.partition(":")
+        if not seeds or not all(s.isdigit() for s in seeds.split(",")):
+            raise ValueError(f"{item!r}: expected NAME:SEEDS, e.g. idinit-sgd:0,1")
+        runs += experiment.runs(seeds=[int(s) for s in seeds.split(",")], only=[name])
+    return runs
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment")
@@ -32,12 +43,10 @@ def main(argv=None) -> int:
                         help="epochs between checkpoints (default 10: a pack of 16 writes 16 of them)")
     args = parser.parse_args(argv)
     experiment = get_experiment(args.experiment)
-    runs = []
-    for item in args.runs:
-        name, _, seeds = item.partition(":")
-        if not seeds:
-            parser.error(f"{item!r}: expected NAME:SEEDS, e.g. idinit-sgd:0,1")
-        runs += experiment.runs(seeds=[int(s) for s in seeds.split(",")], only=[name])
+    try:
+        runs = selected_runs(experiment, args.runs)
+    except ValueError as err:
+        parser.error(str(err))
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_experiment_file(out, experiment, runs, args.device, shlex.join(["python3", *sys.argv]))

@@ -268,21 +268,68 @@ def check_sharded_contracted(mesh) -> None:
         assert torch.equal(model.stem.weight, stem) and bool((model.q.to_local() == 7.0).all())
 
 
-def check_experts_after_fully_shard(mesh) -> None:
-    """The FSDP2 order on a model with fused experts: built on meta, ``fully_shard``, ``to_empty``, then
-    ``init_``: equal bit for bit to ``init_`` of the unsharded model."""
+class _FlatExperts(nn.Module):
+    """Experts stored flat, ``(experts * rows, cols)``, and viewed per expert (HF DBRX's layout)."""
+
+    def __init__(self, experts: int):
+        super().__init__()
+        self.experts = experts
+        self.stem = nn.Linear(4, 4)
+        self.up = nn.Parameter(torch.randn(experts * 6, 4))
+        self.down = nn.Parameter(torch.randn(experts * 6, 4))
+
+    def forward(self, x):
+        h = self.stem(x)
+        up, down = self.up.view(self.experts, 6, 4), self.down.view(self.experts, 6, 4)
+        return h + sum(torch.relu(h @ up[e].t()) @ down[e] for e in range(self.experts))
+
+
+def check_sharded_flat_experts(mesh) -> None:
+    """A flat stack sharded along its rows (FSDP2's dim 0) where every shard holds whole experts (4 experts
+    on 2 or 4 ranks) is written in place, equal bit for bit to the unsharded result; one whose shards cut an
+    expert (3 experts of 6 rows: 9 rows per rank on 2, 5 on 4) is refused on every rank before anything is
+    written."""
+    for scheme in ("idinit", "kaiming"):
+        reference = _FlatExperts(4)
+        plan = idinit.plan(reference, scheme, example_inputs=(torch.randn(3, 4),))
+        assert (plan["up"].layout, plan["down"].layout, plan["up"].stack) == ("stacked_flat", "stacked_t_flat", 4), plan
+        sharded = copy.deepcopy(reference)
+        for name in ("up", "down"):
+            nan = torch.full(getattr(reference, name).shape, float("nan"))
+            setattr(sharded, name, nn.Parameter(distribute_tensor(nan, mesh, [Shard(0)])))
+        plan.apply(reference, generator=torch.Generator().manual_seed(1))
+        plan.apply(sharded, generator=torch.Generator().manual_seed(1))
+        for name in ("up", "down"):
+            assert torch.equal(getattr(sharded, name).full_tensor(), getattr(reference, name)), (scheme, name)
+    model = _FlatExperts(3)
+    plan = idinit.plan(model, example_inputs=(torch.randn(3, 4),))
+    model.down = nn.Parameter(distribute_tensor(torch.full((18, 4), 7.0), mesh, [Shard(0)]))
+    stem = model.stem.weight.detach().clone()
+    try:
+        plan.apply(model)
+    except ValueError as e:
+        assert "down: a stack of 3 matrices of 6 rows stored flat as shape (18, 4)" in str(e) and \
+            "cuts a matrix apart" in str(e), e
+    else:
+        raise AssertionError("a flat stack whose shards cut an expert was accepted")
+    assert torch.equal(model.stem.weight, stem) and bool((model.down.to_local() == 7.0).all())
+
+
+def check_experts_after_fully_shard(mesh, build=_FusedExperts, layout: str = "stacked") -> None:
+    """The FSDP2 order on a model with fused experts (3-D, or flat: ``build``): built on meta, ``fully_shard``,
+    ``to_empty``, then ``init_``: equal bit for bit to ``init_`` of the unsharded model."""
     from torch.distributed.fsdp import fully_shard
 
     x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0))
     models = []
     for shard in (False, True):
         with torch.device("meta"):
-            model = _FusedExperts()
+            model = build()
         if shard:
             fully_shard(model, mesh=mesh)
         model.to_empty(device="cpu")
         plan = idinit.init_(model, example_inputs=(x,), generator=torch.Generator().manual_seed(5))
-        assert plan["up"].layout == "stacked" and plan["down"].role == "branch_end", plan
+        assert plan["up"].layout == layout and plan["down"].role == "branch_end", plan
         models.append(model)
     for (name, p), want in zip(models[1].named_parameters(), models[0].parameters()):
         assert torch.equal(p.full_tensor(), want), name
@@ -321,9 +368,11 @@ def run(rank: int, world: int, path: str) -> None:
         if world == 2:
             check_init_after_fully_shard(mesh)
             check_experts_after_fully_shard(mesh)
+            check_experts_after_fully_shard(mesh, lambda: _FlatExperts(4), "stacked_flat")
         check_column_sharded_model(mesh)
         check_sharded_experts(mesh)
         check_sharded_contracted(mesh)
+        check_sharded_flat_experts(mesh)
         check_refusals(mesh)
     finally:
         dist.destroy_process_group()

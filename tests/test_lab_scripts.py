@@ -88,3 +88,45 @@ def test_merge_runs_refuses_two_different_finished_copies_and_writes_nothing(tmp
     _experiment_json(b, "b")
     assert merge_runs.main([str(dest), str(a), str(b)]) == 1
     assert not dest.exists()
+
+
+def _queue_problems(text: str) -> list[str]:
+    """What is wrong with a GPU queue file (scripts/gpu_queue.sh): each line "NEED_S COMMAND"; a gpu_runs.py
+    command must name an experiment and runs it has, with an output folder and the shared deadline."""
+    import shlex
+
+    from idinit.lab.experiments import get_experiment
+
+    gpu_runs = load_script("gpu_runs")
+    problems = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        need, _, command = line.partition(" ")
+        argv = shlex.split(command)
+        if not need.isdigit():
+            problems.append(f"NEED_S is not a number: {line}")
+        elif argv[:2] == ["python3", "scripts/gpu_runs.py"]:
+            names = argv[3:next((i for i, a in enumerate(argv) if a.startswith("--")), len(argv))]
+            try:
+                gpu_runs.selected_runs(get_experiment(argv[2]), names)
+            except (KeyError, ValueError) as err:
+                problems.append(f"{err}: {line}")
+            if "--out" not in argv or "$DEADLINE_AT" not in command:
+                problems.append(f"no --out or no --deadline-at $DEADLINE_AT: {line}")
+    return problems
+
+
+def test_every_gpu_queue_line_names_runs_that_exist():
+    import pathlib
+
+    queues = sorted((pathlib.Path(__file__).parent.parent / "scripts" / "queues").glob("*.txt"))
+    assert queues
+    for queue in queues:
+        assert _queue_problems(queue.read_text()) == [], queue.name
+    # the faults it guards against: a misspelt run, a seed that is no number, a missing deadline
+    good = "60 python3 scripts/gpu_runs.py res112 idinit:0 --out runs/r --data $C10 --deadline-at $DEADLINE_AT"
+    assert _queue_problems(good) == []
+    assert len(_queue_problems(good.replace("idinit:0", "idinitt:0"))) == 1
+    assert len(_queue_problems(good.replace("idinit:0", "idinit:x"))) == 1
+    assert len(_queue_problems(good.replace(" --deadline-at $DEADLINE_AT", ""))) == 1

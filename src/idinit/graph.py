@@ -50,8 +50,9 @@ class Op:
     # what was called: the function, method or module class (fx) or the backward node (autograd);
     # ``label`` names the call site (a module path), which says nothing of an nn.ReLU named "1"
     fn: str = ""
-    # autograd matmuls: ``(parameter, layout)`` for each 3-D parameter multiplied as a stack of matrices
-    # (one per index of its dim 0), layout ``rows`` when each matrix is stored (out, in), ``t`` when (in, out)
+    # autograd matmuls: ``(parameter, layout, count)`` for each parameter multiplied as a stack of matrices,
+    # layout ``rows`` when each matrix is stored (out, in), ``t`` when (in, out); ``count`` 0 for a 3-D stack
+    # (one matrix per index of its dim 0), else the matrices a 2-D parameter's dim 0 is viewed as (DBRX)
     stacked: tuple = ()
 
     @property
@@ -324,39 +325,50 @@ _KEEPS_MATRICES = {"ToCopyBackward0", "AliasBackward0", "CloneBackward0"}
 
 
 def _chain_step(fn, chain: tuple) -> tuple | None:
-    """The weight chain ``(parameter, rank, swapped)`` after backward node ``fn``, for a chain that
+    """The weight chain ``(parameter, rank, swapped, count)`` after backward node ``fn``, for a chain that
     keeps a stacked weight's last two axes as the matrices and its first as the stack: picking
-    matrices (``w[e]``, ``w[index]``) and swapping the two axes (``w[e].t()``, ``w.transpose(-2, -1)``)
-    are followed; anything else ends the chain (None)."""
-    name, rank, swapped = chain
+    matrices (``w[e]``, ``w[index]``) and swapping the two axes (``w[e].t()``, ``w[e].T``,
+    ``w.transpose(-2, -1)``) are followed; anything else ends the chain (None). ``count`` is None for
+    a 3-D parameter; for a 2-D one, 0 until a view splits its dim 0 into ``count`` blocks of rows,
+    ``w.view(count, -1, w.shape[1])`` (DBRX's experts stored ``(experts * ffn, hidden)``, zoo audit)."""
+    name, rank, swapped, count = chain
     node = type(fn).__name__
     if node in _KEEPS_MATRICES:
         return chain
+    if node in ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0"):
+        before = tuple(getattr(fn, "_saved_self_sym_sizes", ()))
+        metadata = getattr(fn, "_input_metadata", ())  # the view's own shape
+        after = tuple(metadata[0].shape) if len(metadata) == 1 else ()
+        if count == 0 and not swapped and len(before) == 2 and len(after) == 3 and after[2] == before[1] \
+                and after[0] * after[1] == before[0]:
+            return name, 3, False, after[0]
+        return None
     if node == "SelectBackward0" and rank == 3 and getattr(fn, "_saved_dim", None) == 0:
-        return name, 2, swapped
+        return name, 2, swapped, count
     if node == "IndexBackward0" and rank == 3:
         indices = getattr(fn, "_saved_indices", ())
         if len(indices) == 1 and isinstance(indices[0], torch.Tensor) and indices[0].dim() == 1:
             return chain  # w[index]: a batch of whole matrices
         return None
-    if node == "TBackward0" and rank == 2:
-        return name, rank, not swapped
+    if node == "TBackward0" and rank == 2 or node == "PermuteBackward0" and \
+            tuple(getattr(fn, "_saved_dims", ())) == (*range(rank - 2), rank - 1, rank - 2):
+        return name, rank, not swapped, count
     if node == "TransposeBackward0":
         dims = {(d if d < 2 ** 63 else d - 2 ** 64) % rank for d in (fn._saved_dim0, fn._saved_dim1)}
-        return (name, rank, not swapped) if dims == {rank - 2, rank - 1} else None
+        return (name, rank, not swapped, count) if dims == {rank - 2, rank - 1} else None
     return None
 
 
 def _stacked(kids: list, chains: Mapping) -> tuple:
-    """``(parameter, layout)`` for the stacked weights a matmul node multiplies: the left factor of
+    """``(parameter, layout, count)`` for the stacked weights a matmul node multiplies: the left factor of
     ``A @ B`` is read (out, in), the right one (in, out) (the last two of its inputs are the factors:
-    ``addmm``'s first is the bias)."""
+    ``addmm``'s first is the bias). A 2-D parameter whose dim 0 no view split is no stack."""
     found = []
     for position, kid in enumerate(kids[-2:]):
         chain = chains.get(kid)
-        if chain is not None and chain[1] in (2, 3):
+        if chain is not None and chain[1] in (2, 3) and chain[3] != 0:
             left = position == 0 and len(kids) > 1
-            found.append((chain[0], "rows" if left != chain[2] else "t"))
+            found.append((chain[0], "rows" if left != chain[2] else "t", chain[3] or 0))
     return tuple(found)
 
 
@@ -380,7 +392,7 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
     # status per grad_fn: ("op", index) | ("param", frozenset)
     status: dict[Any, tuple[str, Any]] = {}
     inputs_of: dict[int, int] = {}
-    chains: dict[Any, tuple] = {}  # grad_fn -> (stacked parameter, rank, swapped): see _chain_step
+    chains: dict[Any, tuple] = {}  # grad_fn -> (stacked parameter, rank, swapped, count): see _chain_step
     axes: dict[Any, tuple] = {}  # grad_fn -> where a raw N-D parameter's axes are (idinit.contraction)
 
     def children(fn) -> list:
@@ -398,8 +410,8 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 status[fn] = ("op", len(graph.ops) - 1)
             elif id(var) in names:
                 status[fn] = ("param", frozenset([names[id(var)]]))
-                if var.dim() == 3:
-                    chains[fn] = (names[id(var)], 3, False)
+                if var.dim() in (2, 3):
+                    chains[fn] = (names[id(var)], var.dim(), False, None if var.dim() == 3 else 0)
                 if var.dim() >= 3:
                     axes[fn] = contraction.start(names[id(var)], tuple(var.shape))
             else:

@@ -10,6 +10,9 @@ its own ``(out, in)`` (IDI / IDIZ, paper Eq. 3 and 12) and its own loose noise (
 ``name[e]``), and a random draw with that matrix's fans, not the 3-D tensor's (``torch.nn.init``
 would read a 3-D tensor as a kernel: fan_in ``out * in``). A stack held as a DTensor sharded along its
 experts (FSDP2's ``Shard(0)``) is written expert by expert in place, each keyed by its global index.
+A stack stored flat (``stacked_flat`` / ``stacked_t_flat``: a 2-D ``(experts * rows, cols)`` parameter,
+DBRX) is filled through its ``(experts, rows, cols)`` view, so each expert gets exactly what the same
+matrix of a 3-D stack gets.
 """
 from __future__ import annotations
 
@@ -21,10 +24,10 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit.contraction import matrix_shape
 from idinit.patterns import Job
-from idinit.sharded import is_dtensor, local_of, local_stack
+from idinit.sharded import is_dtensor, local_flat_stack, local_of, local_stack
 
 __all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "LAYOUT_WORDS", "layout_words", "entry_view", "matrices",
-           "matrix_rows", "pattern_jobs", "row_blocks", "draw_into"]
+           "matrix_rows", "pattern_jobs", "row_blocks", "draw_into", "stack_view", "flat_stack_shape", "FLAT_LAYOUTS"]
 
 FUNCTIONS = {
     "identity_": tensor_init.identity_,
@@ -48,23 +51,25 @@ INITIALISERS = tuple(FUNCTIONS) + ("ones_", "zeros_", "reset_parameters", "keep"
 _ELEMENTWISE = {"kaiming_normal_", "kaiming_uniform_", "xavier_uniform_", "xavier_normal_", "normal_", "uniform_"}
 
 
-# how a plan's table shows a layout other than "rows"
+# how a plan's table shows a layout other than "rows" ({stack}: a flat stack's number of matrices)
 LAYOUT_WORDS = {"t": "as .t()", "transpose01": "as .transpose(0, 1)", "stored": "as stored",
-                "stacked": "per expert", "stacked_t": "per expert, as .t()"}
+                "stacked": "per expert", "stacked_t": "per expert, as .t()",
+                "stacked_flat": "per expert: {stack} row blocks", "stacked_t_flat": "per expert: {stack} row blocks, as .t()"}
 _STACKED = {"stacked": "rows", "stacked_t": "t"}  # the layout of each matrix of a stack
+_FLAT = FLAT_LAYOUTS = {"stacked_flat": "stacked", "stacked_t_flat": "stacked_t"}  # a flat stack's 3-D layout
 
 
 def _is_matrix(layout: str) -> bool:
     return layout.startswith("matrix")
 
 
-def layout_words(layout: str, shape: tuple) -> str:
+def layout_words(layout: str, shape: tuple, stack: int = 0) -> str:
     """How a plan's table shows a layout other than "rows"."""
     if _is_matrix(layout):
         transposed = layout.endswith("_t")
         first, second = matrix_shape(shape, layout)[::-1 if transposed else 1]
         return f"as .view({first}, {second})" + (".t()" if transposed else "")
-    return LAYOUT_WORDS.get(layout, "")
+    return LAYOUT_WORDS.get(layout, "").format(stack=stack)
 
 
 def _matrix_view(param: torch.Tensor, layout: str, name: str = "") -> torch.Tensor:
@@ -92,8 +97,26 @@ def _matrix_view(param: torch.Tensor, layout: str, name: str = "") -> torch.Tens
     return view.t() if layout.endswith("_t") else view
 
 
-def matrices(param: torch.Tensor, layout: str) -> list[torch.Tensor]:
+def flat_stack_shape(shape: tuple, layout: str, stack: int) -> tuple:
+    """The 3-D shape ``(stack, rows // stack, cols)`` of a flat stack of ``shape``; a ``ValueError`` where
+    the rows do not split so (a plan edited by hand)."""
+    if len(shape) != 2 or stack < 1 or shape[0] % stack:
+        raise ValueError(f"layout {layout!r} needs a 2-D parameter whose rows split into stack={stack} equal "
+                         f"blocks, one matrix each; got shape {tuple(shape)}")
+    return stack, shape[0] // stack, shape[1]
+
+
+def stack_view(param: torch.Tensor, layout: str, stack: int) -> tuple[torch.Tensor, str]:
+    """A flat stack as the 3-D stack it is, ``(stack, rows // stack, cols)``, with the 3-D layout; any
+    other entry as it is."""
+    if layout not in _FLAT:
+        return param, layout
+    return param.view(flat_stack_shape(tuple(param.shape), layout, stack)), _FLAT[layout]
+
+
+def matrices(param: torch.Tensor, layout: str, stack: int = 0) -> list[torch.Tensor]:
     """The ``(out, in, ...)`` views the entry fills one by one: each expert's of a stack, else one."""
+    param, layout = stack_view(param, layout, stack)
     if layout in _STACKED:
         return [entry_view(matrix, _STACKED[layout]) for matrix in param.unbind(0)]
     if _is_matrix(layout):
@@ -101,26 +124,34 @@ def matrices(param: torch.Tensor, layout: str) -> list[torch.Tensor]:
     return [entry_view(param, layout)]
 
 
-def matrix_rows(shape: tuple, layout: str) -> int:
+def matrix_rows(shape: tuple, layout: str, stack: int = 0) -> int:
     """The number of output rows of each matrix an entry of ``shape`` and ``layout`` fills."""
     if not shape:
         return 0
     if _is_matrix(layout):
         return matrix_shape(shape, layout)[0]
+    if layout in _FLAT:
+        shape, layout = flat_stack_shape(tuple(shape), layout, stack), _FLAT[layout]
     out_dim = {"t": 1, "transpose01": 1, "stacked": 1, "stacked_t": 2}.get(layout, 0)
     return shape[out_dim] if len(shape) > out_dim else 0
 
 
-def pattern_jobs(name: str, param: torch.Tensor, init: str, args: dict, layout: str, blocks: int) -> list[Job]:
+def pattern_jobs(name: str, param: torch.Tensor, init: str, args: dict, layout: str, blocks: int,
+                 stack: int = 0) -> list[Job]:
     """The checked :class:`~idinit.patterns.Job` s of a pattern or constant entry, one per expert of a
     stack (named ``name[e]``: its loose noise is its own); those with nothing to write are left out."""
     if _is_matrix(layout):  # a 2-D view of the parameter (a DTensor: of its shard)
         jobs = [Job(name, _matrix_view(param, layout, name), init, args, "rows", blocks)]
-    elif layout not in _STACKED:
+    elif layout not in _STACKED and layout not in _FLAT:
         jobs = [Job(name, param, init, args, layout, blocks)]
     else:  # a DTensor sharded along its experts (FSDP2) holds whole matrices: each is written as it is
         try:
-            local, first = local_stack(param)
+            if layout in _FLAT:
+                flat_stack_shape(tuple(param.shape), layout, stack)  # the shape checked before the shards are
+                local, first = local_flat_stack(param, stack)
+                layout = _FLAT[layout]
+            else:
+                local, first = local_stack(param)
         except ValueError as err:
             raise ValueError(f"{name}: {err}") from None
         jobs = [Job(f"{name}[{first + e}]", matrix, init, args, _STACKED[layout], blocks)

@@ -20,6 +20,9 @@ module of their own. A 3-D parameter of such a module that the forward pass mult
 each its last two axes, one per index of its first (``x @ w[e]``, ``F.linear(x, w[e])``, a batched or
 grouped matmul over ``w``), is a stack of linear layers; how the matmul takes them says which axis
 is the input (layout ``stacked`` for ``(experts, out, in)``, ``stacked_t`` for ``(experts, in, out)``).
+A 2-D parameter viewed along its dim 0 as such a stack before the matmul, ``w.view(experts, -1,
+w.shape[1])[e]`` (DBRX stores its experts ``(experts * ffn, hidden)``), is the same stack stored flat:
+layout ``stacked_flat`` / ``stacked_t_flat``, ``ParamInfo.stack`` the number of matrices.
 
 A norm is any ``torch.nn`` normalisation layer or any module whose class name, or a base class's,
 ends in ``Norm`` (``LlamaRMSNorm``, ``T5LayerNorm``, ``LayerNorm2d``), where a dimension, ``Act`` (a norm
@@ -56,10 +59,12 @@ class ParamInfo:
     kinds: list[str]
     aliases: list[str] = field(default_factory=list)
     # rows | t (HF Conv1D) | transpose01 (ConvTranspose) | stored (grouped ConvTranspose) | stacked /
-    # stacked_t (experts: each w[e] read as rows / as t) | matrix<k> / matrix<k>_t (contracted: the tensor
-    # viewed (prod(shape[:k]), -1), read as rows / as t)
+    # stacked_t (experts: each w[e] read as rows / as t) | stacked_flat / stacked_t_flat (the same, for a
+    # 2-D parameter whose rows are ``stack`` blocks, one matrix each) | matrix<k> / matrix<k>_t (contracted:
+    # the tensor viewed (prod(shape[:k]), -1), read as rows / as t)
     layout: str = "rows"
     gates: int = 1
+    stack: int = 0
 
     @property
     def kind(self) -> str:
@@ -180,20 +185,25 @@ def parameter_infos(model: nn.Module) -> tuple[dict[str, ParamInfo], dict[str, s
 
 
 def stacked_kinds(ops, infos: Mapping[str, ParamInfo]) -> list[str]:
-    """Make the ``unknown`` 3-D parameters that ``ops`` (a :class:`idinit.graph.DataGraph`'s) multiply as
+    """Make the ``unknown`` parameters that ``ops`` (a :class:`idinit.graph.DataGraph`'s) multiply as
     stacks of matrices ``experts``, with their layout (module docstring), and their fused biases
-    ``bias``; returns their names. One read two ways (``x @ w[e]`` here, ``x @ w[e].t()`` there) is
-    left as it was: no axis is its input."""
-    layouts: dict[str, set[str]] = {}
+    ``bias``; returns their names. One read two ways (``x @ w[e]`` here, ``x @ w[e].t()`` there, or
+    split into different numbers of matrices) is left as it was: no axis is its input."""
+    layouts: dict[str, set[tuple]] = {}
     for op in ops:
-        for name, layout in getattr(op, "stacked", ()):
-            layouts.setdefault(name, set()).add(layout)
+        for name, layout, count in getattr(op, "stacked", ()):
+            layouts.setdefault(name, set()).add((layout, count))
     found = []
     for name, seen in layouts.items():
         info = infos.get(name)
-        if info is None or info.kinds != ["unknown"] or info.param.dim() != 3 or len(seen) != 1:
+        if info is None or info.kinds != ["unknown"] or len(seen) != 1:
             continue
-        info.kinds, info.layout = ["experts"], "stacked" if seen == {"rows"} else "stacked_t"
+        (layout, count), = seen
+        if (info.param.dim(), bool(count)) not in ((3, False), (2, True)):
+            continue
+        info.kinds, info.layout = ["experts"], "stacked" if layout == "rows" else "stacked_t"
+        if count:  # (count * rows, cols): each block of rows one matrix, as a 3-D stack's w[e] (DBRX)
+            info.layout, info.stack = f"{info.layout}_flat", count
         found.append(name)
     return found + _stacked_biases(ops, infos, found)
 
@@ -224,10 +234,13 @@ def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> l
     seen as ``CopySlices``)."""
     outputs = {}
     for n, op in enumerate(ops):
-        for name, _ in getattr(op, "stacked", ()):
+        for name, *_ in getattr(op, "stacked", ()):
             if name in stacks:
-                shape = infos[name].param.shape
-                outputs[n] = (shape[0], shape[1] if infos[name].layout == "stacked" else shape[2])
+                info = infos[name]
+                shape = info.param.shape
+                if info.stack:  # flat: (stack * rows, cols), each block (out, in) or, ``_t``, (in, out)
+                    shape = (info.stack, shape[0] // info.stack, shape[1])
+                outputs[n] = (shape[0], shape[2] if info.layout.startswith("stacked_t") else shape[1])
 
     def source(n: int) -> int:  # back through reshapes and transposes of the experts' output
         for _ in range(3):

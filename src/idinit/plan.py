@@ -27,7 +27,8 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
-from idinit.initialisers import INITIALISERS, RANDOM, draw_into, layout_words, matrices, matrix_rows, pattern_jobs, row_blocks
+from idinit.initialisers import (FLAT_LAYOUTS, INITIALISERS, RANDOM, draw_into, flat_stack_shape, layout_words,
+                                 matrices, matrix_rows, pattern_jobs, row_blocks)
 from idinit.kinds import unit_scale_at_zero
 from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
@@ -45,8 +46,11 @@ class PlanEntry:
 
     ``layout`` is how the stored tensor is read as ``(out, in, ...)``: ``rows`` (as stored),
     ``t`` (HF ``Conv1D``, stored ``(in, out)``), ``transpose01`` (``ConvTranspose``, groups 1) or
-    ``stored`` (grouped ``ConvTranspose``: filled as stored). ``blocks > 1`` fills that many row
-    blocks separately (fused q/k/v projections, recurrent gate stacks).
+    ``stored`` (grouped ``ConvTranspose``: filled as stored); a stack of experts: ``stacked``
+    ``(experts, out, in)``, ``stacked_t`` ``(experts, in, out)``, and the same stored flat as 2-D,
+    ``stacked_flat`` / ``stacked_t_flat``, whose rows are ``stack`` blocks, one expert each
+    (:mod:`idinit.kinds`). ``blocks > 1`` fills that many row blocks separately (fused q/k/v projections,
+    recurrent gate stacks).
     """
 
     name: str
@@ -59,6 +63,7 @@ class PlanEntry:
     layout: str = "rows"
     blocks: int = 1
     kind: str = ""
+    stack: int = 0
 
     @property
     def reason(self) -> str:
@@ -111,7 +116,7 @@ class Plan:
         rows = [("name", "shape", "role", "init", "args", "note")]
         for e in self.entries:
             args = ", ".join(f"{k}={_fmt(v)}" for k, v in e.args.items())
-            layout = layout_words(e.layout, e.shape)
+            layout = layout_words(e.layout, e.shape, e.stack)
             extra = ", ".join(x for x in (f"{e.blocks} blocks" if e.blocks > 1 else "", layout) if x)
             args = f"{args} [{extra}]" if extra and args else f"[{extra}]" if extra else args
             rows.append((e.name, "x".join(map(str, e.shape)) or "()", e.role, e.init, args,
@@ -157,7 +162,7 @@ class Plan:
                     continue
                 # a DTensor: drawn on a full-size tensor, the rank's part kept (the unsharded draw)
                 target, box = full_size(param)
-                for block in (b for view in matrices(target, e.layout) for b in row_blocks(view, e.blocks)):
+                for block in (b for view in matrices(target, e.layout, e.stack) for b in row_blocks(view, e.blocks)):
                     draw_into(block, e.init, e.args, generator)
                 if box is not None:
                     local_of(param).copy_(target[box])
@@ -186,8 +191,13 @@ class Plan:
                 raise ValueError(f"{e.name}: unknown initialiser {e.init!r}; known: {', '.join(INITIALISERS)}")
             if e.init in ("keep", "reset_parameters"):
                 continue
+            if e.layout in FLAT_LAYOUTS:
+                try:
+                    flat_stack_shape(tuple(param.shape), e.layout, e.stack)
+                except ValueError as err:
+                    raise ValueError(f"{e.name}: {err}") from None
             if e.init in PATTERNS or e.init in ("zeros_", "ones_"):
-                for job in pattern_jobs(e.name, param, e.init, e.args, e.layout, e.blocks):
+                for job in pattern_jobs(e.name, param, e.init, e.args, e.layout, e.blocks, e.stack):
                     jobs.append(job)
                     noisy = noisy or (e.init in RANDOM and e.args.get("loose", 0.0) > 0)
                     devices.add(job.local.device)
@@ -246,12 +256,13 @@ def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
     if layout == "stored":
         note = _join(note, "grouped ConvTranspose: pattern on the stored (c_in, c_out/g, ...) layout")
     blocks = blocks_of(r.role, info.gates) if matrix else 1
-    rows = matrix_rows(shape, layout)
+    stack = info.stack if matrix else 0
+    rows = matrix_rows(shape, layout, stack)
     if blocks > 1 and rows % blocks:
         # apply() fills a fused projection block by block only when its rows split evenly; say what it does
         note = _join(note, f"{rows} rows do not split into {blocks} equal blocks: filled as one matrix")
         blocks = 1
-    return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout, blocks, info.kind)
+    return PlanEntry(info.name, shape, r.role, init, args, r.source, note, layout, blocks, info.kind, stack)
 
 
 _KEPT_ROLES = ("embedding", "scale", "keep", "unclassified")

@@ -9,7 +9,8 @@ shard covers, so each rank writes its own entries in place and nothing is gather
 
 Supported placements: ``Replicate`` and ``Shard(d)`` along the output dimension (d = 0) or the input
 dimension (d = 1) of the pattern, on any number of mesh dimensions; a stack of experts
-``(experts, ...)``, along its experts (:func:`local_stack`). A shard cutting a kernel's spatial
+``(experts, ...)``, along its experts (:func:`local_stack`), and the same stored flat, ``(experts * rows, cols)``,
+where no shard boundary falls inside an expert (:func:`local_flat_stack`). A shard cutting a kernel's spatial
 dimensions, ``Partial`` and strided sharding are refused before anything is written.
 
 A model sharded by FSDP2 (``fully_shard``) before it is initialised is planned through
@@ -30,7 +31,7 @@ from typing import Iterable, Iterator, Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Region", "is_dtensor", "local_of", "local_and_offset", "regions", "check_placements",
+__all__ = ["Region", "is_dtensor", "local_of", "local_and_offset", "local_flat_stack", "regions", "check_placements",
            "unsharded_view", "gathered", "full_size"]
 
 try:  # torch.distributed is optional (some builds ship without it)
@@ -103,6 +104,37 @@ def local_stack(tensor: Tensor) -> tuple[Tensor, int]:
                              "or initialise it before sharding it")
     local, offset = local_and_offset(tensor)
     return local, offset[0]
+
+
+def local_flat_stack(tensor: Tensor, stack: int) -> tuple[Tensor, int]:
+    """A 2-D tensor whose rows are ``stack`` equal blocks, one matrix each (a flat stack of experts, DBRX),
+    as :func:`local_stack` gives a 3-D one: this process's whole matrices, viewed ``(n, rows, cols)``, and the
+    index of its first. Sharded along dim 0, it is supported where every shard boundary, on every process,
+    falls between two blocks (e.g. a number of processes that divides ``stack``); any other placement, or
+    a boundary inside a block, is refused with a ``ValueError`` on every process alike."""
+    rows, cols = tensor.shape
+    per = rows // stack
+    if not is_dtensor(tensor):
+        return tensor.view(stack, per, cols), 0
+    pieces = [(0, rows)]
+    for size, placement in zip(tensor.device_mesh.shape, tensor.placements):
+        if isinstance(placement, Replicate):
+            continue
+        if type(placement) is not Shard or placement.dim % 2 != 0:
+            raise ValueError(f"a stack of {stack} matrices stored flat as shape {(rows, cols)}, held as a DTensor with "
+                             f"placement {placement}: only Shard(0) and Replicate are supported; redistribute it, or "
+                             "initialise it before sharding it")
+        # torch's chunking of each piece along dim 0: ceil(n / size) rows each, the last ones shorter or empty
+        pieces = [(start + i * -(-(stop - start) // size), min(stop, start + (i + 1) * -(-(stop - start) // size)))
+                  for start, stop in pieces for i in range(size)]
+    cut = next((start for start, stop in pieces if start < stop and (start % per or stop % per)), None)
+    if cut is not None:
+        raise ValueError(f"a stack of {stack} matrices of {per} rows stored flat as shape {(rows, cols)}, held as a "
+                         f"DTensor with placements {tuple(tensor.placements)}: a shard cuts a matrix apart (rows from "
+                         f"{cut}); shard it over a number of processes that divides {stack}, or initialise it before "
+                         "sharding it")
+    local, offset = local_and_offset(tensor)
+    return local.view(-1, per, cols), offset[0] // per
 
 
 def local_of(tensor: Tensor) -> Tensor:
