@@ -2,19 +2,23 @@
 over a constant grid of coordinates, added to the attention scores) is a table, not a layer on the data path.
 Read as one call holding two weights, it made role detection warn that it "cannot see inside" the add, and it
 hid the attention around it (q / k / v planned as plain 'identity', the output projection as a plain branch end;
-zoo audit, HF Swin-V2 and ConViT)."""
+zoo audit, HF Swin-V2 and ConViT). Passed as a float attention mask (timm's RelPosMlp) it is the same table.
+torch.fx read the MLP's first layer, fed a constant, as the network's stem (gain sqrt 2; timm / torchvision
+Swin-V2)."""
 import warnings
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import idinit
 
 
 class BiasMLPAttention(nn.Module):
-    def __init__(self, dim=8, heads=2, tokens=4):
+    def __init__(self, dim=8, heads=2, tokens=4, as_mask=False):
         super().__init__()
-        self.heads, self.tokens = heads, tokens
+        self.heads, self.tokens, self.as_mask = heads, tokens, as_mask
         self.q, self.k, self.v = (nn.Linear(dim, dim) for _ in range(3))
         self.proj = nn.Linear(dim, dim)
         self.bias_mlp = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, heads))
@@ -26,16 +30,18 @@ class BiasMLPAttention(nn.Module):
         split = lambda t: t.view(b, n, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
         q, k, v = split(self.q(x)), split(self.k(x)), split(self.v(x))
         table = self.bias_mlp(self.coords).t().reshape(self.heads, n, n)
-        scores = q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5 + table
-        out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, n, d)
-        return self.proj(out)
+        if self.as_mask:  # timm's RelPosMlp: the table is the attention's float mask
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=table)
+        else:
+            out = (q @ k.transpose(-2, -1) / (d // self.heads) ** 0.5 + table).softmax(-1) @ v
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class Block(nn.Module):
-    def __init__(self, dim=8):
+    def __init__(self, dim=8, as_mask=False):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = BiasMLPAttention(dim)
+        self.attn = BiasMLPAttention(dim, as_mask=as_mask)
         self.fc1, self.fc2 = nn.Linear(dim, 2 * dim), nn.Linear(2 * dim, dim)
 
     def forward(self, x):
@@ -43,18 +49,19 @@ class Block(nn.Module):
         return x + self.fc2(torch.relu(self.fc1(self.norm2(x))))
 
 
-def _plan(example_inputs):
+def _plan(example_inputs, as_mask):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(8, 8), Block(), Block(), nn.Linear(8, 3))
+    model = nn.Sequential(nn.Linear(8, 8), Block(as_mask=as_mask), Block(as_mask=as_mask), nn.Linear(8, 3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         plan = idinit.plan(model, example_inputs=example_inputs)
     return {e.name: e for e in plan}, [str(w.message) for w in caught]
 
 
-def test_position_bias_mlp_is_a_table_and_the_attention_around_it_is_seen():
+@pytest.mark.parametrize("as_mask", [False, True], ids=["added-to-scores", "attention-mask"])
+def test_position_bias_mlp_is_a_table_and_the_attention_around_it_is_seen(as_mask):
     for example_inputs in ((torch.randn(2, 4, 8),), None):  # the autograd graph, then torch.fx
-        entries, messages = _plan(example_inputs)
+        entries, messages = _plan(example_inputs, as_mask)
         assert not [m for m in messages if "cannot see inside" in m], messages
         for i in (1, 2):
             attn = f"{i}.attn."

@@ -276,10 +276,10 @@ def op_class(op, kinds: Mapping[str, set], owners: Mapping[str, str]) -> str:
     ks = set().union(*(kinds[p] for p in op.params)) if op.params else set()
     if ks & RECURRENT_KINDS:
         return "recurrent"
-    if ks & MATRIX_KINDS and op.kind in ("add", "mul"):
-        # the weights reached this sum or product through a chain without data: a table computed from
-        # parameters alone (HF Swin-V2's position-bias MLP over a constant coordinate grid, added to the
-        # attention scores), not a layer applied to the data
+    if ks & MATRIX_KINDS and op.kind in ("add", "mul", "sdpa"):
+        # the weights reached this sum, product or attention (as its mask) through a chain without data: a
+        # table computed from parameters alone (HF Swin-V2's position-bias MLP over a constant coordinate grid,
+        # added to the attention scores; timm's RelPosMlp, passed as the mask), not a layer applied to the data
         return "param"
     if ks & MATRIX_KINDS:
         weights = {owners[p] for p in op.params if kinds[p] & MATRIX_KINDS and "embedding" not in kinds[p]}
