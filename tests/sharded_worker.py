@@ -217,6 +217,57 @@ def check_sharded_experts(mesh) -> None:
     assert torch.equal(model.stem.weight, stem) and bool((model.down.to_local() == 7.0).all())
 
 
+class _EinsumBranch(nn.Module):
+    """A residual branch whose two projections are raw (d, heads, head_dim) parameters read through einsum, as
+    HF XLNet's attention: ``q`` as (heads * head_dim, d), ``o`` as (d, heads * head_dim)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Linear(4, 6)
+        self.q = nn.Parameter(torch.randn(6, 2, 5))
+        self.o = nn.Parameter(torch.randn(6, 2, 5))
+
+    def forward(self, x):
+        h = self.stem(x)
+        return h + torch.einsum("bnd,hnd->bh", torch.relu(torch.einsum("bh,hnd->bnd", h, self.q)), self.o)
+
+
+def check_sharded_contracted(mesh) -> None:
+    """Parameters read as one matrix through einsum, sharded along their first axis (FSDP2's dim 0, the
+    matrix's columns for ``q``, its rows for ``o``; uneven and empty shards on 4 ranks) or along the
+    first axis of their second run (Shard(1), 2 heads on 2 ranks): written in place, equal bit for bit to the
+    unsharded result; a shard cutting the last axis, or cutting 2 heads unevenly (4 ranks: DTensor cannot
+    flatten it in place), is refused before anything is written."""
+    even = [("idinit", Shard(1))] if mesh.size() == 2 else []
+    for scheme, placement in [("idinit", Shard(0)), ("kaiming", Shard(0))] + even:
+        reference = _EinsumBranch()
+        plan = idinit.plan(reference, scheme, example_inputs=(torch.randn(3, 4),))
+        assert (plan["q"].layout, plan["o"].layout) == ("matrix1_t", "matrix1"), plan
+        sharded = copy.deepcopy(reference)
+        for name in ("q", "o"):
+            nan = torch.full(getattr(reference, name).shape, float("nan"))
+            setattr(sharded, name, nn.Parameter(distribute_tensor(nan, mesh, [placement])))
+        locals_ = {name: getattr(sharded, name).to_local().data_ptr() for name in ("q", "o")}
+        plan.apply(reference, generator=torch.Generator().manual_seed(1))
+        plan.apply(sharded, generator=torch.Generator().manual_seed(1))
+        for name in ("q", "o"):
+            assert getattr(sharded, name).to_local().data_ptr() == locals_[name], name  # in place
+            assert torch.equal(getattr(sharded, name).full_tensor(), getattr(reference, name)), (scheme, name)
+    refused = [(Shard(2), "q: a parameter read as one matrix")] + ([] if even else [(Shard(1), "cannot be viewed")])
+    for placement, message in refused:
+        model = _EinsumBranch()
+        plan = idinit.plan(model, example_inputs=(torch.randn(3, 4),))
+        model.q = nn.Parameter(distribute_tensor(torch.full((6, 2, 5), 7.0), mesh, [placement]))
+        stem = model.stem.weight.detach().clone()
+        try:
+            plan.apply(model)
+        except ValueError as e:
+            assert message in str(e), e
+        else:
+            raise AssertionError(f"a matrix view of a DTensor with {placement} was accepted")
+        assert torch.equal(model.stem.weight, stem) and bool((model.q.to_local() == 7.0).all())
+
+
 class _FlatExperts(nn.Module):
     """Experts stored flat, ``(experts * rows, cols)``, and viewed per expert (HF DBRX's layout)."""
 
@@ -320,6 +371,7 @@ def run(rank: int, world: int, path: str) -> None:
             check_experts_after_fully_shard(mesh, lambda: _FlatExperts(4), "stacked_flat")
         check_column_sharded_model(mesh)
         check_sharded_experts(mesh)
+        check_sharded_contracted(mesh)
         check_sharded_flat_experts(mesh)
         check_refusals(mesh)
     finally:

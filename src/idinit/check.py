@@ -47,6 +47,7 @@ from idinit.priors import overwritten_priors, reference_state
 __all__ = ["check", "Report", "Flag", "FLAG_KINDS"]
 
 _ADDS = {"add", "add_", "__add__", "__radd__", "__iadd__"}
+_PRODUCTS = {"einsum", "matmul", "__matmul__", "__rmatmul__", "bmm", "mm", "linear"}
 _ACTIVATION_FUNCTIONS = {"relu", "relu_", "relu6", "gelu", "silu", "silu_", "leaky_relu", "leaky_relu_", "elu",
                          "elu_", "mish", "hardswish", "celu", "selu"}
 _ACTIVATION_MODULE = re.compile(r"relu|gelu|silu|swish|mish|elu", re.IGNORECASE)
@@ -99,12 +100,12 @@ def _read_share(module: nn.Module, weight: torch.Tensor, transposed: bool, x: to
 class _Recorder(TorchFunctionMode):
     """Module hooks and a torch-function mode for one forward pass (module docstring)."""
 
-    def __init__(self, model: nn.Module, roles: Mapping[str, str]):
+    def __init__(self, model: nn.Module, roles: Mapping[str, str], contracted: set[str] = frozenset()):
         super().__init__()
         infos, _ = parameter_infos(model)
         self.param_names = {id(i.param): i.name for i in infos.values()}
         self.kinds = {n: set(i.kinds) for n, i in infos.items()}
-        self.roles = roles
+        self.roles, self.contracted = roles, contracted
         self.layers: list[LayerStat] = []
         self.blocks: list[BlockStat] = []
         self.sources: dict[str, LayerStat] = {}
@@ -196,6 +197,28 @@ class _Recorder(TorchFunctionMode):
                 self.busy = False
         return hook
 
+    def _contracted_source(self, name: str, inputs: list, out) -> frozenset:
+        """A raw parameter the plan reads as one matrix (kind ``contracted``: XLNet's ``o`` in an einsum,
+        idinit.contraction), taken whole by a product, is measured as a layer of its own, named after it; when
+        near zero or closing a branch it opens one as a near-zero module does (its name, as a tag of ``out``)."""
+        data = next((t for t in inputs if t.is_floating_point() and not self.weights_of(t)), None)
+        held = [self.param_names[id(t)] for t in inputs if self.param_names.get(id(t)) in self.contracted]
+        y = _first_float(out)
+        if data is None or len(held) != 1 or y is None:
+            return frozenset()
+        self.busy = True
+        try:
+            stat = self._stat(held[0], name, data, y, False)
+        finally:
+            self.busy = False
+        stat.params, stat.role = held, self.roles.get(held[0], "")
+        stat.small = stat.near_zero or self.small(frozenset().union(*(self.tags_of(t) for t in inputs)))
+        if not (stat.near_zero or stat.role in ("branch_end", "attention_out")):
+            return frozenset()
+        self.sources[stat.name] = stat
+        self.after.setdefault(stat.name, set())
+        return frozenset([stat.name])
+
     def _stat(self, name: str, type_name: str, x, y, activation: bool) -> LayerStat:
         count = self.calls[name] = self.calls.get(name, 0) + 1
         stat = LayerStat(name if count == 1 else f"{name}#{count}", type_name, "activation" if activation else "",
@@ -220,6 +243,8 @@ class _Recorder(TorchFunctionMode):
                 sides = (ta, _rms(args[0]), _rms(args[1]))
         out = func(*args, **kwargs)
         carried = frozenset().union(*(self.tags_of(t) for t in inputs)) - closing if inputs else frozenset()
+        if name in _PRODUCTS:
+            carried |= self._contracted_source(name, inputs, out)
         if sides is not None:
             ta, ra, rb = sides
             owner = self.stack[-1][0] if self.stack else ""
@@ -287,12 +312,12 @@ def check(model: nn.Module, example_inputs: Any = None, *, reference: Mapping[st
         raise ValueError("reference shares no parameter name with the model: pass the model's own state_dict() from "
                          "before initialisation")
     notes: list[str] = []
-    roles = _roles(model, example_inputs, notes)
+    roles, contracted = _roles(model, example_inputs, notes)
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p.is_floating_point()]
     devices = sorted({p.device.index or 0 for _, p in params if p.device.type == "cuda"})
     training = {m: m.training for m in model.modules()}
     buffers = [(m, k, b, b.detach().clone()) for m in model.modules() for k, b in m._buffers.items() if b is not None]
-    recorder = _Recorder(model, roles)
+    recorder = _Recorder(model, roles, contracted)
     try:
         with torch.random.fork_rng(devices=devices), torch.inference_mode(False), torch.enable_grad():
             torch.random.default_generator.manual_seed(seed)
@@ -342,19 +367,20 @@ def _stochastic_depth_off(model: nn.Module) -> int:
     return len(found)
 
 
-def _roles(model: nn.Module, example_inputs, notes: list[str]) -> dict[str, str]:
+def _roles(model: nn.Module, example_inputs, notes: list[str]) -> tuple[dict[str, str], set[str]]:
     """Each parameter's role from the library's own analysis (:func:`idinit.plan`), read from the
     graph alone (``keep_model_values=False``): a branch end behind a small layer scale is still the
-    end of a residual block here, whatever the idinit scheme would put in it."""
+    end of a residual block here, whatever the idinit scheme would put in it; and the parameters the
+    plan reads as one matrix (kind ``contracted``)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             found = make_plan(model, "idinit", example_inputs, include_frozen=True, keep_model_values=False)
         except (ValueError, TypeError) as err:
             notes.append(f"roles unknown ({err}); blocks are found from near-zero layers only")
-            return {}
+            return {}, set()
     notes.extend(f"idinit.plan: {w.message}" for w in caught if issubclass(w.category, UserWarning))
-    return {e.name: e.role for e in found}
+    return {e.name: e.role for e in found}, {e.name for e in found if e.kind == "contracted"}
 
 
 def _outputs(out, recorder) -> list[tuple[str, torch.Tensor]]:

@@ -22,7 +22,6 @@ from it (a class token that is the stream of a block: an op of its own, kind ``p
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -31,11 +30,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from idinit import contraction
+from idinit.forward_pass import GraphUnavailable, _tensors, run_forward  # noqa: F401 (check reads _tensors here)
+
 __all__ = ["Op", "DataGraph", "fx_graph", "autograd_graph", "GraphUnavailable"]
-
-
-class GraphUnavailable(RuntimeError):
-    """The graph could not be built (fx failed to trace, or the forward pass failed)."""
 
 
 @dataclass
@@ -67,6 +65,9 @@ class DataGraph:
     ops: list[Op] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     source: str = ""
+    # {parameter: layouts} for each raw parameter of 3+ axes a matmul or einsum reads as one matrix
+    # (idinit.contraction; None where one reads it otherwise)
+    contracted: dict = field(default_factory=dict)
 
     def consumers(self) -> list[list[int]]:
         users: list[list[int]] = [[] for _ in self.ops]
@@ -187,6 +188,9 @@ def _fx_convert(model, fx, names, is_block, module_params, kept: set) -> tuple[D
                 status[node] = ("op", len(graph.ops) - 1)
             elif isinstance(value, torch.Tensor) and id(value) in names:
                 status[node] = ("param", frozenset([names[id(value)]]))
+                if value.dim() >= 3:  # how each einsum reads it (idinit.contraction)
+                    graph.contracted.setdefault(names[id(value)], set()).update(
+                        contraction.fx_readings(node, names[id(value)], tuple(value.shape)))
             else:
                 status[node] = ("const", None)
             continue
@@ -316,66 +320,6 @@ def _autograd_kind(name: str) -> str:
     }.get(base, "call")
 
 
-def _tensors(value: Any) -> list[torch.Tensor]:
-    """All tensors in a (nested) output: tuples, lists, dicts, dataclasses and HF ``ModelOutput`` objects."""
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, Mapping):
-        return [t for v in value.values() for t in _tensors(v)]
-    if isinstance(value, (tuple, list)):
-        return [t for v in value for t in _tensors(v)]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [t for f in dataclasses.fields(value) for t in _tensors(getattr(value, f.name))]
-    return []
-
-
-def _prepare(value: Any) -> Any:
-    """Floating-point example inputs become leaves that require grad, so that a skip connection
-    straight from the input is visible in the autograd graph; other values pass unchanged."""
-    if isinstance(value, torch.Tensor):
-        if value.is_inference():  # made under torch.inference_mode(): autograd cannot save it
-            value = value.clone()
-        return value.detach().requires_grad_(True) if value.is_floating_point() else value
-    if isinstance(value, Mapping):
-        return {k: _prepare(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return type(value)(_prepare(v) for v in value) if isinstance(value, tuple) else [_prepare(v) for v in value]
-    return value
-
-
-def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
-    """One forward pass for the graph, leaving the model as it was: eval mode (no dropout, no
-    batch-norm statistics update), every floating parameter requiring grad for the duration, and
-    every buffer restored afterwards. Returns the output tensors that carry a ``grad_fn``."""
-    training = {m: m.training for m in model.modules()}
-    requires = {p: p.requires_grad for p in model.parameters()}
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    try:
-        model.eval()
-        for p in requires:
-            if p.is_floating_point():
-                p.requires_grad_(True)
-        with torch.inference_mode(False), torch.enable_grad():
-            inputs = _prepare(example_inputs)
-            out = model(**inputs) if isinstance(inputs, Mapping) else model(*inputs)
-    except Exception as err:
-        raise GraphUnavailable(f"the forward pass of {type(model).__name__} on example_inputs failed: "
-                               f"{type(err).__name__}: {err}") from err
-    finally:
-        for m, mode in training.items():
-            m.training = mode
-        for p, flag in requires.items():
-            p.requires_grad_(flag)
-        with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
-    roots = [t for t in _tensors(out) if t.grad_fn is not None]
-    if not roots:
-        raise GraphUnavailable(f"the output of {type(model).__name__} on example_inputs carries no autograd "
-                               "graph (no floating-point output depends on a parameter)")
-    return roots
-
-
 # Weight-chain nodes a stacked weight's matrices pass unchanged, up to the swap of their two axes.
 _KEEPS_MATRICES = {"ToCopyBackward0", "AliasBackward0", "CloneBackward0"}
 
@@ -449,6 +393,7 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
     status: dict[Any, tuple[str, Any]] = {}
     inputs_of: dict[int, int] = {}
     chains: dict[Any, tuple] = {}  # grad_fn -> (stacked parameter, rank, swapped, count): see _chain_step
+    axes: dict[Any, tuple] = {}  # grad_fn -> where a raw N-D parameter's axes are (idinit.contraction)
 
     def children(fn) -> list:
         return [c for c, _ in fn.next_functions]
@@ -467,6 +412,8 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 status[fn] = ("param", frozenset([names[id(var)]]))
                 if var.dim() in (2, 3):
                     chains[fn] = (names[id(var)], var.dim(), False, None if var.dim() == 3 else 0)
+                if var.dim() >= 3:
+                    axes[fn] = contraction.start(names[id(var)], tuple(var.shape))
             else:
                 index = inputs_of.get(id(var))
                 if index is None:
@@ -498,9 +445,16 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 stacked = [chains[c] for c in kids if c in chains]
                 if len(params) == 1 and len(stacked) == 1 and (step := _chain_step(fn, stacked[0])) is not None:
                     chains[fn] = step
+                held = [axes[c] for c in kids if c in axes]
+                if kind == "matmul":  # a projection of a constant (XLNet's position keys, r)
+                    contraction.record(graph.contracted, fn, kids, axes)
+                elif len(params) == 1 and len(held) == 1 and (state := contraction.step(fn, held[0])) is not None:
+                    axes[fn] = state
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
         stacked = _stacked(kids, chains) if kind == "matmul" else ()
+        if kind == "matmul":
+            contraction.record(graph.contracted, fn, kids, axes)
         graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name, stacked=stacked))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]

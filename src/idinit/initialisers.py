@@ -22,11 +22,12 @@ import torch
 from torch import nn
 
 import idinit.init as tensor_init
+from idinit.contraction import matrix_shape
 from idinit.patterns import Job
-from idinit.sharded import local_flat_stack, local_stack
+from idinit.sharded import is_dtensor, local_flat_stack, local_of, local_stack
 
-__all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "LAYOUT_WORDS", "entry_view", "matrices", "matrix_rows",
-           "pattern_jobs", "row_blocks", "draw_into", "stack_view", "flat_stack_shape", "FLAT_LAYOUTS"]
+__all__ = ["FUNCTIONS", "INITIALISERS", "RANDOM", "LAYOUT_WORDS", "layout_words", "entry_view", "matrices",
+           "matrix_rows", "pattern_jobs", "row_blocks", "draw_into", "stack_view", "flat_stack_shape", "FLAT_LAYOUTS"]
 
 FUNCTIONS = {
     "identity_": tensor_init.identity_,
@@ -58,6 +59,44 @@ _STACKED = {"stacked": "rows", "stacked_t": "t"}  # the layout of each matrix of
 _FLAT = FLAT_LAYOUTS = {"stacked_flat": "stacked", "stacked_t_flat": "stacked_t"}  # a flat stack's 3-D layout
 
 
+def _is_matrix(layout: str) -> bool:
+    return layout.startswith("matrix")
+
+
+def layout_words(layout: str, shape: tuple, stack: int = 0) -> str:
+    """How a plan's table shows a layout other than "rows"."""
+    if _is_matrix(layout):
+        transposed = layout.endswith("_t")
+        first, second = matrix_shape(shape, layout)[::-1 if transposed else 1]
+        return f"as .view({first}, {second})" + (".t()" if transposed else "")
+    return LAYOUT_WORDS.get(layout, "").format(stack=stack)
+
+
+def _matrix_view(param: torch.Tensor, layout: str, name: str = "") -> torch.Tensor:
+    """The ``(out, in)`` 2-D view of a ``matrix<k>`` / ``matrix<k>_t`` entry (a view: writes reach ``param``).
+    A DTensor may be sharded along the first axis of either run (``Shard(0)``, FSDP2's, or ``Shard(k)``):
+    its view is then sharded along the matrix's rows or columns, its local data a view of the shard's."""
+    k = int(layout[6:].removesuffix("_t"))
+    first, second = matrix_shape(tuple(param.shape), layout)[::-1 if layout.endswith("_t") else 1]
+    if is_dtensor(param):
+        cut = [p for p in param.placements if not p.is_replicate() and not (p.is_shard() and p.dim in (0, k))]
+        if cut:
+            raise ValueError(f"{name}: a parameter read as one matrix of shape {tuple(param.shape)} (layout {layout}: "
+                             f"the view ({first}, {second})) held as a DTensor with placement {cut[0]}: only "
+                             f"Replicate, Shard(0) and Shard({k}) keep the view's shards whole; redistribute it, "
+                             "or initialise it before sharding it")
+    try:
+        view = param.view(first, second)
+    except RuntimeError as err:
+        raise ValueError(f"{name}: a parameter of shape {tuple(param.shape)} with strides {param.stride()} cannot be "
+                         f"viewed as the ({first}, {second}) matrix its layout {layout} reads: {err}") from None
+    if is_dtensor(param) and \
+            local_of(view).untyped_storage().data_ptr() != local_of(param).untyped_storage().data_ptr():
+        raise ValueError(f"{name}: the ({first}, {second}) view of this DTensor is not its own shard's data "
+                         "(redistributed): writing it would not reach the parameter")
+    return view.t() if layout.endswith("_t") else view
+
+
 def flat_stack_shape(shape: tuple, layout: str, stack: int) -> tuple:
     """The 3-D shape ``(stack, rows // stack, cols)`` of a flat stack of ``shape``; a ``ValueError`` where
     the rows do not split so (a plan edited by hand)."""
@@ -80,6 +119,8 @@ def matrices(param: torch.Tensor, layout: str, stack: int = 0) -> list[torch.Ten
     param, layout = stack_view(param, layout, stack)
     if layout in _STACKED:
         return [entry_view(matrix, _STACKED[layout]) for matrix in param.unbind(0)]
+    if _is_matrix(layout):
+        return [_matrix_view(param, layout)]
     return [entry_view(param, layout)]
 
 
@@ -87,6 +128,8 @@ def matrix_rows(shape: tuple, layout: str, stack: int = 0) -> int:
     """The number of output rows of each matrix an entry of ``shape`` and ``layout`` fills."""
     if not shape:
         return 0
+    if _is_matrix(layout):
+        return matrix_shape(shape, layout)[0]
     if layout in _FLAT:
         shape, layout = flat_stack_shape(tuple(shape), layout, stack), _FLAT[layout]
     out_dim = {"t": 1, "transpose01": 1, "stacked": 1, "stacked_t": 2}.get(layout, 0)
@@ -97,7 +140,9 @@ def pattern_jobs(name: str, param: torch.Tensor, init: str, args: dict, layout: 
                  stack: int = 0) -> list[Job]:
     """The checked :class:`~idinit.patterns.Job` s of a pattern or constant entry, one per expert of a
     stack (named ``name[e]``: its loose noise is its own); those with nothing to write are left out."""
-    if layout not in _STACKED and layout not in _FLAT:
+    if _is_matrix(layout):  # a 2-D view of the parameter (a DTensor: of its shard)
+        jobs = [Job(name, _matrix_view(param, layout, name), init, args, "rows", blocks)]
+    elif layout not in _STACKED and layout not in _FLAT:
         jobs = [Job(name, param, init, args, layout, blocks)]
     else:  # a DTensor sharded along its experts (FSDP2) holds whole matrices: each is written as it is
         try:

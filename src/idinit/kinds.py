@@ -9,10 +9,11 @@ the graph is read (:mod:`idinit.positions`). Kinds: ``linear``, ``linear_t`` (HF
 ``(in, out)``), ``fused_qkv`` (``nn.MultiheadAttention.in_proj_weight``), ``conv``,
 ``conv_transpose``, ``recurrent_ih`` / ``recurrent_hh`` / ``recurrent_hr``, ``norm_weight`` /
 ``norm_bias``, ``bias``, ``embedding``, ``token`` (MultiheadAttention's ``bias_k`` / ``bias_v``),
-``activation`` (PReLU), ``experts`` (a stack of linear layers in one 3-D parameter: see below) and
+``activation`` (PReLU), ``experts`` (a stack of linear layers in one 3-D parameter: see below),
+``contracted`` (one linear layer held as a raw parameter of 3+ axes: :func:`contracted_kinds`) and
 ``unknown`` (a parameter a custom module owns directly: the graph decides).
 
-``experts`` is the one kind read off the graph (:func:`stacked_kinds`), since no layer type says
+``experts`` and ``contracted`` are the kinds read off the graph (:func:`stacked_kinds`), since no layer type says
 it: Mixture-of-Experts layers keep their experts' weights fused, ``(experts, out, in)`` (transformers
 5's Mixtral, Qwen-MoE, OLMoE, DeepSeek-V3, ...) or ``(experts, in, out)`` (GPT-OSS, Llama 4), in a
 module of their own. A 3-D parameter of such a module that the forward pass multiplies as matrices,
@@ -37,9 +38,10 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["ParamInfo", "kind_of", "parameter_infos", "stacked_kinds", "op_class", "unit_scale_at_zero"]
+__all__ = ["ParamInfo", "kind_of", "parameter_infos", "stacked_kinds", "contracted_kinds", "op_class",
+           "unit_scale_at_zero"]
 
-MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose", "experts"}
+MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose", "experts", "contracted"}
 RECURRENT_KINDS = {"recurrent_ih", "recurrent_hh", "recurrent_hr"}
 NORM_KINDS = {"norm_weight", "norm_bias"}
 _GATES = {"LSTM": 4, "GRU": 3, "RNN_TANH": 1, "RNN_RELU": 1, "RNN": 1}
@@ -58,7 +60,8 @@ class ParamInfo:
     aliases: list[str] = field(default_factory=list)
     # rows | t (HF Conv1D) | transpose01 (ConvTranspose) | stored (grouped ConvTranspose) | stacked /
     # stacked_t (experts: each w[e] read as rows / as t) | stacked_flat / stacked_t_flat (the same, for a
-    # 2-D parameter whose rows are ``stack`` blocks, one matrix each)
+    # 2-D parameter whose rows are ``stack`` blocks, one matrix each) | matrix<k> / matrix<k>_t (contracted:
+    # the tensor viewed (prod(shape[:k]), -1), read as rows / as t)
     layout: str = "rows"
     gates: int = 1
     stack: int = 0
@@ -203,6 +206,26 @@ def stacked_kinds(ops, infos: Mapping[str, ParamInfo]) -> list[str]:
             info.layout, info.stack = f"{info.layout}_flat", count
         found.append(name)
     return found + _stacked_biases(ops, infos, found)
+
+
+def contracted_kinds(readings: Mapping[str, set], infos: Mapping[str, ParamInfo]) -> list[str]:
+    """Make ``contracted`` the ``unknown`` parameters of 3+ axes that every matmul of the forward pass reads
+    as the same one matrix (``readings``: :attr:`idinit.graph.DataGraph.contracted`, :mod:`idinit.contraction`),
+    with that reading as their layout; returns their names. XLNet's ``rel_attn.q`` ``(d_model, n_head,
+    d_head)``, read ``ibh,hnd->ibnd``, is the linear layer ``q.view(d_model, -1).t()``; its ``o``, read
+    ``ibnd,hnd->ibh``, the linear layer ``o.view(d_model, -1)``. A 3-D parameter broadcast over its first
+    axis as the batch of the matmul is a stack (``experts``, as :func:`stacked_kinds` finds them): Zamba's
+    per-head ``x_proj_weight[:, None] @ h``. A parameter read two ways, or once as no single matrix, is
+    left as it was."""
+    found = []
+    for name, seen in readings.items():
+        info = infos.get(name)
+        if info is None or info.kinds != ["unknown"] or info.param.dim() < 3 or len(seen) != 1 or None in seen:
+            continue
+        layout = next(iter(seen))
+        info.kinds, info.layout = ["experts" if layout.startswith("stacked") else "contracted"], layout
+        found.append(name)
+    return found
 
 
 def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> list[str]:

@@ -27,8 +27,8 @@ from torch import nn
 import idinit.init as tensor_init
 from idinit import model_init
 from idinit.detect import detect, warn_caller
-from idinit.initialisers import (FLAT_LAYOUTS, INITIALISERS, LAYOUT_WORDS, RANDOM, draw_into, flat_stack_shape, matrices,
-                                 matrix_rows, pattern_jobs, row_blocks)
+from idinit.initialisers import (FLAT_LAYOUTS, INITIALISERS, RANDOM, draw_into, flat_stack_shape, layout_words,
+                                 matrices, matrix_rows, pattern_jobs, row_blocks)
 from idinit.kinds import unit_scale_at_zero
 from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
@@ -116,7 +116,7 @@ class Plan:
         rows = [("name", "shape", "role", "init", "args", "note")]
         for e in self.entries:
             args = ", ".join(f"{k}={_fmt(v)}" for k, v in e.args.items())
-            layout = LAYOUT_WORDS.get(e.layout, "").format(stack=e.stack)
+            layout = layout_words(e.layout, e.shape, e.stack)
             extra = ", ".join(x for x in (f"{e.blocks} blocks" if e.blocks > 1 else "", layout) if x)
             args = f"{args} [{extra}]" if extra and args else f"[{extra}]" if extra else args
             rows.append((e.name, "x".join(map(str, e.shape)) or "()", e.role, e.init, args,
