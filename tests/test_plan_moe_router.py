@@ -30,11 +30,12 @@ class MoE(nn.Module):
     """``x + sum_e g_e(x) * expert_e(x)``, ``g`` the top-k of ``softmax(router(x))``, dispatched densely so
     that torch.fx traces it. ``raw``: the router is a bare weight, ``F.linear(x, w)`` (Mixtral, OLMoE).
     ``gather``: the top-k of ``sigmoid(router(x))`` gives indices only, the scores are gathered at them
-    (DeepSeek-V3), so the autograd graph holds no top-k."""
+    (DeepSeek-V3), so the autograd graph holds no top-k. ``top1``: the largest probability and its index,
+    ``max(softmax(router(x)))`` (Switch Transformers)."""
 
-    def __init__(self, raw: bool, gather: bool = False):
+    def __init__(self, raw: bool, gather: bool = False, top1: bool = False):
         super().__init__()
-        self.raw, self.gather = raw, gather
+        self.raw, self.gather, self.top1 = raw, gather, top1
         if raw:
             self.router_weight = nn.Parameter(torch.randn(EXPERTS, WIDTH) / WIDTH ** 0.5)
         else:
@@ -44,13 +45,16 @@ class MoE(nn.Module):
 
     def gates(self, x: torch.Tensor) -> torch.Tensor:
         logits = F.linear(x, self.router_weight) if self.raw else self.router(x)
-        if self.gather:
+        if self.top1:
+            top, index = torch.softmax(logits, dim=-1).max(dim=-1, keepdim=True)
+        elif self.gather:
             scores = torch.sigmoid(logits)
             index = torch.topk(scores.detach(), TOP_K, dim=-1).indices
             top = scores.gather(-1, index)
         else:
             top, index = torch.topk(torch.softmax(logits, dim=-1), TOP_K, dim=-1)
-        return torch.zeros_like(logits).scatter(-1, index, top / top.sum(-1, keepdim=True))
+        weights = top if self.top1 else top / top.sum(-1, keepdim=True)  # Switch keeps the top-1 probability
+        return torch.zeros_like(logits).scatter(-1, index, weights)
 
     def forward(self, x):
         g = self.gates(x)
@@ -60,11 +64,11 @@ class MoE(nn.Module):
 class Routed(nn.Module):
     """An input layer, two MoE blocks, a classifier."""
 
-    def __init__(self, raw: bool = False, gather: bool = False):
+    def __init__(self, raw: bool = False, gather: bool = False, top1: bool = False):
         super().__init__()
         self.raw = raw
         self.inp = nn.Linear(WIDTH, WIDTH)
-        self.blocks = nn.Sequential(MoE(raw, gather), MoE(raw, gather))
+        self.blocks = nn.Sequential(MoE(raw, gather, top1), MoE(raw, gather, top1))
         self.head = nn.Linear(WIDTH, 3)
 
     def forward(self, x):
@@ -88,7 +92,7 @@ def _agreement(model: Routed) -> float:
     return float((first == second).double().mean())
 
 
-VARIANTS = {"linear": {}, "raw": {"raw": True}, "gather": {"gather": True}}
+VARIANTS = {"linear": {}, "raw": {"raw": True}, "gather": {"gather": True}, "top1": {"top1": True}}
 
 
 @pytest.mark.parametrize("graph", ["autograd", "fx"])

@@ -299,9 +299,10 @@ def _routers(g: DataFlow, kinds: Mapping[str, set]) -> set[int]:
         return g.plain(n) and len(set(g.ops[n].data_inputs)) == 1
 
     def picks(n: int) -> bool:
-        # a top-k or max of the scores; or a gather of softmax / sigmoid scores at indices a top-k computed
-        # (DeepSeek-V3's top-k returns indices only, which autograd does not record)
-        if g.ops[n].kind == "topk":
+        # a top-k or max of the scores (torch.fx names max by its call, autograd as the kind topk); or a gather
+        # of softmax / sigmoid scores at indices a top-k computed (DeepSeek-V3's top-k returns indices only,
+        # which autograd does not record)
+        if g.ops[n].kind == "topk" or activation_name(g.ops[n]) == "max" and len(set(g.ops[n].data_inputs)) == 1:
             return True
         return activation_name(g.ops[n]) == "gather" and \
             any(g.reaches(n, kind, unary, False, 3) for kind in ("softmax", "sigmoid"))
