@@ -72,3 +72,31 @@ def test_position_bias_mlp_is_a_table_and_the_attention_around_it_is_seen(as_mas
             for layer in ("0", "2"):
                 table = entries[f"{attn}bias_mlp.{layer}.weight"]
                 assert table.role == "identity" and "from parameters alone" in table.note, table
+
+
+class OneHotPositionTable(nn.Module):
+    """timm's Gemma4-ViT position embedding: a raw (2, positions, dim) table looked up as one_hot(positions) @ table
+    (a product with a constant) and added to the tokens."""
+
+    def __init__(self, dim=8, positions=6, tokens=4):
+        super().__init__()
+        self.embed = nn.Linear(3, dim)
+        self.table = nn.Parameter(torch.randn(2, positions, dim) * 0.02)
+        grid = torch.stack([torch.arange(tokens), torch.arange(tokens).flip(0)], 0)  # (2, tokens)
+        self.register_buffer("positions", grid, persistent=False)
+        self.block = Block(dim)
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x):
+        one_hot = F.one_hot(self.positions, self.table.shape[1]).to(self.table)  # (2, tokens, positions)
+        return self.head(self.block(self.embed(x) + (one_hot @ self.table).sum(0)))
+
+
+def test_a_raw_table_looked_up_by_a_product_with_a_constant_stays_an_embedding():
+    torch.manual_seed(0)
+    model = OneHotPositionTable()
+    before = model.table.detach().clone()
+    plan = idinit.init_(model, example_inputs=(torch.randn(2, 4, 3),))
+    assert plan["table"].role == "embedding", plan["table"]
+    assert torch.equal(model.table.detach(), before)  # kept as the model drew it, not IDI's [I | 0]
+    assert plan["block.fc2.weight"].role == "branch_end"

@@ -285,7 +285,12 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
             elif inside and p not in roles and kinds[p] & MATRIX_KINDS:
                 roles[p] = Role("attention_qkv" if "fused_qkv" in kinds[p] else "identity", "type", f"inside {op.label}")
             elif p not in roles and kinds[p] & MATRIX_KINDS and op_class(op, kinds, owners) == "param":
-                roles[p] = Role("identity", "type", f"computes, from parameters alone, a table that {op.label} applies")
+                # a layer's weight that computes a table: IDI like any layer; a raw parameter read as matrices
+                # (contracted, experts) on the way to a sum is the table itself: timm Gemma4-ViT's position table,
+                # looked up as one_hot(positions) @ table, is an embedding (model's own init)
+                usage = _usage_role(op, p) if kinds[p] & {"contracted", "experts"} else None
+                roles[p] = Role(usage, "graph", f"used by {op.label}") if usage else \
+                    Role("identity", "type", f"computes, from parameters alone, a table that {op.label} applies")
     for p, ks in kinds.items():
         if ks & MATRIX_KINDS and p not in roles:
             roles[p] = _sibling_role(p, roles) or Role("attention_qkv" if "fused_qkv" in ks else "identity", "type",
