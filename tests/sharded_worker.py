@@ -172,6 +172,35 @@ def check_column_sharded_model(mesh) -> None:
         assert torch.equal(p.full_tensor(), want), name
 
 
+def _apply_sharded_and_whole(reference: nn.Module, plan, names, mesh, placement) -> None:
+    """Apply ``plan`` to ``reference`` and to a copy whose ``names`` are NaN DTensors with ``placement``: the
+    shards are written in place and gather to the unsharded result bit for bit."""
+    sharded = copy.deepcopy(reference)
+    for name in names:
+        nan = torch.full(getattr(reference, name).shape, float("nan"))
+        setattr(sharded, name, nn.Parameter(distribute_tensor(nan, mesh, [placement])))
+    local = {name: getattr(sharded, name).to_local().data_ptr() for name in names}
+    plan.apply(reference, generator=torch.Generator().manual_seed(1))
+    plan.apply(sharded, generator=torch.Generator().manual_seed(1))
+    for name in names:
+        assert getattr(sharded, name).to_local().data_ptr() == local[name], name  # in place
+        assert torch.equal(getattr(sharded, name).full_tensor(), getattr(reference, name)), (plan.scheme, name)
+
+
+def _refused(model: nn.Module, plan, name: str, value: torch.Tensor, mesh, placement, *messages: str) -> None:
+    """``plan.apply`` on ``model`` with ``name`` a DTensor of ``value`` sharded with ``placement`` raises a
+    ValueError holding ``messages`` before it writes anything (the stem and the shards keep their values)."""
+    setattr(model, name, nn.Parameter(distribute_tensor(value, mesh, [placement])))
+    stem, local = model.stem.weight.detach().clone(), getattr(model, name).to_local().clone()
+    try:
+        plan.apply(model)
+    except ValueError as e:
+        assert all(m in str(e) for m in messages), e
+    else:
+        raise AssertionError(f"{name} with {placement} was accepted")
+    assert torch.equal(model.stem.weight, stem) and torch.equal(getattr(model, name).to_local(), local)
+
+
 class _FusedExperts(nn.Module):
     """A residual branch of three experts held in (experts, out, in) parameters, as transformers 5 fuses them."""
 
@@ -196,25 +225,11 @@ def check_sharded_experts(mesh) -> None:
         reference = _FusedExperts()
         plan = idinit.plan(reference, scheme, example_inputs=(torch.randn(3, 4),))
         assert plan["up"].layout == "stacked" and plan["down"].layout == "stacked", plan
-        sharded = copy.deepcopy(reference)
-        for name in ("up", "down"):
-            nan = torch.full(getattr(reference, name).shape, float("nan"))
-            setattr(sharded, name, nn.Parameter(distribute_tensor(nan, mesh, [Shard(0)])))
-        plan.apply(reference, generator=torch.Generator().manual_seed(1))
-        plan.apply(sharded, generator=torch.Generator().manual_seed(1))
-        for name in ("up", "down"):
-            assert torch.equal(getattr(sharded, name).full_tensor(), getattr(reference, name)), (scheme, name)
+        _apply_sharded_and_whole(reference, plan, ("up", "down"), mesh, Shard(0))
     model = _FusedExperts()
     plan = idinit.plan(model, example_inputs=(torch.randn(3, 4),))
-    model.down = nn.Parameter(distribute_tensor(torch.full((3, 4, 6), 7.0), mesh, [Shard(1)]))
-    stem = model.stem.weight.detach().clone()
-    try:
-        plan.apply(model)
-    except ValueError as e:
-        assert "down: a stack of shape (3, 4, 6)" in str(e) and "only Shard(0)" in str(e), e
-    else:
-        raise AssertionError("a stack sharded inside its matrices was accepted")
-    assert torch.equal(model.stem.weight, stem) and bool((model.down.to_local() == 7.0).all())
+    _refused(model, plan, "down", torch.full((3, 4, 6), 7.0), mesh, Shard(1),
+             "down: a stack of shape (3, 4, 6)", "only Shard(0)")
 
 
 class _EinsumBranch(nn.Module):
@@ -243,29 +258,12 @@ def check_sharded_contracted(mesh) -> None:
         reference = _EinsumBranch()
         plan = idinit.plan(reference, scheme, example_inputs=(torch.randn(3, 4),))
         assert (plan["q"].layout, plan["o"].layout) == ("matrix1_t", "matrix1"), plan
-        sharded = copy.deepcopy(reference)
-        for name in ("q", "o"):
-            nan = torch.full(getattr(reference, name).shape, float("nan"))
-            setattr(sharded, name, nn.Parameter(distribute_tensor(nan, mesh, [placement])))
-        locals_ = {name: getattr(sharded, name).to_local().data_ptr() for name in ("q", "o")}
-        plan.apply(reference, generator=torch.Generator().manual_seed(1))
-        plan.apply(sharded, generator=torch.Generator().manual_seed(1))
-        for name in ("q", "o"):
-            assert getattr(sharded, name).to_local().data_ptr() == locals_[name], name  # in place
-            assert torch.equal(getattr(sharded, name).full_tensor(), getattr(reference, name)), (scheme, name)
+        _apply_sharded_and_whole(reference, plan, ("q", "o"), mesh, placement)
     refused = [(Shard(2), "q: a parameter read as one matrix")] + ([] if even else [(Shard(1), "cannot be viewed")])
     for placement, message in refused:
         model = _EinsumBranch()
         plan = idinit.plan(model, example_inputs=(torch.randn(3, 4),))
-        model.q = nn.Parameter(distribute_tensor(torch.full((6, 2, 5), 7.0), mesh, [placement]))
-        stem = model.stem.weight.detach().clone()
-        try:
-            plan.apply(model)
-        except ValueError as e:
-            assert message in str(e), e
-        else:
-            raise AssertionError(f"a matrix view of a DTensor with {placement} was accepted")
-        assert torch.equal(model.stem.weight, stem) and bool((model.q.to_local() == 7.0).all())
+        _refused(model, plan, "q", torch.full((6, 2, 5), 7.0), mesh, placement, message)
 
 
 class _FlatExperts(nn.Module):
@@ -293,26 +291,11 @@ def check_sharded_flat_experts(mesh) -> None:
         reference = _FlatExperts(4)
         plan = idinit.plan(reference, scheme, example_inputs=(torch.randn(3, 4),))
         assert (plan["up"].layout, plan["down"].layout, plan["up"].stack) == ("stacked_flat", "stacked_t_flat", 4), plan
-        sharded = copy.deepcopy(reference)
-        for name in ("up", "down"):
-            nan = torch.full(getattr(reference, name).shape, float("nan"))
-            setattr(sharded, name, nn.Parameter(distribute_tensor(nan, mesh, [Shard(0)])))
-        plan.apply(reference, generator=torch.Generator().manual_seed(1))
-        plan.apply(sharded, generator=torch.Generator().manual_seed(1))
-        for name in ("up", "down"):
-            assert torch.equal(getattr(sharded, name).full_tensor(), getattr(reference, name)), (scheme, name)
+        _apply_sharded_and_whole(reference, plan, ("up", "down"), mesh, Shard(0))
     model = _FlatExperts(3)
     plan = idinit.plan(model, example_inputs=(torch.randn(3, 4),))
-    model.down = nn.Parameter(distribute_tensor(torch.full((18, 4), 7.0), mesh, [Shard(0)]))
-    stem = model.stem.weight.detach().clone()
-    try:
-        plan.apply(model)
-    except ValueError as e:
-        assert "down: a stack of 3 matrices of 6 rows stored flat as shape (18, 4)" in str(e) and \
-            "cuts a matrix apart" in str(e), e
-    else:
-        raise AssertionError("a flat stack whose shards cut an expert was accepted")
-    assert torch.equal(model.stem.weight, stem) and bool((model.down.to_local() == 7.0).all())
+    _refused(model, plan, "down", torch.full((18, 4), 7.0), mesh, Shard(0),
+             "down: a stack of 3 matrices of 6 rows stored flat as shape (18, 4)", "cuts a matrix apart")
 
 
 def check_experts_after_fully_shard(mesh, build=_FusedExperts, layout: str = "stacked") -> None:

@@ -4,50 +4,22 @@ HF XLNet keeps its attention projections as ``(d_model, n_head, d_head)`` parame
 einsum: q / k / v / r as ``ibh,hnd->ibnd`` (``d_model`` in, ``n_head * d_head`` out), o as
 ``ibnd,hnd->ibh`` (the other way). Each must get what the linear layer it stands for gets (paper Sec. 3.1
 and A.5: IDI on q / k / v, IDIZ on o, which closes the residual branch), with the pattern laid on the
-map's own (out, in) matrix. The references below are built in float64 from SPEC.md's formulas,
+map's own (out, in) matrix. The references (tests/spec_patterns.py) are built in float64 from SPEC.md's formulas,
 independently of the library; the shapes are chosen so that reading the wrong axes as the input gives
 a different matrix (``n_head * d_head != d_model``).
 """
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
 from torch import nn
 
 import idinit
+from spec_patterns import idi, idiz, quiet
 
-EPS = 1e-6
 D, HEADS, HEAD_DIM = 8, 2, 6  # n_head * d_head = 12 != d_model = 8
-
-
-def idi(rows: int, cols: int) -> torch.Tensor:
-    """SPEC §1 (Eq. 3), tau = 1: W[m, j] = 1 where m = j (mod cols)."""
-    w = torch.zeros(rows, cols, dtype=torch.float64)
-    for m in range(rows):
-        w[m, m % cols] = 1.0
-    return w
-
-
-def idiz(rows: int, cols: int, eps: float = EPS) -> torch.Tensor:
-    """SPEC §3 (Eq. 12)."""
-    w = torch.zeros(rows, cols, dtype=torch.float64)
-    for m in range(rows):
-        if rows < cols:
-            w[m, m] = eps
-            w[m, rows + m % (cols - rows)] = -eps
-        else:
-            w[m, m % cols] = eps
-            w[m, (m + 1) % cols] = -eps
-    return w
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 class EinsumAttention(nn.Module):
@@ -114,7 +86,7 @@ def test_einsum_projections_are_linear_layers_read_along_their_axes():
     torch.manual_seed(0)
     model = Net().double()
     before = branch_ratios(model)
-    p = _quiet(idinit.init_, model, loose=0.0, example_inputs=inputs())
+    p = quiet(idinit.init_, model, loose=0.0, example_inputs=inputs())
     for i in range(2):
         name = f"blocks.{i}"
         roles = {n: p[f"{name}.{n}"].role for n in ("q", "k", "v", "o")}
@@ -135,7 +107,7 @@ def test_einsum_projections_are_linear_layers_read_along_their_axes():
     # the model's own N(0, 0.02) draw leaves each attention branch open (9.9e-4); IDIZ on o closes it (1.7e-7)
     assert min(before) > 1e-4 and max(after) < 1e-5, (before, after)
     # idinit.check measures o as a layer of its own (no module holds it alone) and sees both branches close
-    report = _quiet(idinit.check, model, inputs())
+    report = quiet(idinit.check, model, inputs())
     ends = {b.branch_end: b.distance for b in report.blocks}
     assert set(ends) == {"blocks.0.o", "blocks.1.o"} and max(ends.values()) < 1e-5, ends
     assert not report.flags, report.flags
@@ -145,11 +117,11 @@ def test_torch_fx_reads_the_einsum_equation_as_the_autograd_graph_reads_the_matm
     """Without example inputs the plan comes from torch.fx, where einsum is one call: its equation says the
     same (a letter in the output only: an out-axis; one the other operand shares: an in-axis)."""
     model = Net().double()
-    traced, run = _quiet(idinit.plan, model), _quiet(idinit.plan, model, example_inputs=inputs())
+    traced, run = quiet(idinit.plan, model), quiet(idinit.plan, model, example_inputs=inputs())
     assert traced.source == "torch.fx graph" and run.source.startswith("autograd")
     assert [(e.name, e.role, e.kind, e.layout) for e in traced] == [(e.name, e.role, e.kind, e.layout) for e in run]
     assert traced["blocks.0.k"].layout == "matrix2" and traced["blocks.1.o"].role == "attention_out"
-    p = _quiet(idinit.plan, NotOneMatrix())
+    p = quiet(idinit.plan, NotOneMatrix())
     assert p.source == "torch.fx graph"
     assert {p[n].kind for n in ("per_head", "interleaved")} == {"unknown"}
 
@@ -164,7 +136,7 @@ def test_a_model_built_on_meta_gets_the_same_weights():
     lazy.blocks[0].table.copy_(eager.blocks[0].table)
     lazy.blocks[1].table.copy_(eager.blocks[1].table)
     for model in (eager, lazy):
-        _quiet(idinit.init_, model, example_inputs=inputs(), generator=torch.Generator().manual_seed(3))
+        quiet(idinit.init_, model, example_inputs=inputs(), generator=torch.Generator().manual_seed(3))
     for (name, a), b in zip(eager.named_parameters(), lazy.parameters()):
         assert torch.equal(a, b), name
 
@@ -181,7 +153,7 @@ def test_kaiming_draws_with_the_fans_of_the_matrix():
     model.embed, model.head, block.norm = nn.Linear(4, 64), nn.Linear(64, 3), nn.LayerNorm(64)
     block.table = torch.randn(5, 64)
     model.blocks = nn.ModuleList([block])
-    p = _quiet(idinit.init_, model, "kaiming", example_inputs=(torch.randn(5, 2, 4),),
+    p = quiet(idinit.init_, model, "kaiming", example_inputs=(torch.randn(5, 2, 4),),
                generator=torch.Generator().manual_seed(0))
     assert p["blocks.0.q"].init == "kaiming_normal_" and p["blocks.0.q"].args["mode"] == "fan_in"
     q, o = block.q.detach(), block.o.detach()
@@ -208,7 +180,7 @@ class NotOneMatrix(nn.Module):
 
 
 def test_a_stack_and_interleaved_axes_are_not_read_as_one_matrix():
-    p = _quiet(idinit.plan, NotOneMatrix(), example_inputs=(torch.randn(3, 4),))
+    p = quiet(idinit.plan, NotOneMatrix(), example_inputs=(torch.randn(3, 4),))
     for name in ("per_head", "interleaved"):
         assert p[name].role == "unclassified" and p[name].kind == "unknown", p[name]
 
@@ -236,7 +208,7 @@ def test_hf_xlnet_attention_projections_and_branch():
         return [rms(got[("sum", i)] - got[("h", i)]) / rms(got[("h", i)]) for i in range(2)]
 
     before = ratios()
-    p = _quiet(idinit.init_, model, loose=0.0)
+    p = quiet(idinit.init_, model, loose=0.0)
     for i in range(2):
         name = f"transformer.layer.{i}.rel_attn"
         got = {n: (p[f"{name}.{n}"].role, p[f"{name}.{n}"].kind, p[f"{name}.{n}"].layout) for n in "qkvor"}
@@ -250,7 +222,7 @@ def test_hf_xlnet_attention_projections_and_branch():
                                                for e in p.unclassified)
     after = ratios()
     assert min(before) > 1e-3 and max(after) < 1e-5, (before, after)  # measured: 4.9e-3, 1.3e-6
-    report = _quiet(idinit.check, model.float(), {"input_ids": ids})
+    report = quiet(idinit.check, model.float(), {"input_ids": ids})
     ends = {b.branch_end: b.distance for b in report.blocks}
     assert {f"transformer.layer.{i}.rel_attn.o" for i in range(2)} <= set(ends), ends
     assert len(ends) == 4 and max(ends.values()) < 1e-5 and not report.flags, (ends, report.flags)
@@ -279,7 +251,7 @@ class PerHeadProjection(nn.Module):
 def test_a_per_head_stack_broadcast_over_the_batch_is_a_stack_of_linear_layers():
     torch.manual_seed(0)
     model = PerHeadProjection()
-    p = _quiet(idinit.init_, model, loose=0.0, example_inputs=(torch.randn(2, 3, 12),))
+    p = quiet(idinit.init_, model, loose=0.0, example_inputs=(torch.randn(2, 3, 12),))
     assert (p["x_proj"].kind, p["x_proj"].layout, p["x_proj"].role) == ("experts", "stacked", "identity")
     assert (p["y_proj"].kind, p["y_proj"].layout, p["y_proj"].role) == ("experts", "stacked_t", "identity")
     for w in model.x_proj.detach().double():  # each head (4, 6): [I | 0]
@@ -298,7 +270,7 @@ def test_hf_zamba_per_head_ssm_projections_get_what_mamba_linears_get():
                                       layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])
     torch.manual_seed(0)
     model = transformers.ZambaForCausalLM(config)
-    p = _quiet(idinit.init_, model, loose=0.0)
+    p = quiet(idinit.init_, model, loose=0.0)
     mixer = model.model.layers[0].mamba
     name = "model.layers.0.mamba"
     assert (p[f"{name}.x_proj_weight"].layout, p[f"{name}.dt_proj_weight"].layout) == ("stacked", "stacked")

@@ -4,12 +4,11 @@ transformers 5 stores Mixtral's / Qwen-MoE's experts as ``(experts, out, in)`` (
 and GPT-OSS's as ``(experts, in, out)`` (``x @ w[e] + b[e]``). Each expert must get what one linear
 layer in its place gets (paper Sec. 3.2 and A.5: IDI on the up / gate projection, IDIZ on the down
 projection that closes the residual branch; a baseline's draw with that expert's own fans). The
-references below are built in float64 from SPEC.md's formulas, independently of the library.
+references (tests/spec_patterns.py) are built in float64 from SPEC.md's formulas, independently of the library.
 """
 from __future__ import annotations
 
 import math
-import warnings
 
 import pytest
 import torch
@@ -17,42 +16,13 @@ from torch import nn
 from torch.nn import functional as F
 
 import idinit
+from spec_patterns import idi, idiz, quiet
 
 transformers = pytest.importorskip("transformers")
 
-EPS = 1e-6
 # |branch| / |skip| below which a residual block counts as closed: the attention branch (IDIZ on
 # o_proj) of the same small Mixtral measures 6.6e-5
 CLOSED = 1e-4
-
-
-def idi(rows: int, cols: int) -> torch.Tensor:
-    """SPEC §1 (Eq. 3), tau = 1: W[m, j] = 1 where m = j (mod cols)."""
-    w = torch.zeros(rows, cols, dtype=torch.float64)
-    for m in range(rows):
-        w[m, m % cols] = 1.0
-    return w
-
-
-def idiz(rows: int, cols: int, eps: float = EPS) -> torch.Tensor:
-    """SPEC §3 (Eq. 12)."""
-    w = torch.zeros(rows, cols, dtype=torch.float64)
-    for m in range(rows):
-        if cols == 1:
-            w[m, 0] = eps * (-1) ** m
-        elif rows < cols:
-            w[m, m] = eps
-            w[m, rows + m % (cols - rows)] = -eps
-        else:
-            w[m, m % cols] = eps
-            w[m, (m + 1) % cols] = -eps
-    return w
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 def mixtral(implementation: str = "grouped_mm", layers: int = 2) -> nn.Module:
@@ -81,7 +51,7 @@ def expert_matrices(param: torch.Tensor, stored_in_out: bool) -> list[torch.Tens
 @pytest.mark.parametrize("implementation", ["grouped_mm", "batched_mm", "eager"])
 def test_mixtral_each_expert_is_idi_then_idiz(implementation):
     model = mixtral(implementation)
-    p = _quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
+    p = quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
     for layer in range(2):
         experts = model.model.layers[layer].mlp.experts
         name = f"model.layers.{layer}.mlp.experts"
@@ -101,7 +71,7 @@ def test_gpt_oss_experts_stored_in_out_and_their_biases():
     with torch.no_grad():  # biases with values a default draw could give: zeroed, as a Linear's bias
         experts.gate_up_proj_bias.copy_(0.01 * torch.randn(experts.gate_up_proj_bias.shape))
         experts.down_proj_bias.copy_(0.01 * torch.randn(experts.down_proj_bias.shape))
-    p = _quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
+    p = quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
     name = "model.layers.0.mlp.experts"
     assert p[f"{name}.gate_up_proj"].layout == "stacked_t"
     for w in expert_matrices(experts.gate_up_proj, True):  # stored (16, 48): the expert is (48, 16)
@@ -117,7 +87,7 @@ def test_gpt_oss_experts_stored_in_out_and_their_biases():
 
 def test_each_expert_draws_its_own_loose_noise():
     model = mixtral(layers=1)
-    _quiet(idinit.init_, model, generator=torch.Generator().manual_seed(0))
+    quiet(idinit.init_, model, generator=torch.Generator().manual_seed(0))
     slices = expert_matrices(model.model.layers[0].mlp.experts.gate_up_proj, False)
     pattern = idi(48, 16).float() != 0
     for w in slices:
@@ -132,15 +102,15 @@ def _distances(report) -> dict[str, float]:
 
 def test_check_sees_the_moe_branch_closed_as_the_attention_branch():
     model = mixtral()
-    _quiet(idinit.init_, model, generator=torch.Generator().manual_seed(0))
-    found = _distances(_quiet(idinit.check, model))
+    quiet(idinit.init_, model, generator=torch.Generator().manual_seed(0))
+    found = _distances(quiet(idinit.check, model))
     for layer in range(2):
         assert found[f"model.layers.{layer}.self_attn.o_proj"] < CLOSED
         assert found[f"model.layers.{layer}.mlp.experts"] < CLOSED
     # planted: the experts left to the model's own init (what the plan did before) leave the branch open
     model = mixtral()
-    _quiet(idinit.init_, model, overrides={"*.experts.*": "keep"}, generator=torch.Generator().manual_seed(0))
-    found = _distances(_quiet(idinit.check, model))
+    quiet(idinit.init_, model, overrides={"*.experts.*": "keep"}, generator=torch.Generator().manual_seed(0))
+    found = _distances(quiet(idinit.check, model))
     assert found["model.layers.0.self_attn.o_proj"] < CLOSED
     assert found["model.layers.0.mlp.experts"] > 10 * CLOSED
 
@@ -154,7 +124,7 @@ def test_kaiming_uses_each_experts_own_fan_in(family):
     model = mixtral(layers=1) if family == "mixtral" else gpt_oss()
     experts = model.model.layers[0].mlp.experts
     stored_in_out = family == "gpt_oss"
-    p = _quiet(idinit.init_, model, "kaiming", generator=torch.Generator().manual_seed(0))
+    p = quiet(idinit.init_, model, "kaiming", generator=torch.Generator().manual_seed(0))
     assert p["model.layers.0.mlp.experts.down_proj"].init == "kaiming_normal_"
 
     def stds(param):
@@ -226,7 +196,7 @@ def test_the_router_weights_are_a_gate_not_a_second_path():
     # the MoE output is experts(x) * softmax-routed weights: the walk back from the residual add follows
     # the experts, so the norm feeding the router (the block's input norm) does not close the branch;
     # planted: read as a second path, that norm was "branch_end_norm" and zero_gamma zeroed the MoE's input
-    p = _quiet(idinit.plan, mixtral(layers=1), "zero_gamma")
+    p = quiet(idinit.plan, mixtral(layers=1), "zero_gamma")
     assert p["model.layers.0.post_attention_layernorm.weight"].role == "norm"
     assert p["model.layers.0.post_attention_layernorm.weight"].init == "ones_"
     assert p["model.layers.0.mlp.experts.down_proj"].role == "branch_end"
@@ -241,7 +211,7 @@ def test_qwen2_moe_routed_and_shared_experts_both_close_the_branch():
                                       shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
     torch.manual_seed(0)
     model = transformers.Qwen2MoeForCausalLM(cfg)
-    p = _quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
+    p = quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
     mlp = "model.layers.0.mlp"
     assert p[f"{mlp}.experts.down_proj"].role == "branch_end"
     assert p[f"{mlp}.shared_expert.down_proj.weight"].role == "branch_end"

@@ -4,11 +4,9 @@ matrices before the matmul (HF DBRX's ``w1`` / ``v1`` / ``w2``: ``w.view(-1, ffn
 Each expert must get exactly what the same matrix of a 3-D stack ``(experts, rows, cols)`` gets (paper
 Sec. 3.2 and A.5: IDI on the up / gate projections, IDIZ on the down projection that closes the residual
 branch; loose noise and a baseline's draw per expert). The references are the 3-D path on the same numbers
-and, for the patterns, SPEC.md's formulas written out below.
+and, for the patterns, SPEC.md's formulas written out in tests/spec_patterns.py.
 """
 from __future__ import annotations
-
-import warnings
 
 import pytest
 import torch
@@ -16,33 +14,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import idinit
+from spec_patterns import idi, idiz, quiet
 
-EPS = 1e-6
 E, FFN, HIDDEN = 3, 6, 4
-
-
-def idi(rows: int, cols: int) -> torch.Tensor:
-    """SPEC §1 (Eq. 3), tau = 1: W[m, j] = 1 where m = j (mod cols)."""
-    w = torch.zeros(rows, cols, dtype=torch.float64)
-    for m in range(rows):
-        w[m, m % cols] = 1.0
-    return w
-
-
-def idiz(rows: int, cols: int, eps: float = EPS) -> torch.Tensor:
-    """SPEC §3 (Eq. 12), the case rows < cols: [eps I | -eps IDI]."""
-    assert rows < cols
-    w = torch.zeros(rows, cols, dtype=torch.float64)
-    for m in range(rows):
-        w[m, m] = eps
-        w[m, rows + m % (cols - rows)] = -eps
-    return w
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 class GluExperts(nn.Module):
@@ -84,7 +58,7 @@ def _x() -> tuple:
 @pytest.mark.parametrize("scheme", ["idinit", "kaiming", "xavier"])
 def test_a_flat_stack_is_initialised_exactly_as_the_3d_stack(scheme):
     flat, stacked = GluExperts(flat=True), GluExperts(flat=False)
-    plans = [_quiet(idinit.init_, model, scheme, example_inputs=_x(), generator=torch.Generator().manual_seed(3))
+    plans = [quiet(idinit.init_, model, scheme, example_inputs=_x(), generator=torch.Generator().manual_seed(3))
              for model in (flat, stacked)]  # loose noise on (the default): keyed per expert, "w1[e]"
     assert (plans[0]["w1"].layout, plans[1]["w1"].layout) == ("stacked_flat", "stacked")  # x @ w1[e].T both
     for name in ("w1", "v1", "w2"):
@@ -186,13 +160,13 @@ def test_hf_dbrx_experts_are_planned_per_expert_and_close_the_moe_branch():
         return transformers.DbrxForCausalLM(cfg)
 
     def moe_distance(model) -> float:
-        report = _quiet(idinit.check, model)
+        report = quiet(idinit.check, model)
         found = [b.distance for b in report.blocks if ".ffn." in b.branch_end]
         assert len(found) == 1, report.blocks
         return found[0]
 
     model = build()
-    p = _quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
+    p = quiet(idinit.init_, model, loose=0.0, generator=torch.Generator().manual_seed(0))
     mlp = model.transformer.blocks[0].ffn.experts.mlp
     name = "transformer.blocks.0.ffn.experts.mlp"
     assert not p.unclassified
@@ -206,5 +180,5 @@ def test_hf_dbrx_experts_are_planned_per_expert_and_close_the_moe_branch():
     # planted: the experts left to DBRX's own init (normal, std 0.02), as the plan did before, leave it open
     assert moe_distance(model) < 1e-4
     model = build()
-    _quiet(idinit.init_, model, overrides={"*.experts.mlp.*": "keep"}, generator=torch.Generator().manual_seed(0))
+    quiet(idinit.init_, model, overrides={"*.experts.mlp.*": "keep"}, generator=torch.Generator().manual_seed(0))
     assert moe_distance(model) > 1e-3

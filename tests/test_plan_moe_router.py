@@ -8,22 +8,15 @@ layers, against 0.14-0.28 under the model's own init). Each test plants that fau
 """
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 import idinit
+from spec_patterns import quiet
 
 WIDTH, EXPERTS, TOP_K = 8, 4, 2
-
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 class MoE(nn.Module):
@@ -103,7 +96,7 @@ def test_the_router_keeps_its_values_and_the_experts_get_idinit(graph, variant):
     routers = _routers(model)
     before = {n: w.detach().double().clone() for n, w in model.named_parameters() if n in routers}
     example = (_inputs(),) if graph == "autograd" else None
-    p = _quiet(idinit.init_, model, example_inputs=example, reset_kept=False, loose=0.0)
+    p = quiet(idinit.init_, model, example_inputs=example, reset_kept=False, loose=0.0)
     assert p.source.startswith("autograd" if graph == "autograd" else "torch.fx")
     assert not p.unclassified  # the raw weight was unclassified before
     params = dict(model.named_parameters())
@@ -120,7 +113,7 @@ def test_the_router_keeps_its_values_and_the_experts_get_idinit(graph, variant):
     assert _agreement(model) < 0.6
     torch.manual_seed(0)
     planted = Routed(**VARIANTS[variant])
-    _quiet(idinit.init_, planted, example_inputs=example, overrides=dict.fromkeys(routers, "identity"), loose=0.0)
+    quiet(idinit.init_, planted, example_inputs=example, overrides=dict.fromkeys(routers, "identity"), loose=0.0)
     assert _agreement(planted) == 1.0
 
 
@@ -131,7 +124,7 @@ def test_every_scheme_gives_the_router_the_models_own_init():
     for scheme in idinit.SCHEMES:
         torch.manual_seed(0)
         model = Routed()
-        p = _quiet(idinit.init_, model, scheme, example_inputs=(_inputs(),),
+        p = quiet(idinit.init_, model, scheme, example_inputs=(_inputs(),),
                    generator=torch.Generator().manual_seed(3))
         for name in _routers(model):
             assert p[name].role == "router" and "Mixture-of-Experts router" in p[name].note, scheme
@@ -168,9 +161,9 @@ class Gated(nn.Module):
 @pytest.mark.parametrize("graph", ["autograd", "fx"])
 def test_a_top_k_that_picks_no_path_and_a_gate_without_top_k_are_no_routers(graph):
     example = (_inputs(),) if graph == "autograd" else None
-    p = _quiet(idinit.plan, Ranked(), example_inputs=example)
+    p = quiet(idinit.plan, Ranked(), example_inputs=example)
     assert p["score.weight"].role == "head" and p["score.weight"].init == "identity_"
-    p = _quiet(idinit.plan, Gated(), example_inputs=example)
+    p = quiet(idinit.plan, Gated(), example_inputs=example)
     assert (p["gate.weight"].role, p["down.weight"].role) == ("identity", "branch_end")
     assert not p.by_role("router")
 
@@ -178,7 +171,7 @@ def test_a_top_k_that_picks_no_path_and_a_gate_without_top_k_are_no_routers(grap
 def test_a_router_stated_by_the_user_is_kept():
     model = Gated()
     before = model.gate.weight.detach().double().clone()
-    p = _quiet(idinit.init_, model, example_inputs=(_inputs(),), overrides={"gate": "router"}, reset_kept=False)
+    p = quiet(idinit.init_, model, example_inputs=(_inputs(),), overrides={"gate": "router"}, reset_kept=False)
     assert p["gate.weight"].role == "router" and p["gate.weight"].source.startswith("overrides")
     assert torch.equal(model.gate.weight.detach().double(), before)
 
@@ -219,7 +212,7 @@ def test_hf_routers_keep_their_values(family):
     model = build()
     before = {n: w.detach().double().clone() for n, w in model.named_parameters() if n.endswith(suffix)}
     assert len(before) == 2
-    p = _quiet(idinit.init_, model, reset_kept=False, loose=0.0)
+    p = quiet(idinit.init_, model, reset_kept=False, loose=0.0)
     params = dict(model.named_parameters())
     for name, value in before.items():
         assert p[name].role == "router" and p[name].init == "keep", name
@@ -237,7 +230,7 @@ def test_hf_routers_get_the_models_own_init_by_default(family):
     torch.manual_seed(0)
     model = build()
     std = model.config.initializer_factor if family == "switch" else model.config.initializer_range
-    p = _quiet(idinit.init_, model, generator=torch.Generator().manual_seed(0))
+    p = quiet(idinit.init_, model, generator=torch.Generator().manual_seed(0))
     routers = [(name, w.detach().double()) for name, w in model.named_parameters() if name.endswith(suffix)]
     for name, w in routers:
         assert p[name].init == "reset_parameters" and "_init_weights" in p[name].note, name
