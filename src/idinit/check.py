@@ -243,7 +243,7 @@ class _Recorder(TorchFunctionMode):
                 sides = (ta, _rms(args[0]), _rms(args[1]))
         out = func(*args, **kwargs)
         carried = frozenset().union(*(self.tags_of(t) for t in inputs)) - closing if inputs else frozenset()
-        if name in _PRODUCTS:
+        if name in _PRODUCTS and self.contracted:  # most models hold no contracted parameter
             carried |= self._contracted_source(name, inputs, out)
         if sides is not None:
             ta, ra, rb = sides
