@@ -8,7 +8,7 @@
 # MINUTES: the device time left, less about 4 minutes for the last collect and the give-back.
 # Runs an earlier machine's deadline cut short come back as resume.tgz (scripts/gpu_collect.sh): copy it
 # to .data/resume/ and carry that folder in this call or an earlier one; it is unpacked into runs/ here
-# before the queues start, and the queue line that made those runs resumes them.
+# before the queues start (scripts/unpack_resume.sh), and the queue line that made those runs resumes them.
 set -uo pipefail
 minutes=${1:?usage: gpu_launch.sh MINUTES QUEUE_FOR_GPU0 [QUEUE_FOR_GPU1 ...]}
 shift
@@ -18,9 +18,7 @@ gpus=$(nvidia-smi --query-gpu=index --format=csv,noheader | wc -l)
 for queue in "$@"; do [ -f "$queue" ] || { echo "no queue file $queue" >&2; exit 2; }; done
 end=$(( $(date +%s) + minutes * 60 ))
 mkdir -p runs/logs
-for archive in .data/resume/*.tgz; do
-    [ -f "$archive" ] && tar -xzf "$archive" && echo "resuming from $archive: $(tar -tzf "$archive" | grep -c '/checkpoint.pt$') run(s)"
-done
+bash "$(dirname "$0")/unpack_resume.sh" || exit 1
 gpu=0
 for queue in "$@"; do
     OUT=/tmp/queue-out-$gpu setsid nohup bash scripts/gpu_queue.sh "$queue" "$gpu" "$end" \

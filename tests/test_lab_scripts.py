@@ -130,3 +130,29 @@ def test_every_gpu_queue_line_names_runs_that_exist():
     assert len(_queue_problems(good.replace("idinit:0", "idinitt:0"))) == 1
     assert len(_queue_problems(good.replace("idinit:0", "idinit:x"))) == 1
     assert len(_queue_problems(good.replace(" --deadline-at $DEADLINE_AT", ""))) == 1
+
+
+def test_unpack_resume_restores_missing_runs_and_keeps_newer_files(tmp_path):
+    """A warm machine's second launch carries the same resume archive again: it must not put a cut run's
+    old records back over the run that has finished since (it did on 2026-11-30)."""
+    import pathlib
+    import shutil
+    import subprocess
+
+    script = pathlib.Path(__file__).parent.parent / "scripts" / "unpack_resume.sh"
+    run = tmp_path / "runs" / "res112" / "fixup" / "seed0"
+    run.mkdir(parents=True)
+    (run / "records.jsonl").write_text("epoch 1\n" * 19)
+    (run / "checkpoint.pt").write_bytes(b"epoch 15")
+    (tmp_path / ".data" / "resume").mkdir(parents=True)
+    with tarfile.open(tmp_path / ".data" / "resume" / "res112-fixup.tgz", "w:gz") as tar:
+        tar.add(tmp_path / "runs", arcname="runs")
+    # a fresh machine: the archive is all there is
+    shutil.rmtree(tmp_path / "runs")
+    subprocess.run(["bash", str(script)], cwd=tmp_path, check=True, capture_output=True)
+    assert (run / "records.jsonl").read_text().count("\n") == 19 and (run / "checkpoint.pt").is_file()
+    # the run then finishes on that machine; a second launch there unpacks the archive again
+    (run / "records.jsonl").write_text("epoch 1\n" * 35)
+    (run / "summary.json").write_text('{"finished": true}')
+    subprocess.run(["bash", str(script)], cwd=tmp_path, check=True, capture_output=True)
+    assert (run / "records.jsonl").read_text().count("\n") == 35
