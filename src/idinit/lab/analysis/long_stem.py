@@ -2,8 +2,8 @@ r"""Signal through Res-112's long residual stem at initialisation (paper appendi
 point of Fig 19).
 
 The paper trains Res-112 without BN (109 layers in the residual stem) and reports that Kaiming's and
-Fixup's output std explodes within 4 epochs while IDInit's settles. Training needs the GPU
-(``scripts/gpu_beyond_residual.sh res112``); this analysis measures, on the CPU, where each
+Fixup's output std explodes within 4 epochs while IDInit's settles. The training is the lab's
+``res112`` experiments (GPU; ``results/res112``); this analysis measures, on the CPU, where each
 initialisation *starts*: the std of the activations after the stem conv, after each of the 54
 residual blocks, after the stem's closing conv (``stem_end``), after ``conv2`` and at the output, on
 CIFAR-10 evaluation images, for each initialisation and down-sampling shortcut:
