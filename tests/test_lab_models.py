@@ -77,6 +77,23 @@ def test_models_pickle_and_deepcopy():
         copy.deepcopy(model)
 
 
+def test_fixup_block_shifts_the_branch_input_not_the_identity():
+    """Fixup's reference code adds ``bias1a`` to conv1's input and to a down-sampling shortcut's, never to an
+    identity shortcut: with the branch closed (conv2 = 0), an identity block is relu(x) whatever bias1a is."""
+    from idinit.lab.models.fixup_resnet import FixupBlock
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 8, 8, dtype=torch.float64)
+    same = FixupBlock(16, 16).double()
+    down = FixupBlock(16, 32, stride=2, shortcut="B").double()
+    with torch.no_grad():
+        for block in (same, down):
+            block.conv2.weight.zero_()
+            block.bias1a.fill_(0.5)
+    assert torch.equal(same(x), torch.relu(x))
+    assert torch.equal(down(x), torch.relu(down.shortcut(x + 0.5)))
+
+
 def test_skipinit_layout_has_no_norm_and_gates():
     model = CifarResNet(20, norm=False, gate=True)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())

@@ -2,7 +2,8 @@
 normalization"), as in its reference code (hongyi-zhang/Fixup, cifar/models/fixup_resnet_cifar.py).
 
 No normalisation. Each branch: ``conv1(x + b1a)``, ``relu(. + b1b)``, ``conv2(. + b2a)``,
-``. * scale + b2b``; scalar biases start at 0 and the scalar multiplier at 1. :func:`fixup_init_`:
+``. * scale + b2b``, added to ``x`` (an identity shortcut) or to ``shortcut(x + b1a)`` (a
+down-sampling one); scalar biases start at 0 and the scalar multiplier at 1. :func:`fixup_init_`:
 branch-first conv ~ He normal (fan-out) times ``L^(-1/(2m-2))`` (L branches, m = 2 layers per
 branch, so ``L^(-1/2)``), branch-last conv = 0, classifier weight and bias = 0. The scalars train at
 a tenth of the learning rate (:func:`fixup_parameter_groups`), as in the reference code.
@@ -31,10 +32,14 @@ class FixupBlock(nn.Module):
         self.shortcut = make_shortcut(shortcut, in_channels, out_channels, stride, norm=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.bias1a
-        out = F.relu(self.conv1(x) + self.bias1b)
+        shifted = x + self.bias1a
+        out = F.relu(self.conv1(shifted) + self.bias1b)
         out = self.conv2(out + self.bias2a) * self.scale + self.bias2b
-        return F.relu(self.shortcut(x) + out)
+        # As the reference code: an identity shortcut carries x itself; a down-sampling one reads the
+        # shifted input, as conv1 does. (Adding bias1a to every identity would stack 54 trained scalars
+        # along ResNet-110's skip path.)
+        skip = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(shifted)
+        return F.relu(skip + out)
 
 
 class FixupResNet(nn.Module):
