@@ -26,11 +26,22 @@ def _runs(folder: pathlib.Path) -> dict[str, pathlib.Path]:
 
 
 def _finished(run: pathlib.Path) -> dict | None:
+    """The run's summary if it finished, None if not; raises ValueError when its records do not hold every
+    epoch the summary counts (a folder put together from two states of the run: on 2026-11-30 a resume archive
+    unpacked over a finished run left its summary with the first 19 of 35 epochs' records)."""
     summary = run / rec.SUMMARY
     if not summary.is_file():
         return None
     value = rec.read_json(summary)
-    return value if value.get("finished") else None
+    if not value.get("finished"):
+        return None
+    epochs = [r.get("epoch") for r in rec.read_records(run / rec.RECORDS)] if (run / rec.RECORDS).is_file() else []
+    if epochs[1:] and epochs[0] == 0:  # an evaluation before the first step (the LM runs record one)
+        epochs = epochs[1:]
+    if epochs != list(range(1, value["epochs"] + 1)):
+        shown = f"epochs {epochs[0]}-{epochs[-1]} ({len(epochs)} records)" if epochs else "no records"
+        raise ValueError(f"{run}: finished after {value['epochs']} epoch(s) but its records hold {shown}")
+    return value
 
 
 def plan_merge(dest: pathlib.Path, sources: list[pathlib.Path]) -> tuple[list[tuple[pathlib.Path, pathlib.Path]], dict]:
@@ -49,11 +60,12 @@ def plan_merge(dest: pathlib.Path, sources: list[pathlib.Path]) -> tuple[list[tu
                              f"{dest} holds {experiment['experiment']} v{experiment['version']}")
         experiment["calls"] += [c for c in theirs.get("calls", []) if c not in experiment["calls"]]
         for run_id, run in _runs(source).items():
+            mine = _finished(run)
             other = chosen.get(run_id) or existing.get(run_id)
             if other is not None:
                 if rec.read_json(other / rec.CONFIG) != rec.read_json(run / rec.CONFIG):
                     raise ValueError(f"{run_id}: {run} and {other} hold different configurations")
-                mine, kept = _finished(run), _finished(other)
+                kept = _finished(other)
                 if mine is None or (kept is not None and kept == mine):
                     continue  # nothing new: unfinished, or the same finished run
                 if kept is not None:

@@ -90,6 +90,23 @@ def test_merge_runs_refuses_two_different_finished_copies_and_writes_nothing(tmp
     assert not dest.exists()
 
 
+def test_merge_runs_refuses_a_finished_run_whose_records_miss_epochs(tmp_path):
+    """A summary with records from an earlier state of the run (what an archive unpacked over a finished run
+    left behind on 2026-11-30) is refused, naming the run, and nothing is written."""
+    merge_runs = load_script("merge_runs")
+    source, dest = tmp_path / "gpu0", tmp_path / "merged"
+    run = RunConfig(name="run", **{**TINY, "epochs": 2})
+    train_run(run, source / run.run_id, data=fake_data(n_train=64, n_eval=32), log=lambda m: None)
+    _experiment_json(source, "a")
+    records = source / run.run_id / "records.jsonl"
+    complete = records.read_text()
+    records.write_text(complete.splitlines(keepends=True)[0])  # epoch 1 of 2
+    assert merge_runs.main([str(dest), str(source)]) == 1
+    assert not dest.exists()
+    records.write_text(complete)
+    assert merge_runs.main([str(dest), str(source)]) == 0
+
+
 def _queue_problems(text: str) -> list[str]:
     """What is wrong with a GPU queue file (scripts/gpu_queue.sh): each line "NEED_S COMMAND"; a gpu_runs.py
     command must name an experiment and runs it has, with an output folder and the shared deadline."""
