@@ -1,58 +1,79 @@
-"""Raw N-D parameters that a matmul contracts as one matrix, read off the autograd graph (or an einsum's equation).
+"""How a matmul reads a parameter: as one matrix, or as a stack of matrices, read off the weight chain
+(the autograd nodes between the parameter and the matmul) or off an einsum's equation.
 
-Used by :mod:`idinit.graph` while it walks a forward pass's weight chains (the backward nodes between a
-parameter and the operation that consumes it), and by :func:`idinit.kinds.contracted_kinds`.
+The one reader of weight chains: :mod:`idinit.graph` follows every parameter of 2+ axes through the
+backward nodes of its chain with :func:`step` and asks :func:`record` at each matmul; :func:`idinit.kinds.read_kinds`
+turns what every matmul said into a kind (``experts`` / ``contracted``) and a layout.
 
-Some models keep a projection as a raw parameter of three or more axes and multiply it with
-``torch.einsum``: HF XLNet's relative attention stores q / k / v / r as ``(d_model, n_head, d_head)``
-and reads them ``ibh,hnd->ibnd`` (``d_model`` in, ``n_head * d_head`` out), and its output projection o,
-of the same shape, ``ibnd,hnd->ibh`` (``n_head * d_head`` in, ``d_model`` out). No layer type says what
-such a parameter is, but the autograd graph does: einsum becomes unsqueezes, permutes and views (or a
-clone and an unsafe view) that bring the parameter to a ``(rows, cols)`` factor of one ``mm`` / ``bmm``
-(batch 1). Following each parameter axis through those nodes gives which axes end up as the factor's
-rows and which as its columns; with the factor's position (the left factor of ``A @ B`` is
-``(out, in)``, the right one ``(in, out)``), that says which axes the map reads (in) and which it
-writes (out). Nothing here depends on a name, a shape or on einsum itself: any chain of those nodes
-ending in a matmul is read the same way.
+The state of a chain says which axes of the parameter each dimension of the current tensor holds.
+Views, clones, unsqueezes, expands, permutes and transposes move the axes; at a ``mm`` / ``bmm`` (or a
+grouped mm) the last two dimensions are the factor's ``(rows, cols)``, the leading ones its batch.
+With the factor's position (the left factor of ``A @ B`` is ``(out, in)``, the right one ``(in, out)``),
+that says which axes the map reads (in) and which it writes (out). Nothing depends on a name or on the
+operation that built the chain: ``F.linear``, ``x @ w``, ``torch.einsum`` are read alike.
 
-The parameter is then one linear map when its in-axes and its out-axes are two runs of its stored axes,
-one before the other: the matrix is the stored tensor viewed ``(prod(shape[:k]), prod(shape[k:]))``,
-as rows (out first: layout ``matrix<k>``) or transposed (in first: ``matrix<k>_t``). Which order the
-matmul flattens the axes in does not matter: it reorders the terms of the same sum, and the layer
-before or after reads the same stored order. The plan then gives it what a linear layer in its place
-gets (IDI, paper Sec. 3.1 Eq. 3; IDIZ where it closes a residual branch, Sec. 3.2 and A.5).
+One matrix. Some models keep a projection as a raw parameter of three or more axes and multiply it with
+``torch.einsum``: HF XLNet's relative attention stores q / k / v / r as ``(d_model, n_head, d_head)`` and
+reads them ``ibh,hnd->ibnd`` (``d_model`` in, ``n_head * d_head`` out), its output projection o ``ibnd,hnd->ibh``
+(``n_head * d_head`` in, ``d_model`` out). Such a parameter is one linear map when its in-axes and its
+out-axes are two runs of its stored axes, one before the other, and none is in the batch: the matrix is
+the stored tensor viewed ``(prod(shape[:k]), prod(shape[k:]))``, as rows (out first: layout ``matrix<k>``)
+or transposed (in first: ``matrix<k>_t``). Which order the matmul flattens the axes in does not matter:
+it reorders the terms of the same sum, and the layer before or after reads the same stored order. The
+plan then gives it what a linear layer in its place gets (IDI, paper Sec. 3.1 Eq. 3; IDIZ where it closes
+a residual branch, Sec. 3.2 and A.5).
 
-A 3-D parameter whose first axis alone is in the batch of the matmul, broadcast over the data's batch,
-is a stack of matrices, one per index of that axis (Zamba's per-head ``x_proj_weight[:, None] @ h``):
-layout ``stacked`` / ``stacked_t``, as :func:`idinit.kinds.stacked_kinds` reads fused experts. Not one
-matrix (left to the other rules): any other parameter axis in the batch (XLNet's ``seg_embed``, read
-per head: ``ibnd,snd->ibns``), in- and out-axes interleaved, an axis summed away, or a chain through any
-other node (indexing, slicing, arithmetic). Axes of size 1 belong to either side. On a torch.fx graph,
-where einsum is one call, its equation says the same (:func:`einsum_reading`).
+A stack of matrices. A 3-D parameter whose first axis is the stack and whose last two are each matrix's
+rows and columns (fused experts: ``(experts, out, in)`` in transformers 5's Mixtral, OLMoE, DeepSeek-V3,
+``(experts, in, out)`` in GPT-OSS, Llama 4): the stack axis is either in the batch of the matmul (``bmm`` over
+``w`` or ``w[index]``, a grouped mm, Zamba's per-head ``x_proj_weight[:, None] @ h`` broadcast over the data's
+batch) or picked away (``w[e]``, a select on it), and the two others are the factor's rows and columns:
+layout ``stacked`` when axis 1 is the out-axis, ``stacked_t`` when axis 2 is. A 2-D parameter viewed along
+its dim 0 as such a stack, ``w.view(count, -1, w.shape[1])`` (DBRX stores its experts ``(experts * ffn,
+hidden)``), is read from then on as the 3-D stack ``(count, rows, cols)``: layout ``stacked_flat`` /
+``stacked_t_flat``, with ``count`` matrices. A 2-D parameter not viewed so is read by its layer type, not
+here; a 3-D one of a single matrix, ``(1, out, in)``, reads as a stack of one. Only a stack read matrix by
+matrix, not broadcast through an unsqueeze or an expand, has a fused bias looked for (GPT-OSS's ``x @ w[e] +
+b[e]``, :func:`idinit.kinds.read_kinds`): Zamba's per-head time-step bias is Mamba's ``dt_proj.bias``, which
+:mod:`idinit.values` keeps as the model set it.
+
+Not one matrix nor a stack (None, left to the other rules): any other parameter axis in the batch (XLNet's
+``seg_embed``, read per head: ``ibnd,snd->ibns``), in- and out-axes interleaved, or a chain through any
+other node (slicing, arithmetic). Axes of size 1 are not tracked: they belong to either side. On a
+torch.fx graph, where einsum is one call, its equation says the same for one matrix (:func:`einsum_reading`).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["start", "step", "reading", "record", "einsum_reading", "fx_readings", "matrix_shape"]
+__all__ = ["State", "start", "step", "reading", "record", "einsum_reading", "fx_readings", "matrix_shape"]
 
-# A chain state: (parameter name, the parameter's shape, the axes of the parameter each dimension of the
-# current tensor holds, the current tensor's shape). Axes of size 1 are not tracked (either side takes them).
-State = tuple
+
+class State(NamedTuple):
+    """Where a weight chain holds its parameter's axes. Axes of size 1 are not tracked (either side takes them)."""
+
+    name: str
+    shape: tuple  # the parameter's shape as the chain reads it (a 2-D one viewed as a stack: the 3-D view's)
+    axes: tuple  # per dimension of the current tensor, the axes of ``shape`` it holds
+    sizes: tuple  # the current tensor's shape
+    stack: int = 0  # the number of matrices a 2-D parameter was viewed as (0: none)
+    # the chain passed an unsqueeze or an expand: broadcast against the data (Zamba's per-head
+    # ``x_proj_weight[:, None] @ h``), not matrix by matrix as fused experts are read
+    broadcast: bool = False
+
 
 _BROADCAST = -1  # marks a dimension that holds a broadcast (expanded) size, not only parameter axes
 _PASS = {"CloneBackward0", "AliasBackward0", "ToCopyBackward0"}
 _VIEWS = {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0"}
-_MATMULS = {"MmBackward0", "BmmBackward0", "AddmmBackward0", "BaddbmmBackward0"}
 
 
-def start(name: str, shape: tuple) -> State:
+def start(name: str, shape: tuple, stack: int = 0) -> State:
     """The state of parameter ``name`` of ``shape`` itself."""
     shape = tuple(shape)
-    return name, shape, tuple((axis,) if size > 1 else () for axis, size in enumerate(shape)), shape
+    return State(name, shape, tuple((axis,) if size > 1 else () for axis, size in enumerate(shape)), shape, stack)
 
 
 def _dim(value: int, rank: int) -> int:
@@ -67,8 +88,7 @@ def _output_shape(fn) -> Optional[tuple]:
 
 def step(fn, state: State) -> Optional[State]:
     """The state after weight-chain node ``fn`` (None: the chain no longer holds the parameter's axes whole)."""
-    name, shape, axes, sizes = state
-    node = type(fn).__name__
+    node, axes, shape = type(fn).__name__, state.axes, state.shape
     if node in _PASS:
         return state
     out = _output_shape(fn)
@@ -76,12 +96,23 @@ def step(fn, state: State) -> Optional[State]:
         return None
     if node == "UnsqueezeBackward0":
         d = _dim(fn._saved_dim, len(axes) + 1)
-        return name, shape, axes[:d] + ((),) + axes[d:], out
+        return state._replace(axes=axes[:d] + ((),) + axes[d:], sizes=out, broadcast=True)
     if node == "SqueezeBackward0" or node == "SqueezeBackward1" or node == "SqueezeBackward2":
-        kept = tuple(held for held, size in zip(axes, sizes) if held or size != 1)
-        return (name, shape, kept, out) if len(kept) == len(out) else None
+        kept = tuple(held for held, size in zip(axes, state.sizes) if held or size != 1)
+        return state._replace(axes=kept, sizes=out) if len(kept) == len(out) else None
+    if node == "SelectBackward0":  # w[e]: one matrix of a stack; or one slice of a dimension holding no axis
+        d = _dim(fn._saved_dim, len(axes))
+        if axes[d] == (0,) and len(shape) == 3 or not set(axes[d]) - {_BROADCAST}:
+            return state._replace(axes=axes[:d] + axes[d + 1:], sizes=out)
+        return None
+    if node == "IndexBackward0":  # w[index], one 1-D index: a batch of whole matrices of a stack
+        index = fn._saved_indices
+        if len(shape) == 3 and axes[0] in ((0,), ()) and len(index) == 1 and isinstance(index[0], torch.Tensor) \
+                and index[0].dim() == 1:
+            return state._replace(sizes=out)
+        return None
     if node == "PermuteBackward0":
-        return name, shape, tuple(axes[_dim(d, len(axes))] for d in fn._saved_dims), out
+        return state._replace(axes=tuple(axes[_dim(d, len(axes))] for d in fn._saved_dims), sizes=out)
     if node in ("TBackward0", "TransposeBackward0"):
         if node == "TBackward0":
             a, b = 0, len(axes) - 1
@@ -89,79 +120,90 @@ def step(fn, state: State) -> Optional[State]:
             a, b = _dim(fn._saved_dim0, len(axes)), _dim(fn._saved_dim1, len(axes))
         swapped = list(axes)
         swapped[a], swapped[b] = swapped[b], swapped[a]
-        return name, shape, tuple(swapped), out
+        return state._replace(axes=tuple(swapped), sizes=out)
     if node == "ExpandBackward0":  # only dimensions of size 1 grow (no axis in them), and new ones lead
-        return name, shape, ((),) * (len(out) - len(axes)) + axes, out
-    if node in _VIEWS:  # regroup the axes, in the current order, into the new dimensions
-        flat = []  # (axes, size): each parameter axis alone; a dimension holding a broadcast size as one piece
-        for held, size in zip(axes, sizes):
-            if _BROADCAST in held or (not held and size > 1):
-                flat.append((held or (_BROADCAST,), size))
-            else:
-                flat.extend(((a,), shape[a]) for a in held)
-        held, i = [], 0
-        for size in out:
-            run, product = [], 1
-            while i < len(flat) and product < size:
-                run.extend(flat[i][0])
-                product *= flat[i][1]
-                i += 1
-            if product != size:
-                return None
-            held.append(tuple(dict.fromkeys(run)))
-        return (name, shape, tuple(held), out) if i == len(flat) else None
+        return state._replace(axes=((),) * (len(out) - len(axes)) + axes, sizes=out, broadcast=True)
+    if node in _VIEWS:
+        if len(shape) == 2 and state == start(state.name, shape) and len(out) == 3 and out[2] == shape[1] and \
+                out[0] * out[1] == shape[0]:  # dim 0 split into a stack of matrices (DBRX)
+            return start(state.name, out, out[0])
+        return _regroup(state, out)
     return None
 
 
-def _layout(name: str, shape: tuple, out_axes: tuple, in_axes: tuple) -> Optional[tuple]:
-    """``(name, layout)`` for a parameter of ``shape`` whose ``out_axes`` the map writes and ``in_axes`` it
-    reads (axes of size 1 left out), or None when the two are not runs one before the other."""
+def _regroup(state: State, out: tuple) -> Optional[State]:
+    """The state after a view to ``out``: the axes, in the current order, regrouped into the new dimensions."""
+    flat = []  # (axes, size): each parameter axis alone; a dimension holding a broadcast size as one piece
+    for held, size in zip(state.axes, state.sizes):
+        if _BROADCAST in held or (not held and size > 1):
+            flat.append((held or (_BROADCAST,), size))
+        else:  # an axis alone has the dimension's size (w[index] may have changed a stack's)
+            flat.extend(((a,), state.shape[a] if len(held) > 1 else size) for a in held)
+    held, i = [], 0
+    for size in out:
+        run, product = [], 1
+        while i < len(flat) and product < size:
+            run.extend(flat[i][0])
+            product *= flat[i][1]
+            i += 1
+        if product != size:
+            return None
+        held.append(tuple(dict.fromkeys(run)))
+    return state._replace(axes=tuple(held), sizes=out) if i == len(flat) else None
+
+
+def _layout(shape: tuple, out_axes: tuple, in_axes: tuple) -> Optional[str]:
+    """The ``matrix<k>`` layout of a parameter of ``shape`` whose ``out_axes`` the map writes and ``in_axes``
+    it reads (axes of size 1 left out), or None when the two are not runs one before the other."""
     if not out_axes or not in_axes:
         return None
     if max(out_axes) < min(in_axes):
-        k, transposed = min(in_axes), False
-    elif max(in_axes) < min(out_axes):
-        k, transposed = min(out_axes), True
-    else:
-        return None
-    if len(shape) == 2:
-        return name, "t" if transposed else "rows"
-    return name, f"matrix{k}_t" if transposed else f"matrix{k}"
+        return f"matrix{min(in_axes)}"
+    if max(in_axes) < min(out_axes):
+        return f"matrix{min(out_axes)}_t"
+    return None
 
 
-def reading(fn, position: int, factors: int, state: State) -> Optional[tuple]:
-    """``(name, layout)`` when matmul node ``fn`` multiplies the chain ``state`` as one matrix, the chain
-    being its factor number ``position`` (0: left) of ``factors``; a 3-D parameter whose first axis is the
-    batch, as a stack of matrices (``stacked`` / ``stacked_t``, the layouts of :func:`idinit.kinds.stacked_kinds`:
-    Zamba's per-head ``x_proj_weight[:, None] @ h``); None otherwise (module docstring)."""
-    if type(fn).__name__ not in _MATMULS:
-        return None
-    name, shape, axes, _ = state
+def reading(position: int, factors: int, state: State) -> Optional[tuple]:
+    """``(layout, stack)`` when a matmul multiplies the chain ``state`` of a parameter of 3+ axes (or one viewed
+    as a stack) as one matrix or a stack of matrices, the chain being its factor number ``position`` (0: left)
+    of ``factors``; None otherwise (module docstring)."""
+    shape, axes, stack = state.shape, state.axes, state.stack
     if len(axes) < 2 or _BROADCAST in axes[-2] + axes[-1]:
         return None
     batch = {a for held in axes[:-2] for a in held} - {_BROADCAST}
     rows, cols = axes[-2], axes[-1]
-    left = position == 0 and factors > 1
-    out_axes, in_axes = (rows, cols) if left else (cols, rows)
-    if batch == {0} and len(shape) == 3 and {out_axes, in_axes} == {(1,), (2,)}:
-        return name, "stacked" if out_axes == (1,) else "stacked_t"
-    return None if batch else _layout(name, shape, out_axes, in_axes)
+    out_axes, in_axes = (rows, cols) if position == 0 and factors > 1 else (cols, rows)
+    if len(shape) == 3 and batch <= {0}:  # axis 0 in the batch or picked away: a stack
+        for layout, out_axis, in_axis in (("stacked", 1, 2), ("stacked_t", 2, 1)):
+            if set(out_axes) <= {out_axis} and set(in_axes) <= {in_axis}:
+                return layout + ("_flat" if stack else ""), stack
+    layout = None if batch or stack else _layout(shape, out_axes, in_axes)
+    return layout and (layout, 0)
 
 
-def record(readings: dict, fn, kids: list, chains: dict) -> None:
-    """Add to ``readings`` (``{parameter: layouts}``) how matmul node ``fn`` reads each tracked chain among
-    its two factors, the last two of ``kids`` (``addmm``'s first is the bias); None: not as one matrix."""
+def record(readings: dict, kids: list, chains: dict) -> tuple:
+    """Add to ``readings`` (``{parameter: readings}``) how a matmul reads each chain of ``chains`` among its two
+    factors, the last two of ``kids`` (``addmm``'s first is the bias): ``(layout, stack)``, or None where not as
+    one matrix nor a stack (a 2-D parameter not viewed as a stack is left out). Returns the parameters it reads
+    as stacks matrix by matrix, not broadcast: fused experts, whose output a fused bias may join
+    (:func:`idinit.kinds.read_kinds`)."""
+    stacks = []
     for position, kid in enumerate(kids[-2:]):
-        if kid in chains:
-            found = reading(fn, position, len(kids), chains[kid])
-            readings.setdefault(chains[kid][0], set()).add(found and found[1])
+        state = chains.get(kid)
+        if state is not None and len(state.shape) >= 3:
+            found = reading(position, len(kids), state)
+            readings.setdefault(state.name, set()).add(found)
+            if found and found[0].startswith("stacked") and not state.broadcast:
+                stacks.append(state.name)
+    return tuple(stacks)
 
 
-def einsum_reading(equation: str, operand: int, name: str, shape: tuple) -> Optional[tuple]:
-    """``(name, layout)`` when ``torch.einsum(equation, ...)`` reads its operand number ``operand``, a parameter
-    of ``shape``, as one matrix (torch.fx, where no autograd graph shows the matmul): an axis whose letter is
-    in the output only is an out-axis, one that only another operand shares an in-axis; one in the output
-    and another operand (a batch) or in neither (summed) makes it no single matrix."""
+def einsum_reading(equation: str, operand: int, shape: tuple) -> Optional[str]:
+    """The ``matrix<k>`` layout when ``torch.einsum(equation, ...)`` reads its operand number ``operand``, a
+    parameter of ``shape``, as one matrix (torch.fx, where no autograd graph shows the matmul): an axis whose
+    letter is in the output only is an out-axis, one that only another operand shares an in-axis; one in the
+    output and another operand (a batch) or in neither (summed) makes it no single matrix."""
     spec = equation.replace(" ", "")
     if "->" not in spec or "." in spec:
         return None
@@ -177,12 +219,12 @@ def einsum_reading(equation: str, operand: int, name: str, shape: tuple) -> Opti
         if (letter in output) == (letter in others):
             return None
         (out_axes if letter in output else in_axes).append(axis)
-    return _layout(name, tuple(shape), tuple(out_axes), tuple(in_axes))
+    return _layout(tuple(shape), tuple(out_axes), tuple(in_axes))
 
 
-def fx_readings(node, name: str, shape: tuple) -> set:
-    """How each user of torch.fx ``get_attr`` node ``node`` (parameter ``name`` of ``shape``) reads it: the
-    einsums as :func:`einsum_reading` says, any other use None (not one matrix to that user)."""
+def fx_readings(node, shape: tuple) -> set:
+    """How each user of torch.fx ``get_attr`` node ``node`` (a parameter of ``shape``) reads it: the einsums
+    as :func:`einsum_reading` says (``(layout, 0)``), any other use None (not one matrix to that user)."""
     found = set()
     for user in node.users:
         args = list(user.args[1:])
@@ -190,8 +232,8 @@ def fx_readings(node, name: str, shape: tuple) -> set:
             args = list(args[0])
         einsum = user.op == "call_function" and user.target is torch.einsum and user.args and \
             isinstance(user.args[0], str) and args.count(node) == 1 and not user.kwargs
-        read = einsum_reading(user.args[0], args.index(node), name, shape) if einsum else None
-        found.add(read[1] if read else None)
+        layout = einsum_reading(user.args[0], args.index(node), shape) if einsum else None
+        found.add(layout and (layout, 0))
     return found
 
 

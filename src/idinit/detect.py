@@ -42,8 +42,8 @@ from torch import nn
 from idinit import registry, values
 from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
 from idinit.inputs import buffers_rebuilt, example_inputs_for, model_kept
-from idinit.kinds import (MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, contracted_kinds, op_class, parameter_infos,
-                          stacked_kinds)
+from idinit.kinds import (MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos,
+                          read_kinds)
 from idinit.positions import ROUTER_NOTE, analyse
 from idinit.roles import strongest, user_roles
 
@@ -122,7 +122,7 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
         graph, source = _build_graph(model, infos, example_inputs, use_registry, need_positions)
     if graph is not None:
         # fused experts and N-D parameters read as one matrix: read off the graph (idinit.kinds)
-        for name in stacked_kinds(graph.ops, infos) + contracted_kinds(graph.contracted, infos):
+        for name in read_kinds(graph, infos):
             kinds[name] = set(infos[name].kinds)
         graph_found = _graph_roles(graph, kinds, owners, notes)
     found["graph"] = graph_found.roles

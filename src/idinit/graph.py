@@ -50,9 +50,8 @@ class Op:
     # what was called: the function, method or module class (fx) or the backward node (autograd);
     # ``label`` names the call site (a module path), which says nothing of an nn.ReLU named "1"
     fn: str = ""
-    # autograd matmuls: ``(parameter, layout, count)`` for each parameter multiplied as a stack of matrices,
-    # layout ``rows`` when each matrix is stored (out, in), ``t`` when (in, out); ``count`` 0 for a 3-D stack
-    # (one matrix per index of its dim 0), else the matrices a 2-D parameter's dim 0 is viewed as (DBRX)
+    # autograd matmuls: the parameters multiplied as a stack of matrices, matrix by matrix (fused experts,
+    # whose fused biases idinit.kinds looks for; idinit.contraction.record)
     stacked: tuple = ()
 
     @property
@@ -65,9 +64,9 @@ class DataGraph:
     ops: list[Op] = field(default_factory=list)
     outputs: list[int] = field(default_factory=list)
     source: str = ""
-    # {parameter: layouts} for each raw parameter of 3+ axes a matmul or einsum reads as one matrix
-    # (idinit.contraction; None where one reads it otherwise)
-    contracted: dict = field(default_factory=dict)
+    # {parameter: readings} for each parameter of 3+ axes (or a 2-D one viewed as a stack) a matmul or einsum
+    # reads: ``(layout, stack)`` as one matrix or a stack of matrices, None otherwise (idinit.contraction)
+    readings: dict = field(default_factory=dict)
 
     def consumers(self) -> list[list[int]]:
         users: list[list[int]] = [[] for _ in self.ops]
@@ -189,8 +188,8 @@ def _fx_convert(model, fx, names, is_block, module_params, kept: set) -> tuple[D
             elif isinstance(value, torch.Tensor) and id(value) in names:
                 status[node] = ("param", frozenset([names[id(value)]]))
                 if value.dim() >= 3:  # how each einsum reads it (idinit.contraction)
-                    graph.contracted.setdefault(names[id(value)], set()).update(
-                        contraction.fx_readings(node, names[id(value)], tuple(value.shape)))
+                    graph.readings.setdefault(names[id(value)], set()).update(
+                        contraction.fx_readings(node, tuple(value.shape)))
             else:
                 status[node] = ("const", None)
             continue
@@ -320,58 +319,6 @@ def _autograd_kind(name: str) -> str:
     }.get(base, "call")
 
 
-# Weight-chain nodes a stacked weight's matrices pass unchanged, up to the swap of their two axes.
-_KEEPS_MATRICES = {"ToCopyBackward0", "AliasBackward0", "CloneBackward0"}
-
-
-def _chain_step(fn, chain: tuple) -> tuple | None:
-    """The weight chain ``(parameter, rank, swapped, count)`` after backward node ``fn``, for a chain that
-    keeps a stacked weight's last two axes as the matrices and its first as the stack: picking
-    matrices (``w[e]``, ``w[index]``) and swapping the two axes (``w[e].t()``, ``w[e].T``,
-    ``w.transpose(-2, -1)``) are followed; anything else ends the chain (None). ``count`` is None for
-    a 3-D parameter; for a 2-D one, 0 until a view splits its dim 0 into ``count`` blocks of rows,
-    ``w.view(count, -1, w.shape[1])`` (DBRX's experts stored ``(experts * ffn, hidden)``, zoo audit)."""
-    name, rank, swapped, count = chain
-    node = type(fn).__name__
-    if node in _KEEPS_MATRICES:
-        return chain
-    if node in ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0"):
-        before = tuple(getattr(fn, "_saved_self_sym_sizes", ()))
-        metadata = getattr(fn, "_input_metadata", ())  # the view's own shape
-        after = tuple(metadata[0].shape) if len(metadata) == 1 else ()
-        if count == 0 and not swapped and len(before) == 2 and len(after) == 3 and after[2] == before[1] \
-                and after[0] * after[1] == before[0]:
-            return name, 3, False, after[0]
-        return None
-    if node == "SelectBackward0" and rank == 3 and getattr(fn, "_saved_dim", None) == 0:
-        return name, 2, swapped, count
-    if node == "IndexBackward0" and rank == 3:
-        indices = getattr(fn, "_saved_indices", ())
-        if len(indices) == 1 and isinstance(indices[0], torch.Tensor) and indices[0].dim() == 1:
-            return chain  # w[index]: a batch of whole matrices
-        return None
-    if node == "TBackward0" and rank == 2 or node == "PermuteBackward0" and \
-            tuple(getattr(fn, "_saved_dims", ())) == (*range(rank - 2), rank - 1, rank - 2):
-        return name, rank, not swapped, count
-    if node == "TransposeBackward0":
-        dims = {(d if d < 2 ** 63 else d - 2 ** 64) % rank for d in (fn._saved_dim0, fn._saved_dim1)}
-        return (name, rank, not swapped, count) if dims == {rank - 2, rank - 1} else None
-    return None
-
-
-def _stacked(kids: list, chains: Mapping) -> tuple:
-    """``(parameter, layout, count)`` for the stacked weights a matmul node multiplies: the left factor of
-    ``A @ B`` is read (out, in), the right one (in, out) (the last two of its inputs are the factors:
-    ``addmm``'s first is the bias). A 2-D parameter whose dim 0 no view split is no stack."""
-    found = []
-    for position, kid in enumerate(kids[-2:]):
-        chain = chains.get(kid)
-        if chain is not None and chain[1] in (2, 3) and chain[3] != 0:
-            left = position == 0 and len(kids) > 1
-            found.append((chain[0], "rows" if left != chain[2] else "t", chain[3] or 0))
-    return tuple(found)
-
-
 def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: Any) -> DataGraph:
     """The graph of one forward pass on ``example_inputs`` (see :func:`run_forward`)."""
     roots = run_forward(model, example_inputs)
@@ -392,8 +339,7 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
     # status per grad_fn: ("op", index) | ("param", frozenset)
     status: dict[Any, tuple[str, Any]] = {}
     inputs_of: dict[int, int] = {}
-    chains: dict[Any, tuple] = {}  # grad_fn -> (stacked parameter, rank, swapped, count): see _chain_step
-    axes: dict[Any, tuple] = {}  # grad_fn -> where a raw N-D parameter's axes are (idinit.contraction)
+    chains: dict[Any, tuple] = {}  # grad_fn -> where the axes of a parameter of 2+ axes are (idinit.contraction)
 
     def children(fn) -> list:
         return [c for c, _ in fn.next_functions]
@@ -410,10 +356,8 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 status[fn] = ("op", len(graph.ops) - 1)
             elif id(var) in names:
                 status[fn] = ("param", frozenset([names[id(var)]]))
-                if var.dim() in (2, 3):
-                    chains[fn] = (names[id(var)], var.dim(), False, None if var.dim() == 3 else 0)
-                if var.dim() >= 3:
-                    axes[fn] = contraction.start(names[id(var)], tuple(var.shape))
+                if var.dim() >= 2:
+                    chains[fn] = contraction.start(names[id(var)], tuple(var.shape))
             else:
                 index = inputs_of.get(id(var))
                 if index is None:
@@ -442,19 +386,14 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 status[fn] = ("op", len(graph.ops) - 1)
             else:
                 status[fn] = ("param", frozenset(params))  # a weight chain: w.t(), w.expand(), table[idx]
-                stacked = [chains[c] for c in kids if c in chains]
-                if len(params) == 1 and len(stacked) == 1 and (step := _chain_step(fn, stacked[0])) is not None:
-                    chains[fn] = step
-                held = [axes[c] for c in kids if c in axes]
+                held = [chains[c] for c in kids if c in chains]
                 if kind == "matmul":  # a projection of a constant (XLNet's position keys, r)
-                    contraction.record(graph.contracted, fn, kids, axes)
+                    contraction.record(graph.readings, kids, chains)
                 elif len(params) == 1 and len(held) == 1 and (state := contraction.step(fn, held[0])) is not None:
-                    axes[fn] = state
+                    chains[fn] = state
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
-        stacked = _stacked(kids, chains) if kind == "matmul" else ()
-        if kind == "matmul":
-            contraction.record(graph.contracted, fn, kids, axes)
+        stacked = contraction.record(graph.readings, kids, chains) if kind == "matmul" else ()
         graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name, stacked=stacked))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]

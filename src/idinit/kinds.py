@@ -10,10 +10,10 @@ the graph is read (:mod:`idinit.positions`). Kinds: ``linear``, ``linear_t`` (HF
 ``conv_transpose``, ``recurrent_ih`` / ``recurrent_hh`` / ``recurrent_hr``, ``norm_weight`` /
 ``norm_bias``, ``bias``, ``embedding``, ``token`` (MultiheadAttention's ``bias_k`` / ``bias_v``),
 ``activation`` (PReLU), ``experts`` (a stack of linear layers in one 3-D parameter: see below),
-``contracted`` (one linear layer held as a raw parameter of 3+ axes: :func:`contracted_kinds`) and
+``contracted`` (one linear layer held as a raw parameter of 3+ axes: :func:`read_kinds`) and
 ``unknown`` (a parameter a custom module owns directly: the graph decides).
 
-``experts`` and ``contracted`` are the kinds read off the graph (:func:`stacked_kinds`), since no layer type says
+``experts`` and ``contracted`` are the kinds read off the graph (:func:`read_kinds`), since no layer type says
 it: Mixture-of-Experts layers keep their experts' weights fused, ``(experts, out, in)`` (transformers
 5's Mixtral, Qwen-MoE, OLMoE, DeepSeek-V3, ...) or ``(experts, in, out)`` (GPT-OSS, Llama 4), in a
 module of their own. A 3-D parameter of such a module that the forward pass multiplies as matrices,
@@ -38,7 +38,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["ParamInfo", "kind_of", "parameter_infos", "stacked_kinds", "contracted_kinds", "op_class",
+__all__ = ["ParamInfo", "kind_of", "parameter_infos", "read_kinds", "op_class",
            "unit_scale_at_zero"]
 
 MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose", "experts", "contracted"}
@@ -184,48 +184,25 @@ def parameter_infos(model: nn.Module) -> tuple[dict[str, ParamInfo], dict[str, s
     return infos, aliases
 
 
-def stacked_kinds(ops, infos: Mapping[str, ParamInfo]) -> list[str]:
-    """Make the ``unknown`` parameters that ``ops`` (a :class:`idinit.graph.DataGraph`'s) multiply as
-    stacks of matrices ``experts``, with their layout (module docstring), and their fused biases
-    ``bias``; returns their names. One read two ways (``x @ w[e]`` here, ``x @ w[e].t()`` there, or
-    split into different numbers of matrices) is left as it was: no axis is its input."""
-    layouts: dict[str, set[tuple]] = {}
-    for op in ops:
-        for name, layout, count in getattr(op, "stacked", ()):
-            layouts.setdefault(name, set()).add((layout, count))
+def read_kinds(graph, infos: Mapping[str, ParamInfo]) -> list[str]:
+    """Make ``experts`` or ``contracted`` the ``unknown`` parameters that every matmul of ``graph`` (a
+    :class:`idinit.graph.DataGraph`) reads the same way as a stack of matrices or as one matrix
+    (:attr:`~idinit.graph.DataGraph.readings`, :mod:`idinit.contraction`), with that reading as their layout,
+    and their fused biases ``bias``; returns their names. Fused experts (module docstring); XLNet's
+    ``rel_attn.q`` ``(d_model, n_head, d_head)``, read ``ibh,hnd->ibnd``, is the linear layer ``q.view(d_model,
+    -1).t()``, its ``o``, read ``ibnd,hnd->ibh``, the linear layer ``o.view(d_model, -1)``. A parameter read two
+    ways (``x @ w[e]`` here, ``x @ w[e].t()`` there, split into different numbers of matrices), or once as
+    neither, is left as it was."""
     found = []
-    for name, seen in layouts.items():
+    for name, seen in graph.readings.items():
         info = infos.get(name)
-        if info is None or info.kinds != ["unknown"] or len(seen) != 1:
+        if info is None or info.kinds != ["unknown"] or len(seen) != 1 or None in seen:
             continue
-        (layout, count), = seen
-        if (info.param.dim(), bool(count)) not in ((3, False), (2, True)):
-            continue
-        info.kinds, info.layout = ["experts"], "stacked" if layout == "rows" else "stacked_t"
-        if count:  # (count * rows, cols): each block of rows one matrix, as a 3-D stack's w[e] (DBRX)
-            info.layout, info.stack = f"{info.layout}_flat", count
+        (layout, stack), = seen
+        info.kinds = ["experts" if layout.startswith("stacked") else "contracted"]
+        info.layout, info.stack = layout, stack
         found.append(name)
-    return found + _stacked_biases(ops, infos, found)
-
-
-def contracted_kinds(readings: Mapping[str, set], infos: Mapping[str, ParamInfo]) -> list[str]:
-    """Make ``contracted`` the ``unknown`` parameters of 3+ axes that every matmul of the forward pass reads
-    as the same one matrix (``readings``: :attr:`idinit.graph.DataGraph.contracted`, :mod:`idinit.contraction`),
-    with that reading as their layout; returns their names. XLNet's ``rel_attn.q`` ``(d_model, n_head,
-    d_head)``, read ``ibh,hnd->ibnd``, is the linear layer ``q.view(d_model, -1).t()``; its ``o``, read
-    ``ibnd,hnd->ibh``, the linear layer ``o.view(d_model, -1)``. A 3-D parameter broadcast over its first
-    axis as the batch of the matmul is a stack (``experts``, as :func:`stacked_kinds` finds them): Zamba's
-    per-head ``x_proj_weight[:, None] @ h``. A parameter read two ways, or once as no single matrix, is
-    left as it was."""
-    found = []
-    for name, seen in readings.items():
-        info = infos.get(name)
-        if info is None or info.kinds != ["unknown"] or info.param.dim() < 3 or len(seen) != 1 or None in seen:
-            continue
-        layout = next(iter(seen))
-        info.kinds, info.layout = ["experts" if layout.startswith("stacked") else "contracted"], layout
-        found.append(name)
-    return found
+    return found + _stacked_biases(graph.ops, infos, found)
 
 
 def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> list[str]:
@@ -234,7 +211,7 @@ def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> l
     seen as ``CopySlices``)."""
     outputs = {}
     for n, op in enumerate(ops):
-        for name, *_ in getattr(op, "stacked", ()):
+        for name in getattr(op, "stacked", ()):
             if name in stacks:
                 info = infos[name]
                 shape = info.param.shape
