@@ -173,3 +173,16 @@ def test_unpack_resume_restores_missing_runs_and_keeps_newer_files(tmp_path):
     (run / "summary.json").write_text('{"finished": true}')
     subprocess.run(["bash", str(script)], cwd=tmp_path, check=True, capture_output=True)
     assert (run / "records.jsonl").read_text().count("\n") == 35
+
+
+def test_fixup_first_steps_old_and_reference_blocks_agree_at_init_and_part_once_bias1a_trains():
+    """scripts/fixup_first_steps.py compares the two Fixup blocks: identical at init (every bias 0), so step 0's
+    loss is the same bit for bit; from the first update on, bias1a is nonzero and the old block's skip path
+    carries it, so the later losses differ."""
+    script = load_script("fixup_first_steps")
+    data = fake_data(n_train=32, n_eval=8)
+    reference = script.run(8, False, lr=0.2, batch_size=8, steps=3, data=data)
+    old = script.run(8, True, lr=0.2, batch_size=8, steps=3, data=data)
+    assert reference[0]["loss"] == old[0]["loss"]
+    assert old[-1]["sum_bias1a"] != 0
+    assert reference[-1]["loss"] != old[-1]["loss"]
