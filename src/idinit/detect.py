@@ -149,7 +149,7 @@ def detect(model: nn.Module, example_inputs: Any = None, overrides: Mapping[str,
         if role.role == "attention_out" and block is not None and not inner and \
                 role.source.startswith(("registry", "graph")):
             # an attention whose output no skip joins (an attention-pooling head: SigLIP's) closes no residual
-            # branch: IDI as in a network without residuals (SPEC section 4), not A.5's IDIZ (zoo audit); a
+            # branch: IDI as in a network without residuals (paper Sec. 3.1), not A.5's IDIZ (zoo audit); a
             # registered block with residuals of its own (nn.TransformerEncoderLayer) closes them inside
             role = Role("identity", role.source, "attention output projection outside every residual branch")
         roles[name] = role

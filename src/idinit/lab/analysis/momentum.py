@@ -40,7 +40,7 @@ class Settings:
     layers: int = 3            # paper: a 3-layer linear network
     samples: int = 1000        # size of the fixed Gaussian data set
     batch: int = 10            # SGD mini-batch; GD uses all samples
-    lr: float = 0.1            # the same for every optimiser (SPEC §6)
+    lr: float = 0.1            # the same for every optimiser (our choice; the paper's Fig 10 states none)
     momentum: float = 0.9      # for sgd_momentum only
     steps: int = 1000
     seeds: int = 5

@@ -23,7 +23,7 @@ about the constraint, which is why PCA inputs are the default.
 
 All three come from the library's ``idinit.identity_`` (zero padding: ``identity_`` on the top
 ``D_0`` rows of a zeroed ``W_1``). The rank is counted with an absolute tolerance on the singular
-values of :math:`W_2 - I` (``tolerance``, 1e-4 as SPEC §6), in float64.
+values of :math:`W_2 - I` (``tolerance``, 1e-4: our choice, the paper states none), in float64.
 """
 from __future__ import annotations
 

@@ -13,8 +13,8 @@
   ``res112-warmup5`` (ours, not the paper's) adds a 5-epoch warm-up to all three.
 
 [decisions] where the paper is silent: batch 128 for Linear-5 (a common MNIST batch; the paper
-states none), batch 1024 for AllConv (the batch of the paper's other CIFAR-10 settings, SPEC
-section 6), momentum 0.9 for Res-112 (the paper says "SGD" only; 0.9 as everywhere else in it),
+states none), batch 1024 for AllConv (the batch of the paper's other CIFAR-10 settings, appendix
+C.4), momentum 0.9 for Res-112 (the paper says "SGD" only; 0.9 as everywhere else in it),
 no augmentation on MNIST, the usual crop + flip on CIFAR-10, one seed.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Paper Table 1: ResNet-56 (and -110) on CIFAR-10, seven initialisations x SGD / Adam.
 
-Settings (paper section 4.3 and appendix B.2; SPEC section 6): SGD lr 0.2, momentum 0.9, weight
+Settings (paper section 4.3 and appendix B.2; the batch size is ours, below): SGD lr 0.2, momentum 0.9, weight
 decay 5e-4; Adam lr 1e-3, betas (0.9, 0.999); 200 epochs, cosine, batch 1024; final-epoch accuracy
 and epochs to 80% evaluation accuracy. Option A shortcuts as in the Fixup code base the paper's
 CIFAR baselines come from (subsample, BN, zeros appended after: ``shortcut="A"``); IDInit and
@@ -82,9 +82,9 @@ def table1(depth: int = 56) -> Experiment:
         description=f"Paper Table 1: ResNet-{depth}, CIFAR-10, 7 initialisations x SGD/Adam, option A "
                     "(IDInit and Kaiming also option B and centred A), each with and without a 5-epoch warm-up",
         configs=configs, seeds=(0,), paper=paper_numbers(depth, [c.name for c in configs]), report_sections=seed_tests,
-        notes=["Batch size 1024 (SPEC section 6; the paper does not state it for Table 1).",
+        notes=["Batch size 1024 (the paper does not state it for Table 1; its appendix C.4 uses 1024 with the same optimiser).",
                "Adam runs with no weight decay (the paper states none for Adam).",
-               "ReZero keeps BN and adds a zero-initialised gate; SkipInit removes BN (SPEC section 5).",
+               "ReZero keeps BN and adds a zero-initialised gate; SkipInit removes BN (De & Smith 2020).",
                "Version 2 (2026-11-29): option A is the Fixup code base's (zeros after, shortcut BN); version 1's "
                "option A is the '-Ac' rows.",
                "The paper states no warm-up; '-warmup5' rows are ours (see shared/NOTES.md), with the paper's "

@@ -155,7 +155,7 @@ def _train_text(config, folder, device, data, data_dir, deadline, log, checkpoin
     model = build_text_model(config.arch, config.init, len(text.vocab), text.num_classes,
                              init_options=config.init_options)
     table, coverage = _embedding_table(config, data, model.embedding.embedding_dim)
-    with torch.no_grad():  # after init_: schemes keep embeddings (SPEC section 4)
+    with torch.no_grad():  # after init_: schemes keep embeddings (IDI is for weight matrices)
         model.embedding.weight.copy_(table)
     model.to(device)
     optimizer = _optimizer(model, config, device)

@@ -1,5 +1,5 @@
 """Build a lab model by name and initialise it: the one place that maps an initialisation name to
-the architecture variant it needs (SPEC section 5).
+the architecture variant it needs (the baselines as their own papers build them).
 
 CIFAR ResNets (``arch="resnet<6n+2>"``):
 
@@ -17,7 +17,7 @@ skipinit       CifarResNet (no BN) + gate alpha = 0   Kaiming, then alpha = 0
 =============  ====================================  =========================================
 
 ReZero keeps BN (the ReZero paper's ResNet experiments add the gate to a normalised ResNet;
-SPEC only adds the gate); SkipInit removes it (De & Smith 2020 replace BN by the gate).
+we only add the gate); SkipInit removes it (De & Smith 2020 replace BN by the gate).
 
 The paper's networks beyond residual ones (appendix C), every library scheme, plus Fixup for Res-112:
 

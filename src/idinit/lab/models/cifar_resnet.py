@@ -18,7 +18,7 @@ Every block is plain on purpose (``relu(shortcut(x) + bn2(conv2(relu(bn1(conv1(x
 library's graph-based role detection finds ``conv2`` as the branch end and ``bn2`` as the norm
 closing the branch (the one the "zero_gamma" scheme zeroes).
 
-The same block carries the ReZero and SkipInit variants (SPEC section 5): ``gate=True`` multiplies
+The same block carries the ReZero and SkipInit variants (Bachlechner et al. 2021; De & Smith 2020): ``gate=True`` multiplies
 the branch by a learnable scalar ``alpha`` (0 at init); ``norm=False`` removes BN (SkipInit; the
 convolutions then carry biases, as a convolution without a following norm normally does).
 """

@@ -25,7 +25,7 @@ encoder, each taking ``(ids, lengths)`` (token ids padded with 0, true lengths) 
   =============  ===========================  ==================================================
 
 The embedding table is the model's; :func:`idinit.lab.experiments.text_train` copies GloVe into
-it after initialisation (initialisation schemes keep embeddings, SPEC section 4).
+it after initialisation (initialisation schemes keep embeddings: the paper's IDI is for weight matrices, Sec. 3.1).
 """
 from __future__ import annotations
 
