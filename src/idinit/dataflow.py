@@ -1,17 +1,17 @@
 """A data-flow graph to walk: each op's class and consumers, and the walks that place layers in it.
 
-:class:`DataFlow` reads an :class:`idinit.graph.DataGraph` (from torch.fx or autograd) with the op classes of
-:func:`idinit.kinds.op_class`; :mod:`idinit.positions` (the chain's third link) walks it to find residual
-branches, attention and the stem. Ops are in topological order (a value's producer comes before its consumers).
+:class:`DataFlow` reads an :class:`idinit.graph.DataGraph` (from torch.fx or autograd) with each op's class
+(:func:`op_class`, from the kinds of the parameters it consumes: :mod:`idinit.kinds`); :mod:`idinit.positions`
+(the chain's third link) walks it to find residual branches, attention and the stem. Ops are in topological order (a value's producer comes before its consumers).
 """
 from __future__ import annotations
 
 from typing import Callable, Mapping
 
 from idinit.graph import DataGraph
-from idinit.kinds import op_class
+from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS
 
-__all__ = ["DataFlow", "activation_name", "RESHAPES"]
+__all__ = ["DataFlow", "op_class", "activation_name", "RESHAPES"]
 
 # Activations that zero or shrink one half-line, halving the second moment as ReLU does: the ones
 # idinit.schemes.STEM_GAIN gives sqrt(2), by the name of the function, module class or backward node.
@@ -34,6 +34,35 @@ def activation_name(op) -> str:
     for suffix in ("backward", "activation"):
         name = name.removesuffix(suffix).rstrip("0123456789_")
     return name.replace("_", "")
+
+
+def op_class(op, kinds: Mapping[str, set], owners: Mapping[str, str]) -> str:
+    """What a graph op is, from the kinds of the parameters it consumes: ``input``, ``block`` (a
+    registered block seen as one call), ``embedding``, ``recurrent``, ``matrix`` (one linear / conv
+    layer), ``opaque`` (one call using the weights of several layers), ``norm``, ``param`` (bias adds,
+    scales, position tables) or ``plain`` (no parameters)."""
+    if op.kind == "input":
+        return "input"
+    if op.block:
+        return "block"
+    if op.kind == "embedding":
+        return "embedding"
+    ks = set().union(*(kinds[p] for p in op.params)) if op.params else set()
+    if ks & RECURRENT_KINDS:
+        return "recurrent"
+    if ks & MATRIX_KINDS and op.kind in ("add", "mul", "sdpa"):
+        # the weights reached this sum, product or attention (as its mask) through a chain without data: a
+        # table computed from parameters alone (HF Swin-V2's position-bias MLP over a constant coordinate grid,
+        # added to the attention scores; timm's RelPosMlp, passed as the mask), not a layer applied to the data
+        return "param"
+    if ks & MATRIX_KINDS:
+        weights = {owners[p] for p in op.params if kinds[p] & MATRIX_KINDS and "embedding" not in kinds[p]}
+        return "opaque" if len(weights) > 1 else "matrix"
+    if ks and ks <= NORM_KINDS:
+        return "norm"
+    if "embedding" in ks:
+        return "embedding"
+    return "param" if ks else "plain"
 
 
 class DataFlow:

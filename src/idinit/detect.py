@@ -42,8 +42,8 @@ from torch import nn
 from idinit import registry, values
 from idinit.graph import GraphUnavailable, autograd_graph, fx_graph
 from idinit.inputs import buffers_rebuilt, example_inputs_for, model_kept
-from idinit.kinds import (MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, op_class, parameter_infos,
-                          read_kinds)
+from idinit.dataflow import op_class
+from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, parameter_infos, read_kinds
 from idinit.positions import ROUTER_NOTE, analyse
 from idinit.roles import strongest, user_roles
 

@@ -38,8 +38,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["ParamInfo", "kind_of", "parameter_infos", "read_kinds", "op_class",
-           "unit_scale_at_zero"]
+__all__ = ["ParamInfo", "kind_of", "parameter_infos", "read_kinds", "unit_scale_at_zero"]
 
 MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose", "experts", "contracted"}
 RECURRENT_KINDS = {"recurrent_ih", "recurrent_hh", "recurrent_hr"}
@@ -237,32 +236,3 @@ def _stacked_biases(ops, infos: Mapping[str, ParamInfo], stacks: list[str]) -> l
             info.kinds = ["bias"]
             found.append(info.name)
     return found
-
-
-def op_class(op, kinds: Mapping[str, set], owners: Mapping[str, str]) -> str:
-    """What a graph op is, from the kinds of the parameters it consumes: ``input``, ``block`` (a
-    registered block seen as one call), ``embedding``, ``recurrent``, ``matrix`` (one linear / conv
-    layer), ``opaque`` (one call using the weights of several layers), ``norm``, ``param`` (bias adds,
-    scales, position tables) or ``plain`` (no parameters)."""
-    if op.kind == "input":
-        return "input"
-    if op.block:
-        return "block"
-    if op.kind == "embedding":
-        return "embedding"
-    ks = set().union(*(kinds[p] for p in op.params)) if op.params else set()
-    if ks & RECURRENT_KINDS:
-        return "recurrent"
-    if ks & MATRIX_KINDS and op.kind in ("add", "mul", "sdpa"):
-        # the weights reached this sum, product or attention (as its mask) through a chain without data: a
-        # table computed from parameters alone (HF Swin-V2's position-bias MLP over a constant coordinate grid,
-        # added to the attention scores; timm's RelPosMlp, passed as the mask), not a layer applied to the data
-        return "param"
-    if ks & MATRIX_KINDS:
-        weights = {owners[p] for p in op.params if kinds[p] & MATRIX_KINDS and "embedding" not in kinds[p]}
-        return "opaque" if len(weights) > 1 else "matrix"
-    if ks and ks <= NORM_KINDS:
-        return "norm"
-    if "embedding" in ks:
-        return "embedding"
-    return "param" if ks else "plain"

@@ -62,7 +62,7 @@ from idinit.roles import strongest
 
 __all__ = ["Analysis", "analyse"]
 
-# Op classes (idinit.kinds.op_class) a walk along a branch or an attention operand cannot pass:
+# Op classes (idinit.dataflow.op_class) a walk along a branch or an attention operand cannot pass:
 # the layer it looks for may lie behind them, but is not theirs to give.
 _WALLS = ("block", "opaque", "recurrent", "embedding", "input")
 
