@@ -4,6 +4,9 @@ positive (0 = every unit dead on that batch). Written for results/res112, to see
 chance there.
 
     PYTHONPATH=src python scripts/res112_first_steps.py --init idinit --lr 0.2 --momentum 0.9 --steps 6
+
+``--no-conv2-relu`` builds ``res112-linear-conv2``: no ReLU after ``conv2``, the other reading of the damaged
+Table 10 (idinit.lab.models.res112), to see whether the collapse depends on that ReLU.
 """
 from __future__ import annotations
 
@@ -26,11 +29,13 @@ def main(argv=None) -> int:
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--no-conv2-relu", action="store_true", help="conv2 without its ReLU (module docstring)")
     parser.add_argument("--data")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    model = build_model("res112", args.init, "B")
-    config = RunConfig(arch="res112", init=args.init, shortcut="B", lr=args.lr, momentum=args.momentum,
+    arch = "res112-linear-conv2" if args.no_conv2_relu else "res112"
+    model = build_model(arch, args.init, "B")
+    config = RunConfig(arch=arch, init=args.init, shortcut="B", lr=args.lr, momentum=args.momentum,
                        weight_decay=1e-8, batch_size=args.batch_size)
     optimizer = make_optimizer(model, config, torch.device("cpu"))
     data = load_cifar10(args.data, train_chunks=(0,))

@@ -89,6 +89,29 @@ def test_res112_layout():
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("init", ["idinit", "fixup"])
+def test_res112_linear_conv2_feeds_the_pool_without_a_relu(init):
+    """The other reading of Table 10: conv2's output reaches the pool as it is, negative values included; the
+    lab's res112 puts a ReLU there. Same weights, float64: the head's inputs differ exactly by that ReLU."""
+    torch.manual_seed(0)
+    linear = build_model("res112-linear-conv2", init, shortcut="B").double()
+    relu = build_model("res112", init, shortcut="B").double()
+    relu.load_state_dict(linear.state_dict())
+    with torch.no_grad():
+        linear.conv2.weight.normal_(0, 0.05)  # a conv2 with negative outputs (IDInit's starts as a near-identity)
+        relu.conv2.weight.copy_(linear.conv2.weight)
+    seen = {}
+    for name, model in (("linear", linear), ("relu", relu)):
+        model.fc.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(name, args[0]))
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    linear(x), relu(x)
+    conv2 = linear.conv2(linear.features(x))
+    bias = linear.bias2 if init == "fixup" else 0.0
+    assert torch.equal(seen["linear"], conv2.mean((2, 3)) + bias)
+    assert torch.equal(seen["relu"], torch.relu(conv2).mean((2, 3)) + bias)
+    assert (conv2 < 0).any() and not torch.equal(seen["linear"], seen["relu"])
+
+
 def test_res112_stem_signal_at_init():
     """Kaiming without BN doubles the variance at every one of the 54 blocks; IDInit and Fixup start
     every block at (nearly) the identity, so the stem keeps the input's scale (option B)."""
@@ -202,6 +225,7 @@ def test_grids_match_the_paper_settings():
     assert {c.warmup_epochs for c in get_experiment("res112-warmup5").configs} == {5}
     assert {c.shortcut for c in get_experiment("res112-optionA").configs} == {"A"}
     assert {c.shortcut for c in get_experiment("res112-A-centred").configs} == {"A-centred"}
+    assert {c.arch for c in get_experiment("res112-linear-conv2").configs} == {"res112-linear-conv2"}
 
 
 def test_curves_and_first_epochs_table(tmp_path):

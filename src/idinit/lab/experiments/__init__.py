@@ -29,6 +29,7 @@ EXPERIMENTS = {
     "res112-warmup5": lambda: res112(5),
     "res112-optionA": lambda: res112(shortcut="A"),
     "res112-A-centred": lambda: res112(shortcut="A-centred"),
+    "res112-linear-conv2": lambda: res112(conv2_relu=False),
 }
 
 

@@ -10,7 +10,8 @@
   lr 0.2, wd 1e-8, batch 768, cosine, 35 epochs; the evaluation records carry the output std.
   Option-B shortcuts (see ``idinit.lab.models.res112`` for why); ``res112-optionA`` is the same
   with option A (zeros after), ``res112-A-centred`` with the centred padding that starves IDInit's stem, and
-  ``res112-warmup5`` (ours, not the paper's) adds a 5-epoch warm-up to all three.
+  ``res112-warmup5`` (ours, not the paper's) adds a 5-epoch warm-up to all three; ``res112-linear-conv2``
+  is the other reading of the damaged Table 10 (conv2 without its ReLU).
 
 [decisions] where the paper is silent: batch 128 for Linear-5 (a common MNIST batch; the paper
 states none), batch 1024 for AllConv (the batch of the paper's other CIFAR-10 settings, appendix
@@ -92,9 +93,11 @@ def allconv_short() -> Experiment:
     return _allconv(30, tuple(w // 10 for w in ALLCONV_WARMUPS), 1, "allconv-short", reduced=True)
 
 
-def res112(warmup_epochs: int = 0, shortcut: str = "B") -> Experiment:
+def res112(warmup_epochs: int = 0, shortcut: str = "B", conv2_relu: bool = True) -> Experiment:
     suffix = (f"-warmup{warmup_epochs}" if warmup_epochs else "") + {"B": "", "A": "-optionA", "A-centred": "-Ac"}[shortcut]
-    configs = [RunConfig(name=f"{init}{suffix}", arch="res112", init=init, shortcut=shortcut, optimizer="sgd", lr=0.2,
+    suffix += "" if conv2_relu else "-linear-conv2"
+    arch = "res112" if conv2_relu else "res112-linear-conv2"
+    configs = [RunConfig(name=f"{init}{suffix}", arch=arch, init=init, shortcut=shortcut, optimizer="sgd", lr=0.2,
                          momentum=0.9, weight_decay=1e-8, batch_size=768, epochs=35, warmup_epochs=warmup_epochs,
                          eval_every=1, target_accuracy=0.80)
                for init in ("kaiming", "fixup", "idinit")]
@@ -113,6 +116,9 @@ def res112(warmup_epochs: int = 0, shortcut: str = "B") -> Experiment:
                              "does."}[shortcut],
              "Each evaluation record carries eval_output_std: the std of all logits over the evaluation set.",
              "Momentum 0.9 is our choice (the paper says SGD only). Fixup's scalars train at lr/10 (its reference code)."]
+    if not conv2_relu:
+        notes.insert(0, "The other reading of the damaged Table 10: conv2 without its ReLU (it feeds the pool linearly). "
+                        "With the ReLU, IDInit's conv2 outputs all die at the second SGD step at lr 0.2 (results/res112).")
     if warmup_epochs:
         notes.insert(0, f"Not in the paper: every initialisation with a {warmup_epochs}-epoch linear warm-up, to tell "
                         "an early blow-up that warm-up cures from one it does not.")
@@ -120,7 +126,8 @@ def res112(warmup_epochs: int = 0, shortcut: str = "B") -> Experiment:
         name=f"res112{suffix}", version=1,
         description="Res-112 without BN on CIFAR-10 (appendix C.6): Kaiming / Fixup / IDInit, SGD 0.2 wd 1e-8, "
                     f"batch 768, cosine, 35 epochs, shortcut option {shortcut}"
-                    + (f", {warmup_epochs}-epoch warm-up" if warmup_epochs else ""),
+                    + (f", {warmup_epochs}-epoch warm-up" if warmup_epochs else "")
+                    + ("" if conv2_relu else ", conv2 without ReLU"),
         configs=configs, seeds=(0,), paper=paper, notes=notes)
 
 

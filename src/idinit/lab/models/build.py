@@ -27,6 +27,8 @@ arch              model                                       inits
 ``allconv``       :class:`AllConv` (All-CNN-C, C.2)            library schemes
 ``res112``        :class:`Res112` (no BN, C.6)                 library schemes; ``fixup`` builds
                                                               :class:`FixupRes112`
+``res112-linear-  the same, conv2 without its ReLU (the other   as ``res112``
+conv2``           reading of Table 10)
 ``linear5-tanh``  :class:`Linear5` (C.1), tanh / ReLU          library schemes; IDInit's stem gain
 ``linear5-relu``                                              follows the activation (appendix B)
 ``vit-small``     torchvision ViT-S/4 for CIFAR (Sec. 4.4)     library schemes
@@ -50,9 +52,10 @@ from .vision import resnet50_cifar, vit_small_cifar
 LIBRARY_SCHEMES = idinit.SCHEMES  # every scheme of the library (idinit.schemes.TABLE)
 INITS = LIBRARY_SCHEMES + ("fixup", "rezero", "skipinit")
 ARCHS = tuple(f"resnet{d}" for d in DEPTHS)
-OTHER_ARCHS = ("allconv", "res112") + tuple(f"linear5-{a}" for a in ACTIVATIONS) + ("vit-small", "tv-resnet50")
+OTHER_ARCHS = ("allconv", "res112", "res112-linear-conv2") + tuple(f"linear5-{a}" for a in ACTIVATIONS) + ("vit-small", "tv-resnet50")
 # inits each non-ResNet architecture accepts
 _OTHER_INITS = {"allconv": LIBRARY_SCHEMES, "res112": LIBRARY_SCHEMES + ("fixup",),
+                "res112-linear-conv2": LIBRARY_SCHEMES + ("fixup",),
                 **{f"linear5-{a}": LIBRARY_SCHEMES for a in ACTIVATIONS},
                 "vit-small": LIBRARY_SCHEMES, "tv-resnet50": LIBRARY_SCHEMES}
 
@@ -72,15 +75,15 @@ def _build_other(arch: str, init: str, shortcut: str, num_classes: int, in_chann
     if init == "fixup":
         if init_options:
             raise ValueError(f"init 'fixup' takes no options, got {sorted(init_options)}")
-        return fixup_init_(FixupRes112(num_classes, in_channels, shortcut))
+        return fixup_init_(FixupRes112(num_classes, in_channels, shortcut, conv2_relu=arch == "res112"))
     if arch in ("vit-small", "tv-resnet50"):
         if in_channels != 3 or image_size != 32:
             raise ValueError(f"{arch} is built for 32x32 RGB images (CIFAR-10), got {in_channels}x{image_size}x{image_size}")
         model = vit_small_cifar(num_classes) if arch == "vit-small" else resnet50_cifar(num_classes)
     elif arch == "allconv":
         model = AllConv(num_classes, in_channels)
-    elif arch == "res112":
-        model = Res112(num_classes, in_channels, shortcut)
+    elif arch in ("res112", "res112-linear-conv2"):
+        model = Res112(num_classes, in_channels, shortcut, conv2_relu=arch == "res112")
     else:
         activation = arch.split("-", 1)[1]
         model = Linear5(in_channels * image_size * image_size, num_classes, activation)

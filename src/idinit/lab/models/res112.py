@@ -17,7 +17,9 @@ head       global average pool, Linear 64 -> 10                       1
 
 112 weighted layers, 109 of them in the residual stem. No BN anywhere ("Batch normalization is not
 applied for fairly validating the stability of initialization methods"); every conv then carries a
-bias. [decisions] conv2's output width (lost from the table) is 64. The down-sampling shortcut is
+bias. [decisions] conv2's output width (lost from the table) is 64, and a ReLU follows it; the table may not
+have that ReLU, and with it IDInit's training at lr 0.2 dies there in its second step (results/res112):
+``conv2_relu=False`` (the lab's ``res112-linear-conv2``) is the other reading, conv2 feeding the pool linearly. The down-sampling shortcut is
 a constructor argument; the lab's Res-112 grids use option B (1x1 projection, no BN) for every
 initialisation, because with option A this layout starts IDInit with a dead stem: option A's
 zero-filled channels sit at channels 0-15 of the last stage, and ``stem_end``'s patch-maintain
@@ -44,12 +46,14 @@ WIDTH = 64
 
 class Res112(CifarResNet):
     """Res-112 without BN (module docstring): ResNet-110's blocks without BN, plus ``stem_end`` and
-    ``conv2`` (3x3, 64 -> 64, each with ReLU) between the last block and the pooled head."""
+    ``conv2`` (3x3, 64 -> 64, each with ReLU; ``conv2_relu=False``: conv2 without) between the last block
+    and the pooled head."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A"):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", conv2_relu: bool = True):
         super().__init__(STEM_BLOCKS_DEPTH, num_classes, shortcut, norm=False, gate=False, in_channels=in_channels)
         self.stem_end = nn.Conv2d(WIDTH, WIDTH, 3, padding=1)
         self.conv2 = nn.Conv2d(WIDTH, WIDTH, 3, padding=1)
+        self.conv2_relu = conv2_relu
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The residual stem's output (after ``stem_end``), before ``conv2`` and the head."""
@@ -58,7 +62,8 @@ class Res112(CifarResNet):
         return F.relu(self.stem_end(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(self.features(x)))
+        x = self.conv2(self.features(x))
+        x = F.relu(x) if self.conv2_relu else x
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -66,10 +71,11 @@ class FixupRes112(FixupResNet):
     """Res-112 with Fixup blocks: FixupResNet-110's blocks plus ``stem_end`` and ``conv2`` (3x3,
     64 -> 64, ReLU, default init); initialise with :func:`~idinit.lab.models.fixup_init_`."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A"):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, shortcut: str = "A", conv2_relu: bool = True):
         super().__init__(STEM_BLOCKS_DEPTH, num_classes, shortcut, in_channels=in_channels)
         self.stem_end = nn.Conv2d(WIDTH, WIDTH, 3, padding=1)
         self.conv2 = nn.Conv2d(WIDTH, WIDTH, 3, padding=1)
+        self.conv2_relu = conv2_relu
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(x) + self.bias1)
@@ -77,7 +83,8 @@ class FixupRes112(FixupResNet):
         return F.relu(self.stem_end(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv2(self.features(x)))
+        x = self.conv2(self.features(x))
+        x = F.relu(x) if self.conv2_relu else x
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1) + self.bias2)
 
 
