@@ -1,8 +1,8 @@
 """The first SGD steps of Fixup's CIFAR ResNet (Table 1's setting: lr 0.2, momentum 0.9, wd 5e-4, no warm-up),
 on the CPU, with the block as Fixup's reference code has it and with the block the lab used before
 2026-11-30, whose identity shortcuts carried ``x + bias1a`` (results/table1-resnet110: Fixup at chance from
-epoch 1). Per step: the loss, the logits' std, the sum of the blocks' ``bias1a`` (what the old block adds
-along the skip path of a stage) and the share of the last block's outputs that are positive.
+epoch 1). Per step: the loss, the logits' std, the sum of the blocks' ``bias1a`` (each of which the old block adds
+to the skip path) and the share of the last block's outputs that are positive.
 
     PYTHONPATH=src python scripts/fixup_first_steps.py --depth 110 --batch-size 256 --steps 20 --data ../shared/data
 """
