@@ -13,8 +13,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from idinit.lab.data import load_cifar10
-from idinit.lab.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
+from idinit.lab.data import DeviceLoader, load_cifar10
 from idinit.lab.models import build_model
 from idinit.lab.models.fixup_resnet import FixupBlock
 from idinit.lab.train import RunConfig
@@ -39,18 +38,14 @@ def run(depth: int, old_block: bool, lr: float, batch_size: int, steps: int, dat
     config = RunConfig(arch=f"resnet{depth}", init="fixup", lr=lr, momentum=0.9, weight_decay=5e-4,
                        batch_size=batch_size)
     optimizer = make_optimizer(model, config, torch.device("cpu"))
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CIFAR10_MEAN, CIFAR10_STD))
     alive = {}
     blocks[-1].register_forward_hook(lambda m, i, o: alive.__setitem__("last", (o > 0).float().mean().item()))
-    order = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))
     rows = []
-    for step in range(steps):
-        idx = order[step * batch_size:(step + 1) * batch_size]
-        x = torch.as_tensor(data.x_train[idx])
-        x = x.permute(0, 3, 1, 2) if x.shape[-1] == 3 else x
-        x = (x.float() / 255 - mean) / std
+    # shuffled once (seed 0), no crop or flip: the lab's own batches
+    batches = DeviceLoader(data.x_train, data.y_train, batch_size, pad=0, flip=False).epoch(0)
+    for step, (x, y) in zip(range(steps), batches):
         logits = model(x)
-        loss = F.cross_entropy(logits, torch.as_tensor(data.y_train[idx]).long())
+        loss = F.cross_entropy(logits, y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

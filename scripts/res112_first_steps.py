@@ -15,8 +15,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from idinit.lab.data import load_cifar10
-from idinit.lab.data.device_loader import CIFAR10_MEAN, CIFAR10_STD
+from idinit.lab.data import DeviceLoader, load_cifar10
 from idinit.lab.models import build_model
 from idinit.lab.train import RunConfig
 from idinit.lab.train.loop import make_optimizer
@@ -39,20 +38,16 @@ def main(argv=None) -> int:
                        weight_decay=1e-8, batch_size=args.batch_size)
     optimizer = make_optimizer(model, config, torch.device("cpu"))
     data = load_cifar10(args.data, train_chunks=(0,))
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (CIFAR10_MEAN, CIFAR10_STD))
     alive = {}
     for name in ("stem_end", "conv2"):
         getattr(model, name).register_forward_hook(
             lambda module, inputs, output, name=name: alive.__setitem__(name, (output > 0).float().mean().item()))
-    order = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))
+    # shuffled once (seed 0), no crop or flip: the lab's own batches
+    batches = DeviceLoader(data.x_train, data.y_train, args.batch_size, pad=0, flip=False).epoch(0)
     print("step  loss    logit_std  grad_norm  stem_end_alive  conv2_alive")
-    for step in range(args.steps):
-        idx = order[step * args.batch_size:(step + 1) * args.batch_size]
-        x = torch.as_tensor(data.x_train[idx])
-        x = x.permute(0, 3, 1, 2) if x.shape[-1] == 3 else x
-        x = (x.float() / 255 - mean) / std
+    for step, (x, y) in zip(range(args.steps), batches):
         logits = model(x)
-        loss = F.cross_entropy(logits, torch.as_tensor(data.y_train[idx]).long())
+        loss = F.cross_entropy(logits, y)
         loss.backward()
         grad = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None))
         optimizer.step()
