@@ -8,6 +8,10 @@ Only what a report needs is copied (no checkpoints, locks or logs). Everything i
 anything is written: the sources must hold the experiment DEST holds (same name and version), and a
 run present on both sides must be the same run (same config.json); a finished run replaces an
 unfinished copy of itself, and two finished copies that differ stop the merge.
+
+To replace finished runs (a re-run after a fix), delete their folders from DEST first: DEST's earlier
+calls then stop listing them (a call left with no runs is dropped), so "How it was produced" names
+only the commands that made what is there.
 """
 from __future__ import annotations
 
@@ -44,11 +48,24 @@ def _finished(run: pathlib.Path) -> dict | None:
     return value
 
 
+def _calls_of(calls: list[dict], run_ids: set[str]) -> list[dict]:
+    """``calls`` listing only the runs in ``run_ids``; a call left with none is dropped (its runs were deleted
+    from DEST, to be replaced)."""
+    kept = [dict(c, runs=[r for r in c.get("runs", []) if r in run_ids]) for c in calls]
+    return [c for c, old in zip(kept, calls) if c["runs"] or not old.get("runs")]
+
+
+def _call_key(call: dict) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in call.items() if k != "runs"))
+
+
 def plan_merge(dest: pathlib.Path, sources: list[pathlib.Path]) -> tuple[list[tuple[pathlib.Path, pathlib.Path]], dict]:
     """(run folders to copy as (source, target), the merged experiment.json); raises ValueError."""
     experiment = rec.read_json(dest / "experiment.json") if (dest / "experiment.json").is_file() else None
     chosen: dict[str, pathlib.Path] = {}
     existing = _runs(dest) if dest.is_dir() else {}
+    if experiment is not None:
+        experiment = dict(experiment, calls=_calls_of(experiment["calls"], set(existing)))
     for source in sources:
         if not (source / "experiment.json").is_file():
             raise ValueError(f"{source}: no experiment.json (not a run folder of idinit run / gpu_runs.py)")
@@ -58,7 +75,12 @@ def plan_merge(dest: pathlib.Path, sources: list[pathlib.Path]) -> tuple[list[tu
         elif (theirs["experiment"], theirs["version"]) != (experiment["experiment"], experiment["version"]):
             raise ValueError(f"{source} holds {theirs['experiment']} v{theirs['version']}, "
                              f"{dest} holds {experiment['experiment']} v{experiment['version']}")
-        experiment["calls"] += [c for c in theirs.get("calls", []) if c not in experiment["calls"]]
+        for call in theirs.get("calls", []):
+            same = [c for c in experiment["calls"] if _call_key(c) == _call_key(call)]
+            if same:  # a call merged before: it may list runs pruned from DEST since
+                same[0]["runs"] = list(dict.fromkeys(same[0].get("runs", []) + call.get("runs", [])))
+            else:
+                experiment["calls"].append(dict(call))
         for run_id, run in _runs(source).items():
             mine = _finished(run)
             other = chosen.get(run_id) or existing.get(run_id)

@@ -107,6 +107,34 @@ def test_merge_runs_refuses_a_finished_run_whose_records_miss_epochs(tmp_path):
     assert merge_runs.main([str(dest), str(source)]) == 0
 
 
+def test_merge_runs_replacing_deleted_runs_drops_the_calls_that_made_them(tmp_path):
+    """A re-run after a fix: old finished runs are deleted from DEST and the new ones merged; DEST's calls then
+    name only what made the runs there (a call of two runs keeps the one left; a call of deleted runs alone is
+    dropped), and merging the same source again adds no call."""
+    import json
+    import shutil
+
+    merge_runs = load_script("merge_runs")
+    data = fake_data(n_train=64, n_eval=32)
+    old, new, dest = tmp_path / "old", tmp_path / "new", tmp_path / "merged"
+    alone, a, b = (RunConfig(name=n, **{**TINY, "epochs": 1}) for n in ("alone", "a", "b"))
+    for run in (alone, a, b):
+        train_run(run, old / run.run_id, data=data, log=lambda m: None)
+    for run in (alone, a):
+        train_run(run, new / run.run_id, data=data, log=lambda m: None)
+    (old / "experiment.json").write_text(json.dumps({"experiment": "t", "version": 1, "calls": [
+        {"command": "old alone", "runs": [alone.run_id]}, {"command": "old pair", "runs": [a.run_id, b.run_id]}]}))
+    (new / "experiment.json").write_text(json.dumps({"experiment": "t", "version": 1, "calls": [
+        {"command": "re-run", "runs": [alone.run_id, a.run_id]}]}))
+    assert merge_runs.main([str(dest), str(old)]) == 0
+    shutil.rmtree(dest / alone.run_id)
+    shutil.rmtree(dest / a.run_id)
+    assert merge_runs.main([str(dest), str(new)]) == 0
+    assert merge_runs.main([str(dest), str(new)]) == 0
+    calls = json.loads((dest / "experiment.json").read_text())["calls"]
+    assert [(c["command"], c["runs"]) for c in calls] == [("old pair", [b.run_id]), ("re-run", [alone.run_id, a.run_id])]
+
+
 def _queue_problems(text: str) -> list[str]:
     """What is wrong with a GPU queue file (scripts/gpu_queue.sh): each line "NEED_S COMMAND"; a gpu_runs.py
     command must name an experiment and runs it has, with an output folder and the shared deadline."""
