@@ -39,6 +39,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--pack", type=int, default=8)
     parser.add_argument("--deadline-at", type=float, help="unix time by which to stop (checkpointed)")
+    parser.add_argument("--no-amp", action="store_true", help="float32 throughout (no bf16 autocast)")
     parser.add_argument("--checkpoint-every", type=int, default=10,
                         help="epochs between checkpoints (default 10: a pack of 16 writes 16 of them)")
     args = parser.parse_args(argv)
@@ -55,7 +56,7 @@ def main(argv=None) -> int:
         print(f"less than a minute before the deadline ({deadline_s:.0f} s): nothing started")
         return 0
     run_configs(runs, out, device=args.device, data_dir=args.data, deadline_s=deadline_s, pack=args.pack,
-                checkpoint_every=args.checkpoint_every)
+                amp=False if args.no_amp else None, checkpoint_every=args.checkpoint_every)
     return 0
 
 

@@ -252,6 +252,19 @@ def test_runner_with_two_worker_processes(tmp_path):
         assert summary["finished"] and summary["epochs"] == 1
 
 
+def test_runner_passes_amp_to_every_run(tmp_path):
+    """``run_configs(amp=...)`` (``--no-amp`` of idinit run and gpu_runs.py) reaches the training: asked for bf16
+    autocast on the CPU, where it is off by default, the runs record it; left to the default, they do not."""
+    from idinit.lab.experiments.runner import run_configs
+
+    runs = get_experiment("table5").runs(only=["loose-patch-zp"], overrides=[
+        "epochs=1", "arch=resnet8", "train_limit=64", "eval_limit=64", "batch_size=32", "train_chunks=[3]"])
+    for amp, folder in ((True, tmp_path / "bf16"), (None, tmp_path / "default")):
+        run_configs(runs, folder, device="cpu", amp=amp, log=lambda m: None)
+        summary = json.loads((folder / runs[0].run_id / "summary.json").read_text())
+        assert summary["finished"] and summary["amp"] is bool(amp)
+
+
 # -- model specs: plan and check ---------------------------------------------------------------
 
 def one_line_error(capsys, argv) -> str:

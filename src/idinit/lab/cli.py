@@ -192,7 +192,8 @@ def cmd_run(args) -> int:
     with Progress(out_dir, runs):
         try:
             run_configs(runs, out_dir, device=device, data_dir=args.data, workers=args.workers,
-                        compile=False if args.no_compile else None, checkpoint_every=args.checkpoint_every,
+                        compile=False if args.no_compile else None, amp=False if args.no_amp else None,
+                        checkpoint_every=args.checkpoint_every,
                         deadline_s=args.deadline_s, pack=args.pack)
         except RuntimeError as err:
             failure = err
@@ -409,6 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pack", type=int, default=1,
                    help="train up to N runs of one architecture at once as one grouped network (default 1: off)")
     p.add_argument("--no-compile", action="store_true", help="train eagerly on CUDA too")
+    p.add_argument("--no-amp", action="store_true", help="train in float32 on CUDA too (no bf16 autocast)")
     p.add_argument("--checkpoint-every", type=int, default=1, help="epochs between checkpoints (default 1)")
     p.add_argument("--deadline-s", type=float, help="stop (resumable) after this many seconds")
     p.add_argument("--dry-run", action="store_true", help="print the runs as a table and exit")

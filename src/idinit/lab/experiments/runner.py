@@ -125,15 +125,16 @@ def _run_pack(configs, out_dir, device, cache, runtime, deadline, log) -> bool:
 
 
 def run_configs(runs: list[RunConfig], out_dir, *, device="cpu", data_dir=None, workers: int = 1,
-                compile: bool | None = None, checkpoint_every: int = 1, deadline_s: float | None = None,
-                pack: int = 1, log=print) -> None:
+                compile: bool | None = None, amp: bool | None = None, checkpoint_every: int = 1,
+                deadline_s: float | None = None, pack: int = 1, log=print) -> None:
     """Train every run (resuming unfinished ones). ``pack > 1`` trains up to that many runs of one
     architecture at once as one grouped network (``train.packed``; about 3x the throughput of one
     run on an H200). ``workers > 1`` uses that many processes, each pulling runs (or packs) from a
     queue; with ``pack > 1`` and a bare ``device="cuda"`` on a host with several GPUs, the default
-    is one worker per GPU, so each GPU trains one pack at a time."""
+    is one worker per GPU, so each GPU trains one pack at a time. ``compile`` / ``amp`` (bf16 autocast):
+    None for ``train_run``'s default (on for CUDA)."""
     out_dir = pathlib.Path(out_dir)
-    runtime = {"compile": compile, "checkpoint_every": checkpoint_every}
+    runtime = {"compile": compile, "amp": amp, "checkpoint_every": checkpoint_every}
     deadline = None if deadline_s is None else time.time() + deadline_s
     # The data are loaded (and so checked: files, formats, labels) once before any run starts: a
     # bad data folder stops the grid with one error instead of failing every run on its own.
