@@ -140,3 +140,22 @@ def test_a_first_decoder_layer_on_object_queries_is_a_table_not_a_call_the_graph
     for name in "qkvo":
         assert plan[f"{name}.weight"].role == "identity" and "from parameters alone" in plan[f"{name}.weight"].note
     assert plan["cross_o.weight"].role == "attention_out"
+
+
+def test_hf_detr_first_decoder_self_attention_is_a_table():
+    transformers = pytest.importorskip("transformers")
+    backbone = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1],
+                "layer_type": "basic", "out_features": ["stage4"]}
+    config = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone,
+                                     d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
+                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=8,
+                                     num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.DetrForObjectDetection(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = idinit.plan(model, example_inputs={"pixel_values": torch.rand(1, 3, 64, 64)})
+    assert not [str(w.message) for w in caught if "cannot see inside" in str(w.message)]
+    first = plan["model.decoder.layers.0.self_attn.o_proj.weight"]
+    assert first.role == "identity" and "from parameters alone" in first.note
+    assert plan["model.decoder.layers.1.self_attn.o_proj.weight"].role == "attention_out"
