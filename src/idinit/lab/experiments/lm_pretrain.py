@@ -175,9 +175,8 @@ def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray
     checkpoint if it has one); return the summary.
 
     ``data``: the token array (else read from ``config.tokens_path``). ``amp``: bf16 autocast (default:
-    on CUDA only). The
-    batches (and masks) come from generators seeded by ``config.seed`` alone, so both inits see the
-    same ones. A checkpoint is written at every ``checkpoint_every``-th evaluation and at the end;
+    on CUDA only). The batches (and masks) come from generators seeded by ``config.seed`` alone, so both
+    inits see the same ones. A checkpoint is written at every ``checkpoint_every``-th evaluation and at the end;
     ``deadline`` (a ``time.time()`` value) or ``stop_after_epoch`` (a count of evaluations after the
     first) end the call after a checkpoint, unfinished. ``compile`` is accepted for the runner and unused."""
     device = torch.device(device)
