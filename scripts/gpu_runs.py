@@ -5,7 +5,9 @@
 
 Each ``NAME:SEEDS`` picks one configuration of the experiment and its seeds, so one pack can hold
 different seeds of different configurations (``idinit run --only/--seeds`` crosses them). A run
-folder already finished is skipped; an unfinished one resumes from its checkpoint.
+folder already finished is skipped; an unfinished one resumes from its checkpoint. ``--set KEY=VALUE``
+changes a setting of every picked run, as ``idinit run --set`` does (the run names stay: give such runs
+their own ``--out``).
 """
 from __future__ import annotations
 
@@ -19,14 +21,15 @@ from idinit.lab.experiments import get_experiment
 from idinit.lab.experiments.runner import run_configs, write_experiment_file
 
 
-def selected_runs(experiment, items: list[str]) -> list:
-    """The runs ``NAME:SEEDS`` items pick (a ValueError names an item that picks nothing)."""
+def selected_runs(experiment, items: list[str], overrides: list[str] | None = None) -> list:
+    """The runs ``NAME:SEEDS`` items pick, with ``overrides`` (``KEY=VALUE``) applied (a ValueError names an
+    item that picks nothing or a setting that does not exist)."""
     runs = []
     for item in items:
         name, _, seeds = item.partition(":")
         if not seeds or not all(s.isdigit() for s in seeds.split(",")):
             raise ValueError(f"{item!r}: expected NAME:SEEDS, e.g. idinit-sgd:0,1")
-        runs += experiment.runs(seeds=[int(s) for s in seeds.split(",")], only=[name])
+        runs += experiment.runs(seeds=[int(s) for s in seeds.split(",")], only=[name], overrides=overrides)
     return runs
 
 
@@ -40,12 +43,14 @@ def main(argv=None) -> int:
     parser.add_argument("--pack", type=int, default=8)
     parser.add_argument("--deadline-at", type=float, help="unix time by which to stop (checkpointed)")
     parser.add_argument("--no-amp", action="store_true", help="float32 throughout (no bf16 autocast)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a setting of every picked run (repeatable)")
     parser.add_argument("--checkpoint-every", type=int, default=10,
                         help="epochs between checkpoints (default 10: a pack of 16 writes 16 of them)")
     args = parser.parse_args(argv)
     experiment = get_experiment(args.experiment)
     try:
-        runs = selected_runs(experiment, args.runs)
+        runs = selected_runs(experiment, args.runs, args.set)
     except ValueError as err:
         parser.error(str(err))
     out = pathlib.Path(args.out)

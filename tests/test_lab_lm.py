@@ -85,6 +85,17 @@ def test_lm_runs_learn_through_the_runner_and_report(tmp_path):
         experiment.runs(overrides=["step=1"])
 
 
+def test_lm_runs_take_the_runner_s_amp(tmp_path):
+    """``run_configs(amp=True)`` reaches an LM run: bf16 autocast on the CPU, where it is off by default."""
+    path = tmp_path / "tokens.u16.npy"
+    np.save(path, (np.arange(2000) % 23 + 3).astype(np.uint16))
+    runs = get_experiment("lm-pretrain").runs(only=["gpt2-idinit"], overrides=[f"tokens_path={path}", "steps=10"] +
+                                              [f"{k}={v}" for k, v in TINY.items()])
+    for amp, folder in ((True, tmp_path / "bf16"), (None, tmp_path / "default")):
+        run_configs(runs, folder, device="cpu", amp=amp, log=lambda m: None)
+        assert json.loads((folder / runs[0].run_id / "summary.json").read_text())["amp_bf16"] is bool(amp)
+
+
 def test_missing_token_file_is_named(tmp_path):
     config = LMRunConfig(tokens_path=str(tmp_path / "none.npy"), **TINY)
     with pytest.raises(FileNotFoundError, match="prepare_lm_corpus"):

@@ -153,8 +153,9 @@ def _queue_problems(text: str) -> list[str]:
             problems.append(f"NEED_S is not a number: {line}")
         elif argv[:2] == ["python3", "scripts/gpu_runs.py"]:
             names = argv[3:next((i for i, a in enumerate(argv) if a.startswith("--")), len(argv))]
+            settings = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--set"]
             try:
-                gpu_runs.selected_runs(get_experiment(argv[2]), names)
+                gpu_runs.selected_runs(get_experiment(argv[2]), names, settings)
             except (KeyError, ValueError) as err:
                 problems.append(f"{err}: {line}")
             if "--out" not in argv or "$DEADLINE_AT" not in command:
@@ -175,6 +176,20 @@ def test_every_gpu_queue_line_names_runs_that_exist():
     assert len(_queue_problems(good.replace("idinit:0", "idinitt:0"))) == 1
     assert len(_queue_problems(good.replace("idinit:0", "idinit:x"))) == 1
     assert len(_queue_problems(good.replace(" --deadline-at $DEADLINE_AT", ""))) == 1
+    assert _queue_problems(good.replace("--out", "--set epochs=3 --out")) == []
+    assert len(_queue_problems(good.replace("--out", "--set epoch=3 --out"))) == 1  # no such setting
+
+
+def test_gpu_runs_set_changes_every_picked_run_and_only_the_setting_named():
+    from idinit.lab.experiments import get_experiment
+
+    gpu_runs = load_script("gpu_runs")
+    experiment = get_experiment("table1")
+    plain = gpu_runs.selected_runs(experiment, ["fixup-sgd:0,1", "kaiming-adam:0"])
+    mixed = gpu_runs.selected_runs(experiment, ["fixup-sgd:0,1", "kaiming-adam:0"], ["mixup_alpha=1.0"])
+    assert [r.run_id for r in mixed] == [r.run_id for r in plain]
+    assert [r.mixup_alpha for r in plain] == [0.0] * 3 and [r.mixup_alpha for r in mixed] == [1.0] * 3
+    assert [r.replace(mixup_alpha=0.0) for r in mixed] == plain
 
 
 def test_unpack_resume_restores_missing_runs_and_keeps_newer_files(tmp_path):

@@ -174,6 +174,10 @@ def test_text_run_learns_writes_the_run_folder_and_skips_when_finished(tmp_path)
         train_text_run(config.replace(lr=0.5), tmp_path / "cnn/seed0", data=data)
     rows = summary_rows(*load_runs(tmp_path))
     assert rows[0]["name"] == "cnn" and rows[0]["acc"][0] == summary["final_eval_acc"]
+    # text runs train in float32: asking for bf16 autocast is refused before anything is written
+    with pytest.raises(ValueError, match="float32"):
+        train_text_run(config, tmp_path / "amp/seed0", data=data, amp=True)
+    assert not (tmp_path / "amp").exists()
 
 
 def test_embedding_table_depends_on_the_seed_only():

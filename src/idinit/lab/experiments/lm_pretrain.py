@@ -169,14 +169,14 @@ def _loss(model, inputs, labels, device, amp: bool) -> torch.Tensor:
 
 
 def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray | None = None, data_dir=None,
-                 deadline: float | None = None, log=print, compile: bool | None = None,
+                 deadline: float | None = None, log=print, compile: bool | None = None, amp: bool | None = None,
                  checkpoint_every: int = 1, stop_after_epoch: int | None = None) -> dict:
     """Train ``config`` in ``run_dir`` (skipped when its summary says finished, resumed from its
     checkpoint if it has one); return the summary.
 
-    ``data``: the token array (else read from ``config.tokens_path``). bf16 autocast on CUDA. The
-    batches (and masks) come from generators seeded by ``config.seed`` alone, so both inits see the
-    same ones. A checkpoint is written at every ``checkpoint_every``-th evaluation and at the end;
+    ``data``: the token array (else read from ``config.tokens_path``). ``amp``: bf16 autocast (default:
+    on CUDA only). The batches (and masks) come from generators seeded by ``config.seed`` alone, so both
+    inits see the same ones. A checkpoint is written at every ``checkpoint_every``-th evaluation and at the end;
     ``deadline`` (a ``time.time()`` value) or ``stop_after_epoch`` (a count of evaluations after the
     first) end the call after a checkpoint, unfinished. ``compile`` is accepted for the runner and unused."""
     device = torch.device(device)
@@ -184,11 +184,11 @@ def train_lm_run(config: LMRunConfig, run_dir, *, device="cpu", data: np.ndarray
     with folder.held(log) as done:
         if done is not None:  # finished earlier
             return done
-        return _train_lm(config, folder, device, data, deadline, log, checkpoint_every, stop_after_epoch)
+        amp = device.type == "cuda" if amp is None else amp
+        return _train_lm(config, folder, device, data, deadline, log, amp, checkpoint_every, stop_after_epoch)
 
 
-def _train_lm(config, folder, device, data, deadline, log, checkpoint_every, stop_after_epoch) -> dict:
-    amp = device.type == "cuda"
+def _train_lm(config, folder, device, data, deadline, log, amp, checkpoint_every, stop_after_epoch) -> dict:
     tokens = torch.from_numpy((load_tokens(config.tokens_path) if data is None else data).astype(np.int32))
     split = int(len(tokens) * (1 - config.val_fraction))
     train_tokens, val_tokens = tokens[:split], tokens[split:]

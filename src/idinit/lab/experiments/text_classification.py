@@ -125,7 +125,7 @@ def _cut(split, limit):
 
 
 def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict | None = None, data_dir=None,
-                   deadline: float | None = None, log=print, compile: bool | None = None,
+                   deadline: float | None = None, log=print, compile: bool | None = None, amp: bool | None = None,
                    checkpoint_every: int = 1, stop_after_epoch: int | None = None) -> dict:
     """Train ``config`` in ``run_dir`` (skipped if its summary says finished, resumed from its
     checkpoint if it has one); return the summary.
@@ -134,8 +134,10 @@ def train_text_run(config: TextRunConfig, run_dir, *, device="cpu", data: dict |
     ``deadline`` (a ``time.time()`` value) or ``stop_after_epoch`` end the call at an epoch boundary
     with a checkpoint, unfinished; a later call resumes. A checkpoint is written every
     ``checkpoint_every`` epochs and at the end. ``compile`` is accepted for the runner's sake and
-    unused: these runs train eagerly.
+    unused: these runs train eagerly, in float32 (``amp=True`` is refused).
     """
+    if amp:
+        raise ValueError("text classification runs train in float32; bf16 autocast (amp=True) is not supported")
     device = torch.device(device)
     folder = RunFolder(run_dir, config)
     with folder.held(log) as done:

@@ -6,7 +6,9 @@ No normalisation. Each branch: ``conv1(x + b1a)``, ``relu(. + b1b)``, ``conv2(. 
 down-sampling one); scalar biases start at 0 and the scalar multiplier at 1. :func:`fixup_init_`:
 branch-first conv ~ He normal (fan-out) times ``L^(-1/(2m-2))`` (L branches, m = 2 layers per
 branch, so ``L^(-1/2)``), branch-last conv = 0, classifier weight and bias = 0. The scalars train at
-a tenth of the learning rate (:func:`fixup_parameter_groups`), as in the reference code.
+a tenth of the learning rate (:func:`fixup_parameter_groups`). The reference trainer
+(``cifar/cifar_train.py``) differs in two details we do not copy: its tenth is of the unscaled base lr
+(0.01 for any batch size), and its name filter also puts the classifier's bias in that group.
 """
 from __future__ import annotations
 
@@ -101,7 +103,8 @@ def fixup_init_(model: FixupResNet, generator: torch.Generator | None = None) ->
 
 def fixup_parameter_groups(model: nn.Module, lr: float, scalar_lr_factor: float = 0.1) -> list[dict]:
     """Two optimiser groups: Fixup's scalar biases and multipliers (every 1-element parameter
-    named ``bias*`` or ``scale``) at ``lr * scalar_lr_factor``, everything else at ``lr``."""
+    named ``bias*`` or ``scale``) at ``lr * scalar_lr_factor``, everything else at ``lr``, so that
+    the schedule (warm-up, cosine) scales both alike."""
     scalars, others = [], []
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
