@@ -3,8 +3,8 @@
     PYTHONPATH=src python scripts/zoo_audit.py [--out results/zoo-audit] [--only NAME ...] [--threads 1]
 
 For each model of :data:`TIMM` (one small variant per timm family, built with ``pretrained=False``),
-:data:`TORCHVISION` (its classification models, ``weights=None``) and
-:data:`HF` (transformers architectures from small configurations, nothing downloaded): build it (seeded),
+:data:`TORCHVISION` (its classification models, ``weights=None``) and :data:`HF` (transformers architectures from
+small configurations, nothing downloaded; listed in ``zoo_models.py``): build it (seeded),
 ``idinit.init_(model)`` with the defaults (scheme ``idinit``), then ``idinit.check(model, ..., reference=)``
 with the state from before the init. ``init_`` is called first without example inputs, as the README
 shows; when the model has no torch.fx graph and ``init_`` asks for example inputs, it is called again with
