@@ -3,8 +3,8 @@
     PYTHONPATH=src python scripts/zoo_audit.py [--out results/zoo-audit] [--only NAME ...] [--threads 1]
 
 For each model of :data:`TIMM` (one small variant per timm family, built with ``pretrained=False``),
-:data:`TORCHVISION` (its classification models, ``weights=None``) and
-:data:`HF` (transformers architectures from small configurations, nothing downloaded): build it (seeded),
+:data:`TORCHVISION` (its classification models, ``weights=None``) and :data:`HF` (transformers architectures from
+small configurations, nothing downloaded; listed in ``zoo_models.py``): build it (seeded),
 ``idinit.init_(model)`` with the defaults (scheme ``idinit``), then ``idinit.check(model, ..., reference=)``
 with the state from before the init. ``init_`` is called first without example inputs, as the README
 shows; when the model has no torch.fx graph and ``init_`` asks for example inputs, it is called again with
@@ -30,6 +30,9 @@ from collections import Counter
 import torch
 
 import idinit
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from zoo_models import HF  # noqa: E402 - the transformers rows, a sibling module
 
 # (timm name, constructor kwargs, input side). Inputs are the smallest size the model accepts (a
 # multiple of its total stride and window sizes); models with a fixed image size are built for it.
@@ -157,121 +160,6 @@ TIMM: list[tuple[str, dict, int]] = [
     ("legacy_xception", {}, 32),
 ]
 
-
-def _hf(kind: str, cls: str, **config):
-    def build():
-        import transformers
-
-        return getattr(transformers, cls)(transformers.AutoConfig.for_model(kind, **config))
-    return build
-
-
-_TEXT = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=100,
-             max_position_embeddings=64)
-_DECODER = dict(_TEXT, num_key_value_heads=1, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-_VISION = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, image_size=32,
-               patch_size=8, num_labels=3)
-_SEQ2SEQ = dict(vocab_size=100, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
-                decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)
-_AUDIO = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, intermediate_size=64, vocab_size=32,
-              conv_dim=[16, 16], conv_stride=[5, 2], conv_kernel=[10, 3], num_conv_pos_embeddings=16,
-              num_conv_pos_embedding_groups=4, apply_spec_augment=False, layerdrop=0.0)
-
-
-# (label, builder): transformers architectures the tests do not cover (tests/test_plan_classes.py has
-# BERT, GPT-2, T5, Llama, OPT, BART, Mistral, Qwen2, CLIP, Whisper, Phi, GPT-J, GPT-NeoX, Falcon, Mamba); their
-# inputs are the ones idinit.inputs builds from the config (token ids, pixel values, audio)
-HF: list[tuple[str, object]] = [
-    ("hf:roberta", _hf("roberta", "RobertaForSequenceClassification", **_TEXT, num_labels=3)),
-    ("hf:distilbert", _hf("distilbert", "DistilBertForSequenceClassification", n_layers=2, dim=32, n_heads=2,
-                          hidden_dim=64, vocab_size=100, max_position_embeddings=64, num_labels=3)),
-    ("hf:albert", _hf("albert", "AlbertForMaskedLM", num_hidden_layers=2, hidden_size=32, num_attention_heads=2,
-                      intermediate_size=64, embedding_size=16, vocab_size=100, max_position_embeddings=64)),
-    ("hf:electra", _hf("electra", "ElectraForPreTraining", **_TEXT, embedding_size=16)),
-    ("hf:deberta-v2", _hf("deberta-v2", "DebertaV2ForSequenceClassification", **_TEXT, num_labels=3)),
-    ("hf:gpt_neo", _hf("gpt_neo", "GPTNeoForCausalLM", num_layers=2, hidden_size=32, num_heads=2, vocab_size=100,
-                       max_position_embeddings=64, attention_types=[[["global", "local"], 1]], window_size=8)),
-    ("hf:bloom", _hf("bloom", "BloomForCausalLM", n_layer=2, hidden_size=32, n_head=2, vocab_size=100)),
-    ("hf:gemma2", _hf("gemma2", "Gemma2ForCausalLM", **_DECODER, head_dim=16)),
-    ("hf:qwen3", _hf("qwen3", "Qwen3ForCausalLM", **_DECODER, head_dim=16)),
-    ("hf:phi3", _hf("phi3", "Phi3ForCausalLM", **_DECODER)),
-    ("hf:mixtral", _hf("mixtral", "MixtralForCausalLM", **_DECODER, num_local_experts=4, num_experts_per_tok=2)),
-    ("hf:olmo2", _hf("olmo2", "Olmo2ForCausalLM", **_DECODER)),
-    ("hf:stablelm", _hf("stablelm", "StableLmForCausalLM", **_DECODER)),
-    ("hf:vit", _hf("vit", "ViTForImageClassification", **_VISION)),
-    ("hf:convnext", _hf("convnext", "ConvNextForImageClassification", hidden_sizes=[8, 16], depths=[1, 1],
-                        num_stages=2, image_size=32, num_labels=3)),
-    ("hf:swin", _hf("swin", "SwinForImageClassification", image_size=32, patch_size=4, embed_dim=16, depths=[1, 1],
-                    num_heads=[2, 2], window_size=4, num_labels=3)),
-    # second round (2026-11-30): encoder-decoders
-    ("hf:pegasus", _hf("pegasus", "PegasusForConditionalGeneration", **_SEQ2SEQ)),
-    ("hf:marian", _hf("marian", "MarianMTModel", **_SEQ2SEQ, pad_token_id=99, decoder_start_token_id=99)),
-    ("hf:m2m_100", _hf("m2m_100", "M2M100ForConditionalGeneration", **_SEQ2SEQ, encoder_layerdrop=0.0,
-                       decoder_layerdrop=0.0)),
-    ("hf:led", _hf("led", "LEDForConditionalGeneration", **{k: v for k, v in _SEQ2SEQ.items() if k != "max_position_embeddings"},
-                   max_encoder_position_embeddings=64, max_decoder_position_embeddings=64, attention_window=[8, 8])),
-    ("hf:switch_transformers", _hf("switch_transformers", "SwitchTransformersForConditionalGeneration", vocab_size=100,
-                                   d_model=32, d_kv=16, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=2,
-                                   num_experts=4, num_sparse_encoder_layers=1, num_sparse_decoder_layers=1,
-                                   expert_capacity=8, decoder_start_token_id=0)),
-    # other encoders
-    ("hf:deberta", _hf("deberta", "DebertaForSequenceClassification", **_TEXT, num_labels=3, relative_attention=True,
-                       pos_att_type=["c2p", "p2c"])),
-    ("hf:mpnet", _hf("mpnet", "MPNetForMaskedLM", **_TEXT)),
-    ("hf:convbert", _hf("convbert", "ConvBertForSequenceClassification", **_TEXT, embedding_size=32, num_labels=3)),
-    ("hf:fnet", _hf("fnet", "FNetForSequenceClassification", **{k: v for k, v in _TEXT.items() if k != "num_attention_heads"},
-                    num_labels=3)),
-    ("hf:xlnet", _hf("xlnet", "XLNetLMHeadModel", n_layer=2, d_model=32, n_head=2, d_inner=64, vocab_size=100)),
-    ("hf:funnel", _hf("funnel", "FunnelForSequenceClassification", block_sizes=[1, 1], num_decoder_layers=1, d_model=32,
-                      n_head=2, d_head=16, d_inner=64, vocab_size=100, num_labels=3)),
-    ("hf:mobilebert", _hf("mobilebert", "MobileBertForSequenceClassification", **_TEXT, embedding_size=16,
-                          intra_bottleneck_size=16, num_feedforward_networks=2, num_labels=3)),
-    # speech: raw waveform (wav2vec2, HuBERT), filter-bank frames (Speech2Text)
-    ("hf:wav2vec2", _hf("wav2vec2", "Wav2Vec2ForCTC", **_AUDIO)),
-    ("hf:hubert", _hf("hubert", "HubertForSequenceClassification", **_AUDIO, num_labels=3)),
-    ("hf:speech_to_text", _hf("speech_to_text", "Speech2TextForConditionalGeneration",
-                              **{k: v for k, v in _SEQ2SEQ.items() if k != "max_position_embeddings"},
-                              max_source_positions=64, max_target_positions=64, conv_channels=16,
-                              input_feat_per_channel=8, num_conv_layers=2)),
-    # decoders
-    ("hf:gemma3_text", _hf("gemma3_text", "Gemma3ForCausalLM", **_DECODER, head_dim=16, sliding_window=8,
-                           query_pre_attn_scalar=16)),
-    ("hf:cohere", _hf("cohere", "CohereForCausalLM", **_DECODER)),
-    ("hf:starcoder2", _hf("starcoder2", "Starcoder2ForCausalLM", **_DECODER)),
-    ("hf:granitemoe", _hf("granitemoe", "GraniteMoeForCausalLM", **_DECODER, num_local_experts=4,
-                          num_experts_per_tok=2, residual_multiplier=0.5, embedding_multiplier=2.0)),
-    ("hf:jamba", _hf("jamba", "JambaForCausalLM", **_DECODER, num_experts=4, expert_layer_period=2,
-                     expert_layer_offset=1, attn_layer_period=2, attn_layer_offset=1,
-                     mamba_d_state=4)),
-    ("hf:rwkv", _hf("rwkv", "RwkvForCausalLM", num_hidden_layers=2, hidden_size=32, vocab_size=100, context_length=64)),
-    ("hf:recurrent_gemma", _hf("recurrent_gemma", "RecurrentGemmaForCausalLM", **_DECODER, attention_window_size=8,
-                               block_types=["recurrent", "attention"])),
-    ("hf:mpt", _hf("mpt", "MptForCausalLM", n_layers=2, d_model=32, n_heads=2, vocab_size=100, max_seq_len=64)),
-    ("hf:nemotron", _hf("nemotron", "NemotronForCausalLM", **_DECODER)),
-    ("hf:olmoe", _hf("olmoe", "OlmoeForCausalLM", **_DECODER, num_experts=4, num_experts_per_tok=2)),
-    ("hf:dbrx", _hf("dbrx", "DbrxForCausalLM", d_model=32, n_heads=2, n_layers=2, max_seq_len=64, vocab_size=100,
-                    attn_config={"kv_n_heads": 1, "rope_theta": 10000.0, "clip_qkv": 8.0}, ffn_config={"ffn_hidden_size": 64, "moe_num_experts": 4,
-                                                                "moe_top_k": 2})),
-    # Zamba: one transformer block shared by its hybrid layers (tied weights), each with its own adapter
-    ("hf:zamba", _hf("zamba", "ZambaForCausalLM", **{**_DECODER, "num_hidden_layers": 4}, n_mamba_heads=2,
-                     mamba_d_state=4, layers_block_type=["mamba", "hybrid", "mamba", "hybrid"])),
-    ("hf:falcon_h1", _hf("falcon_h1", "FalconH1ForCausalLM", **_DECODER, mamba_d_ssm=64, mamba_n_heads=4,
-                         mamba_d_head=16, mamba_d_state=8, mamba_chunk_size=8)),
-    # vision
-    ("hf:dinov2", _hf("dinov2", "Dinov2ForImageClassification", **{k: v for k, v in _VISION.items() if k != "intermediate_size"},
-                      layerscale_value=1e-5)),
-    ("hf:beit", _hf("beit", "BeitForImageClassification", **_VISION, use_relative_position_bias=True)),
-    ("hf:segformer", _hf("segformer", "SegformerForSemanticSegmentation", num_encoder_blocks=2, depths=[1, 1],
-                         sr_ratios=[2, 1], hidden_sizes=[8, 16], num_attention_heads=[1, 2], decoder_hidden_size=16,
-                         image_size=32, num_labels=3)),
-    ("hf:mobilevit", _hf("mobilevit", "MobileViTForImageClassification", image_size=64, hidden_sizes=[16, 24, 32],
-                         neck_hidden_sizes=[8, 8, 16, 16, 24, 24, 64], num_labels=3)),
-    ("hf:resnet", _hf("resnet", "ResNetForImageClassification", embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1],
-                      layer_type="basic", image_size=32, num_labels=3)),
-    ("hf:swinv2", _hf("swinv2", "Swinv2ForImageClassification", image_size=32, patch_size=4, embed_dim=16,
-                      depths=[1, 1], num_heads=[2, 2], window_size=4, num_labels=3)),
-    ("hf:siglip_vision", _hf("siglip_vision_model", "SiglipVisionModel", **_VISION)),
-]
 
 # (label, builder keyword arguments, input side): torchvision's classification models, which PyTorch
 # users meet first; the drop_path column sets their ``stochastic_depth_prob`` where they take one.

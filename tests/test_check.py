@@ -321,6 +321,39 @@ def test_a_bias_added_after_the_branch_end_does_not_close_the_branch():
     assert len(report.blocks) == 1 and report.blocks[0].branch_end == "fc2" and report.blocks[0].distance < 1e-5
 
 
+
+class FrozenNorm(nn.Module):
+    """DETR's frozen batch norm: affine statistics held in buffers, applied as ``x * scale + shift``."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        for name, value in (("weight", 1.0), ("bias", 0.0), ("running_mean", 0.0), ("running_var", 1.0)):
+            self.register_buffer(name, torch.full((dim,), value))
+
+    def forward(self, x):
+        scale = self.weight * (self.running_var + 1e-5).rsqrt()
+        return x * scale + (self.bias - self.running_mean * scale)
+
+
+class FrozenNormEnd(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.norm, self.head = nn.Linear(8, 16), nn.Linear(16, 8), FrozenNorm(8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.head(x + self.norm(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_a_shift_computed_from_buffers_after_the_branch_end_does_not_close_the_branch():
+    # zoo audit, fourth round: in DETR's backbone the shift of the frozen norm after each branch's last conv was
+    # taken for the residual add, a skip of rms 0 (distance inf), and the real residual add went unmeasured
+    torch.manual_seed(0)
+    model, x = FrozenNormEnd(), torch.randn(6, 8)
+    idinit.init_(model, example_inputs=(x,))
+    report = idinit.check(model, (x,))
+    assert len(report.blocks) == 1 and report.blocks[0].branch_end == "fc2"
+    assert report.blocks[0].skip_rms > 0.5 and report.blocks[0].distance < 1e-5
+
 # -- a healthy control and real models ----------------------------------------------------------
 
 def test_torchvision_resnet18_after_idinit_is_healthy_and_left_exactly_as_it_was():

@@ -193,3 +193,34 @@ def test_planning_writes_no_parameter():
     model.to_empty(device="cpu")
     idinit.plan(model, example_inputs=(torch.randn(2, 4),))
     assert all(p._version == 0 for p in model.parameters())
+
+
+class RelativePositionAttention(nn.Module):
+    """Attention with a relative-position bias looked up as ``table[index]`` (timm BEiT / Swin / LeViT, HF Swin):
+    autograd keeps the index buffer to read the lookup's indices."""
+
+    def __init__(self, dim: int = 8, tokens: int = 4, heads: int = 2):
+        super().__init__()
+        self.heads, self.tokens = heads, tokens
+        self.table = nn.Parameter(torch.randn(2 * tokens - 1, heads) * 0.02)
+        grid = torch.arange(tokens)
+        self.register_buffer("index", (grid[:, None] - grid[None, :] + tokens - 1).flatten())
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        bias = self.table[self.index].view(n, n, self.heads).permute(2, 0, 1)
+        out = (q @ k.transpose(-2, -1) + bias).softmax(-1) @ v
+        return x + self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+def test_buffers_the_pass_did_not_write_are_not_written_back():
+    """Zoo audit, fourth round: 13 models with a relative-position index (BEiT, Swin, LeViT, TinyViT, MaxViT, ...)
+    failed in ``init_`` / ``check`` with "modified by an inplace operation": the pass copied every buffer back,
+    which counts as a write, and autograd then refused to hand over the index it had saved."""
+    model = nn.Sequential(nn.Linear(8, 8), RelativePositionAttention(), nn.Linear(8, 3))
+    index, version = model[1].index, model[1].index._version
+    plan = idinit.plan(model, example_inputs=(torch.randn(2, 4, 8),))
+    assert plan["1.proj.weight"].role == "attention_out" and plan["1.qkv.weight"].role == "attention_qkv"
+    assert model[1].index is index and index._version == version

@@ -100,3 +100,62 @@ def test_a_raw_table_looked_up_by_a_product_with_a_constant_stays_an_embedding()
     assert plan["table"].role == "embedding", plan["table"]
     assert torch.equal(model.table.detach(), before)  # kept as the model drew it, not IDI's [I | 0]
     assert plan["block.fc2.weight"].role == "branch_end"
+
+
+class ObjectQueryDecoder(nn.Module):
+    """DETR's decoder: its target starts at zeros, so the first self-attention (queries = keys = object
+    queries, values = the zero target) and its norm compute from parameters alone; their result is both the
+    skip of the cross-attention's residual add and, with the queries added back, that attention's query."""
+
+    def __init__(self, dim=8, queries=5):
+        super().__init__()
+        self.queries = nn.Embedding(queries, dim)
+        self.memory = nn.Linear(3, dim)
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.cross_q, self.cross_k, self.cross_v, self.cross_o = (nn.Linear(dim, dim) for _ in range(4))
+        self.head = nn.Linear(dim, 3)
+
+    @staticmethod
+    def attend(q, k, v):
+        return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1) @ v
+
+    def forward(self, x):
+        memory = self.memory(x)
+        pos = self.queries.weight.unsqueeze(0).expand(x.shape[0], -1, -1)
+        target = torch.zeros_like(pos)
+        h = self.norm1(target + self.o(self.attend(self.q(target + pos), self.k(target + pos), self.v(target))))
+        h = self.norm2(h + self.cross_o(self.attend(self.cross_q(h + pos), self.cross_k(memory), self.cross_v(memory))))
+        return self.head(h)
+
+
+def test_a_first_decoder_layer_on_object_queries_is_a_table_not_a_call_the_graph_cannot_see_inside():
+    """Zoo audit, HF DETR and SAM's mask decoder: the first self-attention was a weight chain kept as a value of
+    its own, read as one call using the weights of four layers (a false "cannot see inside" warning)."""
+    torch.manual_seed(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = idinit.plan(ObjectQueryDecoder(), example_inputs=(torch.randn(2, 6, 3),))
+    assert not [str(w.message) for w in caught if "cannot see inside" in str(w.message)]
+    for name in "qkvo":
+        assert plan[f"{name}.weight"].role == "identity" and "from parameters alone" in plan[f"{name}.weight"].note
+    assert plan["cross_o.weight"].role == "attention_out"
+
+
+def test_hf_detr_first_decoder_self_attention_is_a_table():
+    transformers = pytest.importorskip("transformers")
+    backbone = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 32], "depths": [1, 1, 1, 1],
+                "layer_type": "basic", "out_features": ["stage4"]}
+    config = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False, backbone_config=backbone,
+                                     d_model=32, encoder_layers=1, decoder_layers=2, encoder_attention_heads=2,
+                                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=8,
+                                     num_labels=3)
+    torch.manual_seed(0)
+    model = transformers.DetrForObjectDetection(config)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = idinit.plan(model, example_inputs={"pixel_values": torch.rand(1, 3, 64, 64)})
+    assert not [str(w.message) for w in caught if "cannot see inside" in str(w.message)]
+    first = plan["model.decoder.layers.0.self_attn.o_proj.weight"]
+    assert first.role == "identity" and "from parameters alone" in first.note
+    assert plan["model.decoder.layers.1.self_attn.o_proj.weight"].role == "attention_out"

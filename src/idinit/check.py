@@ -113,6 +113,9 @@ class _Recorder(TorchFunctionMode):
         self.after: dict[str, set] = {}
         self.tags: dict[int, tuple[torch.Tensor, frozenset]] = {}
         self.derived: dict[int, tuple[torch.Tensor, frozenset]] = {}
+        # buffers, and what is computed from buffers and parameters alone: a shift made of them (a frozen batch
+        # norm's ``bias - running_mean * scale``, Swin2SR's ``+ mean``) is no skip (zoo audit, fourth round)
+        self.constants: dict[int, torch.Tensor] = {id(b): b for b in model.buffers()}
         self.stack: list[tuple[str, nn.Module, Any, bool]] = []  # name, module, first float input, any tensor in
         self.calls: dict[str, int] = {}
         self.busy = False
@@ -136,13 +139,18 @@ class _Recorder(TorchFunctionMode):
         entry = self.derived.get(id(t))
         return entry[1] if entry is not None and entry[0] is t else frozenset()
 
+    def constant(self, t) -> bool:
+        """Whether ``t`` is a buffer or computed from buffers and parameters alone (no data)."""
+        return self.constants.get(id(t)) is t or bool(self.weights_of(t))
+
     def _bias_add(self, a: torch.Tensor, b: torch.Tensor) -> bool:
-        """Whether one side of ``a + b`` is a parameter (or a view of one) broadcast onto the other."""
+        """Whether one side of ``a + b`` is a parameter or a buffer (or computed from them alone) broadcast
+        onto the other."""
         try:
             full = torch.broadcast_shapes(a.shape, b.shape)
         except RuntimeError:
             return False
-        return any(self.weights_of(t) and t.shape != full for t in (a, b))
+        return any(self.constant(t) and t.shape != full for t in (a, b))
 
     @staticmethod
     def _merges(ta: frozenset, tb: frozenset) -> bool:
@@ -261,6 +269,8 @@ class _Recorder(TorchFunctionMode):
         if inputs and all(used):  # a weight chain (gamma.reshape(...), w.t()): its result stands for the weights
             for t in _tensors(out):
                 self.derived[id(t)] = (t, frozenset().union(*used))
+        elif inputs and all(self.constant(t) for t in inputs):
+            self.constants.update((id(t), t) for t in _tensors(out))
         for source in carried if name not in _ADDS else ():  # a parameter added (a shift) scales nothing
             self.after[source].update(*used)
         for t in _tensors(out):

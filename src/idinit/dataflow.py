@@ -50,10 +50,12 @@ def op_class(op, kinds: Mapping[str, set], owners: Mapping[str, str]) -> str:
     ks = set().union(*(kinds[p] for p in op.params)) if op.params else set()
     if ks & RECURRENT_KINDS:
         return "recurrent"
-    if ks & MATRIX_KINDS and op.kind in ("add", "mul", "sdpa"):
+    if ks & MATRIX_KINDS and op.kind in ("add", "mul", "sdpa", "parameter"):
         # the weights reached this sum, product or attention (as its mask) through a chain without data: a
         # table computed from parameters alone (HF Swin-V2's position-bias MLP over a constant coordinate grid,
-        # added to the attention scores; timm's RelPosMlp, passed as the mask), not a layer applied to the data
+        # added to the attention scores; timm's RelPosMlp, passed as the mask), not a layer applied to the data.
+        # A weight chain kept as a value of its own (kind ``parameter``) is one by construction: DETR's first
+        # decoder self-attention reads only its object queries (zoo audit), no "call the graph cannot see inside"
         return "param"
     if ks & MATRIX_KINDS:
         weights = {owners[p] for p in op.params if kinds[p] & MATRIX_KINDS and "embedding" not in kinds[p]}

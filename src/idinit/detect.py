@@ -266,8 +266,9 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
         held = sorted({owners[p] for op in graph.ops if op.label in opaque for p in op.params
                        if kinds[p] & MATRIX_KINDS})
         notes.append(("the graph cannot see inside " + ", ".join(opaque) + " (one call using the weights of "
-                      f"{', '.join(held)}): these layers are planned as 'identity'. Pass example_inputs= to look "
-                      "inside, or state the layer that closes each residual branch, e.g. "
+                      f"{', '.join(held)}): these layers are planned as 'identity'. "
+                      + ("State" if graph.source == "autograd" else "Pass example_inputs= to look inside, or state")
+                      + " the layer that closes each residual branch, e.g. "
                       f"overrides={{'{held[-1] if held else '<module>'}': 'branch_end'}}", held))
     users = graph.consumers()
     for n, op in enumerate(graph.ops):

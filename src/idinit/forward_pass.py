@@ -49,7 +49,7 @@ def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
     every buffer restored afterwards. Returns the output tensors that carry a ``grad_fn``."""
     training = {m: m.training for m in model.modules()}
     requires = {p: p.requires_grad for p in model.parameters()}
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    buffers = [(b, b.detach().clone(), b._version) for b in model.buffers()]
     try:
         model.eval()
         for p in requires:
@@ -67,8 +67,11 @@ def run_forward(model: nn.Module, example_inputs: Any) -> list[torch.Tensor]:
         for p, flag in requires.items():
             p.requires_grad_(flag)
         with torch.no_grad():
-            for b, saved in buffers:
-                b.copy_(saved)
+            for b, saved, version in buffers:
+                # only what the pass wrote: a copy is a write too, and autograd refuses to read a tensor it saved
+                # (a relative-position index that a gather kept, read by idinit.contraction) once it was written
+                if b._version != version:
+                    b.copy_(saved)
     roots = [t for t in _tensors(out) if t.grad_fn is not None]
     if not roots:
         raise GraphUnavailable(f"the output of {type(model).__name__} on example_inputs carries no autograd "

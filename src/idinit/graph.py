@@ -319,6 +319,20 @@ def _autograd_kind(name: str) -> str:
     }.get(base, "call")
 
 
+def _function_context_params(fn, names: Mapping[int, str]) -> set[str]:
+    """The parameters of the modules a custom ``torch.autograd.Function``'s backward node keeps as
+    attributes of its context (a module, or a list / tuple / dict of them); empty for a built-in node."""
+    if not isinstance(fn, torch.autograd.function.BackwardCFunction):
+        return set()
+    held: set[str] = set()
+    for value in vars(fn).values():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, nn.Module):
+                held.update(names[id(p)] for p in item.parameters() if id(p) in names)
+    return held
+
+
 def autograd_graph(model: nn.Module, names: Mapping[int, str], example_inputs: Any) -> DataGraph:
     """The graph of one forward pass on ``example_inputs`` (see :func:`run_forward`)."""
     roots = run_forward(model, example_inputs)
@@ -379,6 +393,12 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
                 continue
         kind = _autograd_kind(name)
         params = set().union(*[s[1] for s in seen if s is not None and s[0] == "param"]) if seen else set()
+        hidden = _function_context_params(fn, names)
+        if hidden:
+            # a custom autograd.Function: its forward ran unrecorded, so the weights of the modules it keeps on
+            # its context (HF Reformer's reversible blocks, ctx.layers) reach no node; they are this call's
+            params |= hidden
+        label = f"{name} (a custom autograd.Function, whose forward autograd does not record)" if hidden else name
         has_data = any(s is not None and s[0] == "op" for s in seen)
         if not has_data and params and kind != "embedding":
             if fn in kept:
@@ -394,7 +414,7 @@ def _autograd_convert(roots: list[torch.Tensor], names: Mapping[int, str], kept:
             continue
         inputs = [s[1] if s is not None and s[0] == "op" else None for s in seen]
         stacked = contraction.record(graph.readings, kids, chains) if kind == "matmul" else ()
-        graph.ops.append(Op(kind, inputs, tuple(sorted(params)), name, fn=name, stacked=stacked))
+        graph.ops.append(Op(kind, inputs, tuple(sorted(params)), label, fn=name, stacked=stacked))
         status[fn] = ("op", len(graph.ops) - 1)
     graph.outputs = [status[t.grad_fn][1] for t in roots if status[t.grad_fn][0] == "op"]
     return graph, status
