@@ -300,26 +300,27 @@ class Affine(nn.Module):
         return self.scale * x + self.bias
 
 
-class AffineEnd(nn.Module):
-    def __init__(self):
+class BranchThenShift(nn.Module):
+    """A residual block whose branch ends in ``fc2`` followed by ``after`` (a module that shifts its input)."""
+
+    def __init__(self, after: nn.Module):
         super().__init__()
-        self.fc1, self.fc2, self.lab, self.head = nn.Linear(8, 16), nn.Linear(16, 8), Affine(), nn.Linear(8, 2)
+        self.fc1, self.fc2, self.after, self.head = nn.Linear(8, 16), nn.Linear(16, 8), after, nn.Linear(8, 2)
 
     def forward(self, x):
-        return self.head(x + self.lab(self.fc2(torch.relu(self.fc1(x)))))
+        return self.head(x + self.after(self.fc2(torch.relu(self.fc1(x)))))
 
 
 def test_a_bias_added_after_the_branch_end_does_not_close_the_branch():
     # zoo audit (results/zoo-audit): in HGNetV2 the `+ bias` of the affine after the zero-preserving end was
     # taken for the residual add, so the branch's small output was flagged `vanishing`
     torch.manual_seed(0)
-    model, x = AffineEnd(), torch.randn(6, 8)
+    model, x = BranchThenShift(Affine()), torch.randn(6, 8)
     idinit.init_(model, example_inputs=(x,))
     assert idinit.plan(model, example_inputs=(x,))["fc2.weight"].role == "branch_end"
     report = idinit.check(model, (x,))
     assert "vanishing" not in kinds(report)
     assert len(report.blocks) == 1 and report.blocks[0].branch_end == "fc2" and report.blocks[0].distance < 1e-5
-
 
 
 class FrozenNorm(nn.Module):
@@ -335,24 +336,16 @@ class FrozenNorm(nn.Module):
         return x * scale + (self.bias - self.running_mean * scale)
 
 
-class FrozenNormEnd(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1, self.fc2, self.norm, self.head = nn.Linear(8, 16), nn.Linear(16, 8), FrozenNorm(8), nn.Linear(8, 2)
-
-    def forward(self, x):
-        return self.head(x + self.norm(self.fc2(torch.relu(self.fc1(x)))))
-
-
 def test_a_shift_computed_from_buffers_after_the_branch_end_does_not_close_the_branch():
     # zoo audit, fourth round: in DETR's backbone the shift of the frozen norm after each branch's last conv was
     # taken for the residual add, a skip of rms 0 (distance inf), and the real residual add went unmeasured
     torch.manual_seed(0)
-    model, x = FrozenNormEnd(), torch.randn(6, 8)
+    model, x = BranchThenShift(FrozenNorm(8)), torch.randn(6, 8)
     idinit.init_(model, example_inputs=(x,))
     report = idinit.check(model, (x,))
     assert len(report.blocks) == 1 and report.blocks[0].branch_end == "fc2"
     assert report.blocks[0].skip_rms > 0.5 and report.blocks[0].distance < 1e-5
+
 
 # -- a healthy control and real models ----------------------------------------------------------
 
