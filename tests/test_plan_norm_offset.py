@@ -87,6 +87,81 @@ def test_gemma2_and_olmo2_post_norm_branches_are_closed():
             {"post_attention_layernorm", "post_feedforward_layernorm"}
 
 
+class PostNormNet(nn.Module):
+    """``h + norm(fc2(relu(fc1(h))))``: a branch closed by a norm after its last layer (Gemma2's post-norms)."""
+
+    def __init__(self, offset: bool):
+        super().__init__()
+        self.inp, self.head = nn.Linear(8, 8), nn.Linear(8, 3)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.norm = RMSNorm(8, offset)
+
+    def forward(self, x):
+        h = self.inp(x)
+        return self.head(h + self.norm(self.fc2(torch.relu(self.fc1(h)))))
+
+
+@pytest.mark.parametrize("how", [("zero_gamma", {}), ("idinit", {"branch_end_norm": "zero"})])
+def test_a_norm_that_closes_a_branch_is_set_to_its_zero_scale(how):
+    # planted: the scale-0 value was written as weight 0, which is the unit scale of x_hat * (1 + w), so Zero-γ
+    # and branch_end_norm="zero" left every Gemma-style post-norm branch open at full size
+    scheme, options = how
+    x = torch.randn(5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for offset in (True, False):
+        torch.manual_seed(0)
+        model = PostNormNet(offset).double()
+        plan = idinit.init_(model, scheme, example_inputs=(x,), **options)
+        assert plan["norm.weight"].role == "branch_end_norm"
+        with torch.no_grad():
+            assert torch.equal(model(x), model.head(model.inp(x))), offset  # the branch adds exact zeros
+            assert model.norm(model.fc2(torch.relu(model.fc1(model.inp(x))))).abs().amax() == 0
+        assert torch.all(model.norm.weight == (-1.0 if offset else 0.0))
+    assert plan["norm.weight"].init == "zeros_"  # the multiplying norm: plain zeros, as before
+
+
+def test_gemma2_zero_gamma_closes_its_post_norm_branches():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(Gemma2Config(num_hidden_layers=2, hidden_size=32, intermediate_size=64,
+                                           num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                           vocab_size=100, max_position_embeddings=64))
+    plan = idinit.init_(model, "zero_gamma")
+    post = [e for e in plan if ".post_" in e.name]
+    assert len(post) == 4 and all(e.init == "constant_" and e.args == {"val": -1.0} for e in post)
+    report = idinit.check(model)
+    assert len(report.blocks) == 4 and all(b.distance == 0 for b in report.blocks)
+    assert plan["model.layers.0.input_layernorm.weight"].init == "zeros_"  # a pre-norm keeps its unit scale
+
+
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's GRN: adds its input back, so no weight zeroes its output."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight, self.bias = nn.Parameter(torch.zeros(dim)), nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        n = x.norm(dim=-1, keepdim=True) / (x.norm(dim=-1, keepdim=True).mean(0, keepdim=True) + 1e-6)
+        return x + self.weight * (x * n) + self.bias
+
+
+def test_a_norm_no_weight_can_close_says_its_branch_stays_open():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp, self.fc, self.grn, self.head = nn.Linear(8, 8), nn.Linear(8, 8), GlobalResponseNorm(8), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = self.inp(x)
+            return self.head(h + self.grn(self.fc(h)))
+
+    x = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    plan = idinit.plan(Net(), "zero_gamma", example_inputs=(x,))
+    entry = plan["grn.weight"]
+    assert entry.role == "branch_end_norm" and entry.init == "zeros_" and "stays open" in entry.note
+
+
 class LayerNorm1P(nn.LayerNorm):
     """A torch LayerNorm subclass normalising with ``weight + 1`` (Nemotron's LayerNorm1P)."""
 

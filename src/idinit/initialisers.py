@@ -41,6 +41,7 @@ FUNCTIONS = {
     "orthogonal_": nn.init.orthogonal_,
     "normal_": nn.init.normal_,
     "uniform_": nn.init.uniform_,
+    "constant_": nn.init.constant_,  # args {"val": v}: the closing weight of an offset norm (kinds.closing_weight)
 }
 # initialisers that draw random numbers (the two identities only for their loose noise)
 RANDOM = {"identity_", "channel_identity_", "kaiming_normal_", "kaiming_uniform_", "xavier_uniform_",
@@ -177,7 +178,7 @@ def row_blocks(view: torch.Tensor, blocks: int) -> tuple[torch.Tensor, ...]:
 
 def draw_into(view: torch.Tensor, init: str, args: Mapping[str, Any], generator) -> None:
     """One ``torch.nn.init`` initialiser on one (block of a) parameter."""
-    kwargs = dict(args, generator=generator) if generator is not None else dict(args)
+    kwargs = dict(args, generator=generator) if generator is not None and init in RANDOM else dict(args)
     if not view.is_contiguous() and init in _ELEMENTWISE and view.dim() >= 2 and view.transpose(0, 1).is_contiguous():
         # a (out, in, ...) view of a tensor stored (in, out, ...) (HF Conv1D, ConvTranspose): the draws are
         # independent, so they go straight into the storage, whose fan_in is the view's fan_out (Xavier

@@ -38,7 +38,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-__all__ = ["ParamInfo", "kind_of", "parameter_infos", "read_kinds", "unit_scale_at_zero"]
+__all__ = ["ParamInfo", "closing_weight", "kind_of", "parameter_infos", "read_kinds", "unit_scale_at_zero"]
 
 MATRIX_KINDS = {"linear", "linear_t", "fused_qkv", "conv", "conv_transpose", "experts", "contracted"}
 RECURRENT_KINDS = {"recurrent_ih", "recurrent_hh", "recurrent_hr"}
@@ -94,10 +94,27 @@ def unit_scale_at_zero(module: nn.Module) -> bool:
     torch_forward = type(module).forward.__module__.startswith("torch.")
     if isinstance(module, _torch_norms()) and torch_forward or not _is_norm(module):
         return False
+    out = _output_with_weight(module, 0.0)
+    return out is not None and bool(torch.isfinite(out).all()) and bool(out.abs().amax() > 0)
+
+
+def closing_weight(module: nn.Module) -> float | None:
+    """The weight at which a norm of :func:`unit_scale_at_zero` outputs exact zeros, its other parameters at
+    0: -1 for a norm scaling by ``1 + weight`` (Gemma, Nemotron); None where no constant weight does
+    (GlobalResponseNorm adds its input back). What ``zeros_`` is to a norm that multiplies, when a scheme
+    closes a branch with its norm (Zero-γ, idinit's ``branch_end_norm="zero"``)."""
+    out = _output_with_weight(module, -1.0)
+    return -1.0 if out is not None and bool(torch.isfinite(out).all()) and not out.any() else None
+
+
+def _output_with_weight(module: nn.Module, value: float) -> torch.Tensor | None:
+    """``module`` run (functionally, on small CPU inputs) with its weight at ``value`` and its other
+    parameters at 0; None where its weight is not a float vector or no input layout fits."""
     weight = getattr(module, "weight", None)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 1 or not weight.is_floating_point():
-        return False
+        return None
     state = {n: torch.zeros(t.shape) for n, t in module.named_parameters()}
+    state["weight"] = torch.full(weight.shape, value)
     state.update({n: torch.zeros(t.shape, dtype=t.dtype) if t.is_meta else t.detach().cpu().clone()
                   for n, t in module.named_buffers()})
     c = weight.shape[0]
@@ -110,8 +127,8 @@ def unit_scale_at_zero(module: nn.Module) -> bool:
         except Exception:  # noqa: BLE001 - this layout is not the module's: try the next one
             continue
         if isinstance(out, torch.Tensor) and out.shape == x.shape:
-            return bool(torch.isfinite(out).all()) and bool(out.abs().amax() > 0)
-    return False
+            return out
+    return None
 
 
 def kind_of(module: nn.Module, local: str, param: torch.Tensor) -> str:

@@ -29,7 +29,7 @@ from idinit import model_init
 from idinit.detect import detect, warn_caller
 from idinit.initialisers import (FLAT_LAYOUTS, INITIALISERS, RANDOM, draw_into, flat_stack_shape, layout_words,
                                  matrices, matrix_rows, pattern_jobs, row_blocks)
-from idinit.kinds import unit_scale_at_zero
+from idinit.kinds import closing_weight, unit_scale_at_zero
 from idinit.parametrized import parametrized_rows
 from idinit.noise import draw_seed
 from idinit.patterns import PATTERNS, fill
@@ -237,6 +237,27 @@ def _join(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
 
+def _offset_norm(entry: PlanEntry, module: nn.Module) -> None:
+    """An entry of a norm whose unit scale is weight 0 (:func:`idinit.kinds.unit_scale_at_zero`): the unit
+    scale (``ones_``) is its 0; the zero scale that closes a branch (``zeros_`` of Zero-γ and of
+    ``branch_end_norm="zero"``) is the weight at which it outputs zeros (-1 for ``x_hat * (1 + w)``)."""
+    if entry.init == "ones_":
+        entry.init = "zeros_"
+        entry.note = _join(entry.note, "its norm leaves the normalised input as it is at weight 0 (x_hat * (1 + w) "
+                                       "or an added path): 0 is its unit scale")
+        return
+    if entry.role != "branch_end_norm":  # a norm zeroed for another reason keeps its zeros
+        return
+    value = closing_weight(module)
+    if value is None:
+        entry.note = _join(entry.note, "its weight at 0 leaves the normalised input as it is (an added path) and no "
+                                       "weight zeroes it: the branch stays open")
+    else:
+        entry.init, entry.args = "constant_", {"val": value}
+        entry.note = _join(entry.note, f"its norm scales by 1 + w: weight {value:g} closes the branch (0 is its "
+                                       "unit scale)")
+
+
 def _entry(scheme: str, options: dict, found, info) -> PlanEntry:
     """The row of one parameter: its role from the detection, its initialiser from the scheme."""
     shape = tuple(info.param.shape)
@@ -323,8 +344,8 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
         activation: ``"idinit"``: the network's activation, which sets the stem's gain (sqrt(2) for
             ReLU-like ones, 1 for tanh / sigmoid / linear; default ``"relu"``).
         eps: ``"idinit"``: the +-eps of IDIZ (default 1e-6).
-        branch_end_norm: ``"idinit"``: ``"one"`` (the paper; default) or ``"zero"`` (the norm weight closing
-            each residual branch set to 0 as Zero-gamma does; not in the paper, see :mod:`idinit.schemes`).
+        branch_end_norm: ``"idinit"``: ``"one"`` (the paper; default) or ``"zero"`` (the norm closing each
+            residual branch set to scale 0 as Zero-gamma does; not in the paper, see :mod:`idinit.schemes`).
         **options: the options of a scheme that the named keywords above do not cover (each scheme
             declares its own: :data:`idinit.schemes.TABLE`).
 
@@ -345,10 +366,9 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
-        if entry.init == "ones_" and entry.kind == "norm_weight" and unit_scale_at_zero(model.get_submodule(info.module)):
-            entry.init = "zeros_"
-            entry.note = _join(entry.note, "its norm leaves the normalised input as it is at weight 0 (x_hat * (1 + w) "
-                                           "or an added path): 0 is its unit scale")
+        if entry.init in ("ones_", "zeros_") and entry.kind == "norm_weight" and \
+                unit_scale_at_zero(model.get_submodule(info.module)):
+            _offset_norm(entry, model.get_submodule(info.module))
         own = model_init.describe(model, info.module)
         # a role stated "keep", and a value the model set on purpose (idinit.values), stay as they are;
         # under "default" the model's own init sets the latter itself

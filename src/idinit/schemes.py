@@ -19,8 +19,8 @@ scheme          what it does
                 network (``activation``, appendix B); IDIZ / IDIZC on branch ends, attention
                 output projections (appendix A.5) and, in a residual network, the head
                 (``branch_end="zero"`` puts exact zeros there instead). Norms 1 / 0, biases 0.
-                Options ``loose`` and ``eps``; ``branch_end_norm="zero"`` sets the norm weight
-                closing each branch to 0 as Zero-gamma does (not in the paper: an option for BN
+                Options ``loose`` and ``eps``; ``branch_end_norm="zero"`` sets the norm
+                closing each branch to scale 0 as Zero-gamma does (not in the paper: an option for BN
                 networks trained at a high learning rate without warm-up, see
                 ``results/analysis-startup``).
 ``kaiming``     He et al. 2015: convolutions ``kaiming_normal_(mode="fan_out", relu)`` as
@@ -33,8 +33,9 @@ scheme          what it does
 ``default``     the model's own init (:mod:`idinit.model_init`): HF transformers'
                 ``_init_weights`` on every module, timm's ``init_weights()``, else every
                 module's ``reset_parameters()`` (PyTorch's layer defaults), children first.
-``zero_gamma``  Goyal et al. 2017: ``kaiming``, then the norm weight closing each residual
-                branch (``branch_end_norm``) set to 0.
+``zero_gamma``  Goyal et al. 2017: ``kaiming``, then the norm closing each residual branch
+                (``branch_end_norm``) set to scale 0: weight 0, or -1 for a norm that scales
+                by ``1 + weight`` (Gemma's post-norms; :func:`idinit.kinds.closing_weight`).
 ``zero``        ZerO (Zhao et al. 2022): ``hadamard_`` on every layer, exact zeros on the last
                 layer of each residual branch (and attention output projections); norms 1 / 0,
                 biases 0.
