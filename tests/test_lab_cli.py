@@ -20,7 +20,7 @@ def test_table1_grid_has_every_cell_once():
             for warm in ("", "-warmup5"):
                 assert f"{init}-{opt}{warm}" in names
     assert {c.name for c in exp.configs if c.shortcut == "B"} == {
-        f"{i}-{o}-B{w}" for i in ("idinit", "kaiming") for o in ("sgd", "adam") for w in ("", "-warmup5")}
+        f"{i}-{o}-B{w}" for i in ("idinit", "kaiming", "fixup") for o in ("sgd", "adam") for w in ("", "-warmup5")}
     for c in exp.configs:
         assert (c.arch, c.batch_size, c.epochs, c.target_accuracy) == ("resnet56", 1024, 200, 0.8)
         assert (c.lr, c.weight_decay) == ((0.2, 5e-4) if c.optimizer == "sgd" else (1e-3, 0.0))
