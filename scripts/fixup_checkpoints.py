@@ -4,7 +4,7 @@ block's channels that no image turns on (behind the branch's ReLU and behind the
 each branch's RMS against its skip's and the logits' std; epoch 0 is the network as initialised.
 
 The lab keeps one checkpoint per run, overwritten each epoch; copy it after each epoch to ``ep<N>.pt``
-(as ``results/table1-fixup-cpu-fp32`` did) and point this script at the folder:
+(as ``results/fixup-cpu-probe`` did) and point this script at the folder:
 
     PYTHONPATH=src python scripts/fixup_checkpoints.py FOLDER [--data ../shared/data] [--json OUT.json]
 """

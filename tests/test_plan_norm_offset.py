@@ -104,7 +104,7 @@ class PostNormNet(nn.Module):
 @pytest.mark.parametrize("how", [("zero_gamma", {}), ("idinit", {"branch_end_norm": "zero"})])
 def test_a_norm_that_closes_a_branch_is_set_to_its_zero_scale(how):
     # planted: the scale-0 value was written as weight 0, which is the unit scale of x_hat * (1 + w), so Zero-γ
-    # and branch_end_norm="zero" left every Gemma-style post-norm branch open at full size
+    # and branch_end_norm="zero" left every Gemma-style post-norm branch open
     scheme, options = how
     x = torch.randn(5, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     for offset in (True, False):
@@ -150,7 +150,8 @@ def test_a_norm_no_weight_can_close_says_its_branch_stays_open():
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.inp, self.fc, self.grn, self.head = nn.Linear(8, 8), nn.Linear(8, 8), GlobalResponseNorm(8), nn.Linear(8, 3)
+            self.inp, self.fc, self.head = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 3)
+            self.grn = GlobalResponseNorm(8)
 
         def forward(self, x):
             h = self.inp(x)

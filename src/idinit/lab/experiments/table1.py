@@ -5,8 +5,9 @@ decay 5e-4; Adam lr 1e-3, betas (0.9, 0.999); 200 epochs, cosine, batch 1024; fi
 and epochs to 80% evaluation accuracy. Option A shortcuts as in the Fixup code base the paper's
 CIFAR baselines come from (subsample, BN, zeros appended after: ``shortcut="A"``); IDInit and
 Kaiming also with option B (``-B``) and with zeros on both sides (``-Ac``, the lab's option A
-before 2026-11-29), Fixup also with option B (``SHORTCUTS``). ``idinit_bn0`` is IDInit with ``branch_end_norm="zero"`` (not in the paper:
-the branch-closing BN weight at 0, see ``results/analysis-startup``).
+before 2026-11-29), Fixup also with option B (``SHORTCUTS``). ``idinit_bn0`` is IDInit with
+``branch_end_norm="zero"`` (not in the paper: the branch-closing BN weight at 0, see
+``results/analysis-startup``).
 
 Beyond the paper: every configuration also exists with a 5-epoch linear warm-up
 (``<name>-warmup5``). With no warm-up, IDInit and Kaiming on ResNet-56 stalled at chance for ~8
@@ -65,7 +66,7 @@ SHORTCUT_SUFFIX = {"A": "", "B": "-B", "A-centred": "-Ac"}
 # Which initialisations also run with other shortcuts. Fixup with option B: at init its option-A shortcut's zero
 # channels meet a zero branch (conv2 = 0, bias2b = 0) at the block's ReLU, whose gradient at 0 is 0, so 1/2 of
 # stage 2's and 3/4 of stage 3's channels start dead and revive only if the shared scalar bias2b turns positive
-# (scripts/fixup_checkpoints.py, results/table1-fixup-cpu-fp32); a projection shortcut has no such channels.
+# (scripts/fixup_checkpoints.py, results/fixup-cpu-probe); a projection shortcut has no such channels.
 SHORTCUTS = {"idinit": tuple(SHORTCUT_SUFFIX), "kaiming": tuple(SHORTCUT_SUFFIX), "fixup": ("A", "B")}
 # IDInit with the branch-closing norm at 0 (an option of the library, not the paper's scheme)
 VARIANTS = {"idinit_bn0": ("idinit", {"branch_end_norm": "zero"})}
@@ -85,7 +86,8 @@ def table1(depth: int = 56) -> Experiment:
     return Experiment(
         name="table1" if depth == 56 else f"table1-resnet{depth}", version=2,
         description=f"Paper Table 1: ResNet-{depth}, CIFAR-10, 7 initialisations x SGD/Adam, option A "
-                    "(IDInit and Kaiming also option B and centred A, Fixup option B), each with and without a 5-epoch warm-up",
+                    "(IDInit and Kaiming also option B and centred A, Fixup option B), each with and without a "
+                    "5-epoch warm-up",
         configs=configs, seeds=(0,), paper=paper_numbers(depth, [c.name for c in configs]), report_sections=seed_tests,
         notes=["Batch size 1024 (the paper does not state it for Table 1; its appendix C.4 uses 1024 with the same optimiser).",
                "Adam runs with no weight decay (the paper states none for Adam).",
