@@ -238,15 +238,13 @@ def _join(*notes: str) -> str:
 
 
 def _offset_norm(entry: PlanEntry, module: nn.Module) -> None:
-    """An entry of a norm whose unit scale is weight 0 (:func:`idinit.kinds.unit_scale_at_zero`): the unit
-    scale (``ones_``) is its 0; the zero scale that closes a branch (``zeros_`` of Zero-γ and of
-    ``branch_end_norm="zero"``) is the weight at which it outputs zeros (-1 for ``x_hat * (1 + w)``)."""
+    """An entry (``ones_``, or ``zeros_`` closing a branch) of a norm whose unit scale is weight 0
+    (:func:`idinit.kinds.unit_scale_at_zero`): the unit scale is its 0; the zero scale that closes a branch
+    (Zero-γ, ``branch_end_norm="zero"``) is the weight at which it outputs zeros (-1 for ``x_hat * (1 + w)``)."""
     if entry.init == "ones_":
         entry.init = "zeros_"
         entry.note = _join(entry.note, "its norm leaves the normalised input as it is at weight 0 (x_hat * (1 + w) "
                                        "or an added path): 0 is its unit scale")
-        return
-    if entry.role != "branch_end_norm":  # a norm zeroed for another reason keeps its zeros
         return
     value = closing_weight(module)
     if value is None:
@@ -366,9 +364,12 @@ def plan(model: nn.Module, scheme: SchemeName = "idinit", example_inputs: Any = 
     entries = []
     for name, info in found.params.items():
         entry = _entry(scheme, options, found, info)
-        if entry.init in ("ones_", "zeros_") and entry.kind == "norm_weight" and \
-                unit_scale_at_zero(model.get_submodule(info.module)):
-            _offset_norm(entry, model.get_submodule(info.module))
+        # the probe runs only where the entry can change: a unit scale, or a zero scale closing a branch
+        if entry.kind == "norm_weight" and (entry.init == "ones_" or entry.init == "zeros_" and
+                                            entry.role == "branch_end_norm"):
+            module = model.get_submodule(info.module)
+            if unit_scale_at_zero(module):
+                _offset_norm(entry, module)
         own = model_init.describe(model, info.module)
         # a role stated "keep", and a value the model set on purpose (idinit.values), stay as they are;
         # under "default" the model's own init sets the latter itself
