@@ -11,7 +11,7 @@
 set -uo pipefail
 OUT=${OUT:?set by the device tool}
 collect() {
-    tar -czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='.lock' --exclude='checkpoint.sha256' runs 2>/dev/null
+    tar -czf "$OUT/runs.tgz" --exclude='*.pt' --exclude='.lock' --exclude='.experiment.lock' --exclude='checkpoint.sha256' runs 2>/dev/null
     ls -l "$OUT/runs.tgz"
     for f in runs/logs/queue-gpu*.log; do echo "== $f"; grep -E "start|end rc|skip|queue done|epoch.*(50|100|150|200)/" "$f" | tail -n 12; done
 }
@@ -30,7 +30,7 @@ if ! pgrep -f "bash scripts/[g]pu_queue.sh" >/dev/null; then
     mapfile -t runs < <(cut_short)
     if (( ${#runs[@]} )); then
         mapfile -t experiments < <(for run in "${runs[@]}"; do echo "$(dirname "$(dirname "$run")")/experiment.json"; done | sort -u)
-        tar -czf "$OUT/resume.tgz" --exclude='.lock' "${runs[@]}" "${experiments[@]}"
+        tar -czf "$OUT/resume.tgz" --exclude='.lock' --exclude='.experiment.lock' "${runs[@]}" "${experiments[@]}"
         left=$(( ${RESUME_MIB:-56} * 1048576 - $(stat -c %s "$OUT/runs.tgz") ))
         if (( $(stat -c %s "$OUT/resume.tgz") > left )); then
             echo "resume.tgz ($(du -h "$OUT/resume.tgz" | cut -f1)) does not fit in what is left to bring back; the ${#runs[@]} cut run(s) start over next time"

@@ -1,11 +1,13 @@
 """Runs never resume from the wrong state and never have two writers; bad files are named (issue
 13 §2). Each test plants the fault it guards against."""
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
@@ -13,7 +15,8 @@ import pytest
 
 import idinit
 from idinit.lab.data import load_cifar10, load_mnist
-from idinit.lab.experiments.runner import run_configs
+from idinit.lab.experiments import get_experiment
+from idinit.lab.experiments.runner import EXPERIMENT_LOCK, run_configs, write_experiment_file
 from idinit.lab.train import RunConfig, RunFolder, read_records, train_run
 from idinit.lab.train import records as rec
 from lab_fixtures import TINY, fake_data, write_fake_mnist, write_fake_official, write_fake_shared_cifar
@@ -96,6 +99,26 @@ def test_in_one_process_a_second_writer_is_refused_too(tmp_path):
         train_run(config, tmp_path, data=fake_data(), **QUIET)
     first.release()
     assert train_run(config, tmp_path, data=fake_data(), **QUIET)["finished"]
+
+
+def test_two_calls_into_one_folder_both_stay_in_experiment_json(tmp_path):
+    """The fault: calls on two GPUs start together and each reads experiment.json before the other
+    writes it, so one call vanishes (2026-11-30). Here the first call is held mid-update (its lock
+    taken, its record written late); the second must wait for it, then keep it."""
+    experiment = get_experiment("table1")
+    first, second = experiment.runs(only=["fixup-sgd"], seeds=[0]), experiment.runs(only=["fixup-sgd"], seeds=[1])
+    path = tmp_path / "experiment.json"
+    with open(tmp_path / EXPERIMENT_LOCK, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        writer = threading.Thread(target=write_experiment_file, args=(tmp_path, experiment, second, "cpu", "second"))
+        writer.start()
+        writer.join(timeout=1.0)
+        assert writer.is_alive() and not path.exists(), "the second call wrote while the first held the lock"
+        rec.atomic_write_json(path, {"calls": [{"command": "first", "runs": [r.run_id for r in first]}]})
+    writer.join(timeout=30)
+    calls = json.loads(path.read_text())["calls"]
+    assert [c["command"] for c in calls] == ["first", "second"]
+    assert calls[1]["runs"] == ["fixup-sgd/seed1"]
 
 
 _PARENT = textwrap.dedent("""

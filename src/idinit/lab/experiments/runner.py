@@ -10,6 +10,7 @@ a later call with the same command resumes.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import pathlib
@@ -24,18 +25,27 @@ from ..train import records as rec
 from ..train.loop import cut_data, train_run
 from ..train.packed import plan_packs, train_packed
 
+EXPERIMENT_LOCK = ".experiment.lock"
+
 
 def write_experiment_file(out_dir: pathlib.Path, experiment, runs: list[RunConfig], device: str, command: str | None):
-    """``experiment.json``: what ran, with which command, on which machine (merged with earlier calls)."""
+    """``experiment.json``: what ran, with which command, on which machine (merged with earlier calls).
+
+    Calls on several GPUs share one output folder and start together, so the read-append-write is done
+    under an exclusive lock on ``.experiment.lock`` beside it: without it, two calls started in the same
+    second each read the file before the other wrote it, and one call vanished from the record (it did on
+    2026-11-30, two Fixup runs at lr 0.1)."""
     path = out_dir / "experiment.json"
-    previous = rec.read_json(path) if path.is_file() else {}
-    calls = previous.get("calls", [])
-    calls.append({"command": command, "machine": machine_line(machine_description(device)), "device": device,
-                  "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": [r.run_id for r in runs]})
-    rec.atomic_write_json(path, {"experiment": experiment.name, "version": experiment.version,
-                                 "description": experiment.description, "notes": experiment.notes,
-                                 "paper": experiment.paper, "order": [c.name for c in experiment.configs],
-                                 "calls": calls})
+    call = {"command": command, "machine": machine_line(machine_description(device)), "device": device,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "runs": [r.run_id for r in runs]}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / EXPERIMENT_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        previous = rec.read_json(path) if path.is_file() else {}
+        rec.atomic_write_json(path, {"experiment": experiment.name, "version": experiment.version,
+                                     "description": experiment.description, "notes": experiment.notes,
+                                     "paper": experiment.paper, "order": [c.name for c in experiment.configs],
+                                     "calls": [*previous.get("calls", []), call]})
 
 
 class _DataCache:
