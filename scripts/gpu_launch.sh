@@ -3,7 +3,7 @@
 # call) with one shared deadLINE MINUTES from now, then wait up to WAIT_S seconds (default 540) and
 # bring back what finished (scripts/gpu_collect.sh). Later calls, while the machine stays warm:
 #   WAIT_S=570 bash scripts/gpu_collect.sh
-# Usage, in the call that carries .data/p3 (see scripts/stage_cifar10_parts.sh):
+# Usage, in the call that carries .data/p5 (see scripts/stage_cifar10_parts.sh):
 #   bash scripts/gpu_launch.sh MINUTES QUEUE_FOR_GPU0 [QUEUE_FOR_GPU1 ...]
 # MINUTES: the device time left, less about 4 minutes for the last collect and the give-back.
 # Runs an earlier machine's deadline cut short come back as resume.tgz (scripts/gpu_collect.sh): copy it
