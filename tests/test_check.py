@@ -156,6 +156,43 @@ def test_stacked_gains_name_the_scales_not_the_zero_biases_after_the_end():
     assert "keep 1.gamma and give 1.fc2.weight an identity init" in flags[0].remedy
 
 
+class PostNormBlock(nn.Module):
+    """``x + post_norm(fc2(gelu(fc1(x))))``: a normalising norm between the branch end and the add (GLM-4,
+    Gemma2); a tiny ``eps`` (GLM-4's is 1.6e-7) lets it divide IDIZ's ~1e-6 output back to unit scale."""
+
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.post_norm = nn.RMSNorm(dim, eps=eps)
+
+    def forward(self, x):
+        return x + self.post_norm(self.fc2(F.gelu(self.fc1(x))))
+
+
+def post_norm_model(eps, **options):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), PostNormBlock(32, eps), PostNormBlock(32, eps), nn.Linear(32, 4))
+    idinit.init_(model, example_inputs=(torch.randn(8, 16),), **options)
+    return model
+
+
+def test_a_post_norm_that_reopens_an_idiz_branch_is_flagged_and_its_remedy_closes_it():
+    # zoo audit (results/zoo-audit): GLM-4's attention blocks added 0.17-0.22 of their skip after idinit, unflagged
+    x = torch.randn(8, 16)
+    report = idinit.check(post_norm_model(1e-12), (x,))
+    assert [b.distance > 0.3 for b in report.blocks] == [True, True]  # the fault: both branches open
+    flags = report.flagged("reopened_branch")
+    assert [f.names for f in flags] == [["1.fc2.weight", "1.post_norm.weight"], ["2.fc2.weight", "2.post_norm.weight"]]
+    assert "closed at 1.fc2" in flags[0].message and "overrides={'1.fc2.weight': 'identity'}" in flags[0].remedy
+    # the remedy as written: one factor closes each branch, and nothing is flagged
+    fixed = idinit.check(post_norm_model(1e-12, branch_end_norm="zero",
+                                         overrides={"1.fc2.weight": "identity", "2.fc2.weight": "identity"}), (x,))
+    assert [b.distance for b in fixed.blocks] == [0.0, 0.0] and not fixed.flags, [str(f) for f in fixed.flags]
+    # a usual eps (1e-5) leaves the IDIZ branch at ~3e-4 of its skip, as a batch norm does in a ResNet: not flagged
+    usual = idinit.check(post_norm_model(1e-5), (x,))
+    assert max(b.distance for b in usual.blocks) < 1e-3 and not usual.flagged("reopened_branch")
+
+
 def residual_mlp(depth, dim=32):
     class Block(nn.Module):
         def __init__(self):

@@ -37,7 +37,8 @@ from torch.utils._pytree import tree_flatten
 
 from idinit.detect import _as_inputs
 from idinit.findings import (DEAD_OUTPUT, DEAD_SIBLING, EXPLODING, FLAG_KINDS, NEAR_ZERO_GAIN, STARVED_SHARE, VANISHING,
-                             BlockStat, Flag, LayerStat, OutputStat, Report, format_value, stacked_gains_flag)
+                             BlockStat, Flag, LayerStat, OutputStat, Report, format_value, reopened_branch_flag,
+                             stacked_gains_flag)
 from idinit.graph import _tensors
 from idinit.inputs import example_inputs_for
 from idinit.kinds import MATRIX_KINDS, parameter_infos
@@ -467,6 +468,7 @@ def _flags(model: nn.Module, rec: _Recorder, outputs: list[OutputStat], grads: M
                               "padding channels, e.g. IDIC behind a centred option-A shortcut, or dead ReLU channels): "
                               "use a projection (option-B) shortcut, conv='channel', or a dense init for this layer"))
     flags.extend(f for f in (stacked_gains_flag(b, rec.sources[b.branch_end], params, grads) for b in rec.blocks) if f)
+    flags.extend(f for f in (reopened_branch_flag(b, rec.sources[b.branch_end], params) for b in rec.blocks) if f)
     trunk = [s for s in rec.layers if s.rms_out is not None and math.isfinite(s.rms_out) and not s.small and not s.table]
     if scale:
         high = next((s for s in trunk if s.rms_out > EXPLODING * scale), None)

@@ -9,14 +9,21 @@ from typing import Any, Mapping
 
 from idinit.roles import is_bias_name
 
-__all__ = ["Flag", "LayerStat", "BlockStat", "OutputStat", "Report", "FLAG_KINDS", "NEAR_ZERO_GAIN", "STARVED_SHARE",
-           "format_value"]
+__all__ = ["Flag", "LayerStat", "BlockStat", "OutputStat", "Report", "FLAG_KINDS", "NEAR_ZERO_GAIN", "OPEN_BRANCH",
+           "REOPEN_GROWTH", "STARVED_SHARE", "format_value"]
 
-FLAG_KINDS = ("dead_output", "starved_branch", "stacked_near_zero_gains", "exploding", "vanishing", "non_finite",
-              "overwritten_prior")
+FLAG_KINDS = ("dead_output", "starved_branch", "stacked_near_zero_gains", "reopened_branch", "exploding", "vanishing",
+              "non_finite", "overwritten_prior")
 # A layer whose output RMS is below this fraction of its input's closes a branch the way IDIZ
 # (1e-6, paper Sec. 3.2), exact zeros or a tiny layer scale do.
 NEAR_ZERO_GAIN = 1e-3
+# A branch whose end layer is near zero, which grows more than REOPEN_GROWTH-fold after it and still
+# adds at least OPEN_BRANCH of its skip, has been re-opened by what follows the end. Measured after
+# idinit (zoo audit, results/zoo-audit): a batch norm after IDIZ leaves ~3e-4 of the skip (BN ResNets),
+# Gemma's post-norms ~0.011, GLM-4's RMSNorm (eps 1.6e-7) 0.17-0.22.
+OPEN_BRANCH, REOPEN_GROWTH = 0.1, 10.0
+# The roles whose near-zero output is meant to close a branch (idinit.roles)
+CLOSING_ROLES = ("branch_end", "attention_out", "branch_end_norm", "scale")
 # A layer is starved when the input channels its weights read hold less than this share of its
 # input's energy (results/idic-reads-padding: 1e-12 behind option-A shortcuts, ~1 otherwise).
 STARVED_SHARE = 1e-6
@@ -77,6 +84,29 @@ class BlockStat:
     branch_rms: float
     distance: float        # |out - skip| / |skip| = |branch| / |skip|
     after_end: list[str] = field(default_factory=list)  # parameters the branch met after its end layer
+
+
+def reopened_branch_flag(block: BlockStat, source: LayerStat, params: Mapping[str, Any]) -> Flag | None:
+    """``reopened_branch`` for one residual block, or None: its end layer ``source``, planned to close the
+    branch, has a near-zero gain, yet between it and the add the branch grows more than REOPEN_GROWTH-fold
+    and adds OPEN_BRANCH or more of the skip. Causes met in the zoo audit: a normalising post-norm dividing
+    IDIZ's ~1e-6 output by its own RMS (GLM-4), a second path joining the branch before the add (XCiT's
+    class-attention blocks add the normed patch tokens)."""
+    gain = source.gain
+    if (source.role not in CLOSING_ROLES or gain is None or gain >= NEAR_ZERO_GAIN or not source.rms_out
+            or block.branch_rms < REOPEN_GROWTH * source.rms_out or block.distance < OPEN_BRANCH):
+        return None
+    end = next((p for p in source.params if p.endswith("weight")), source.name)
+    scales = [p for p in block.after_end if params[p].dim() <= 1 and not is_bias_name(p.rpartition(".")[2])]
+    through = f" (it meets {', '.join(scales)} after the end)" if scales else ""
+    return Flag("reopened_branch", [end, *scales],
+                f"the branch of {block.name or 'the model'} is closed at {source.name} (gain {gain:.2g}) but grows "
+                f"{block.branch_rms / source.rms_out:.3g}-fold before the add{through}: it adds {block.distance:.2g} "
+                "of the skip at init",
+                "if a normalising layer between the end and the add rescales it (a post-norm), start that norm at its "
+                f"zero scale and give {end} an identity init, one factor closing the branch (idinit.init_(..., "
+                f"branch_end_norm='zero', overrides={{{end!r}: 'identity'}})); if another path joins the branch "
+                "before the add, state the block's real branch end (overrides=) or accept it open")
 
 
 def stacked_gains_flag(block: BlockStat, source: LayerStat, params: Mapping[str, Any],
