@@ -44,6 +44,7 @@ from idinit.inputs import example_inputs_for
 from idinit.kinds import MATRIX_KINDS, parameter_infos
 from idinit.plan import plan as make_plan
 from idinit.priors import overwritten_priors, reference_state
+from idinit.roles import BRANCH_END_ROLES
 
 __all__ = ["check", "Report", "Flag", "FLAG_KINDS"]
 
@@ -222,7 +223,7 @@ class _Recorder(TorchFunctionMode):
             self.busy = False
         stat.params, stat.role = held, self.roles.get(held[0], "")
         stat.small = stat.near_zero or self.small(frozenset().union(*(self.tags_of(t) for t in inputs)))
-        if not (stat.near_zero or stat.role in ("branch_end", "attention_out")):
+        if not (stat.near_zero or stat.role in BRANCH_END_ROLES):
             return frozenset()
         self.sources[stat.name] = stat
         self.after.setdefault(stat.name, set())

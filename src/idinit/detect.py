@@ -45,7 +45,7 @@ from idinit.inputs import buffers_rebuilt, example_inputs_for, model_kept
 from idinit.dataflow import op_class
 from idinit.kinds import MATRIX_KINDS, NORM_KINDS, RECURRENT_KINDS, ParamInfo, parameter_infos, read_kinds
 from idinit.positions import ROUTER_NOTE, analyse
-from idinit.roles import strongest, user_roles
+from idinit.roles import BRANCH_END_ROLES, strongest, user_roles
 
 __all__ = ["Detection", "Role", "PRECEDENCE", "detect", "warn_caller"]
 
@@ -252,7 +252,7 @@ def _graph_roles(graph, kinds, owners, notes: list) -> _GraphFindings:
         if len({r for r, _ in candidates}) > 1:  # one module called in several places
             note = (note + "; " if note else "") + "used as " + ", ".join(sorted({r for r, _ in candidates}))
         roles[p] = Role(role, "graph", note)
-        if role not in ("branch_end", "attention_out"):
+        if role not in BRANCH_END_ROLES:
             out.scaled.pop(p, None)
     for n in found.routers:  # the whole router: a raw weight (Mixtral's F.linear(x, self.weight)), a bias (GPT-OSS)
         for p in graph.ops[n].params:

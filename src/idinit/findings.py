@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
-from idinit.roles import is_bias_name
+from idinit.roles import BRANCH_END_ROLES, is_bias_name
 
 __all__ = ["Flag", "LayerStat", "BlockStat", "OutputStat", "Report", "FLAG_KINDS", "NEAR_ZERO_GAIN", "OPEN_BRANCH",
            "REOPEN_GROWTH", "STARVED_SHARE", "format_value"]
@@ -22,8 +22,8 @@ NEAR_ZERO_GAIN = 1e-3
 # idinit (zoo audit, results/zoo-audit): a batch norm after IDIZ leaves ~3e-4 of the skip (BN ResNets),
 # Gemma's post-norms ~0.011, GLM-4's RMSNorm (eps 1.6e-7) 0.17-0.22.
 OPEN_BRANCH, REOPEN_GROWTH = 0.1, 10.0
-# The roles whose near-zero output is meant to close a branch (idinit.roles)
-CLOSING_ROLES = ("branch_end", "attention_out", "branch_end_norm", "scale")
+# The roles whose near-zero output is meant to close a branch: an end layer, its norm, a layer scale or gate
+CLOSING_ROLES = BRANCH_END_ROLES + ("branch_end_norm", "scale")
 # A layer is starved when the input channels its weights read hold less than this share of its
 # input's energy (results/idic-reads-padding: 1e-12 behind option-A shortcuts, ~1 otherwise).
 STARVED_SHARE = 1e-6
@@ -86,6 +86,11 @@ class BlockStat:
     after_end: list[str] = field(default_factory=list)  # parameters the branch met after its end layer
 
 
+def _end_weight(source: LayerStat) -> str:
+    """The parameter a flag names for a branch's end layer: its weight, else the layer."""
+    return next((p for p in source.params if p.endswith("weight")), source.name)
+
+
 def reopened_branch_flag(block: BlockStat, source: LayerStat, params: Mapping[str, Any]) -> Flag | None:
     """``reopened_branch`` for one residual block, or None: its end layer ``source``, planned to close the
     branch, has a near-zero gain, yet between it and the add the branch grows more than REOPEN_GROWTH-fold
@@ -96,7 +101,7 @@ def reopened_branch_flag(block: BlockStat, source: LayerStat, params: Mapping[st
     if (source.role not in CLOSING_ROLES or gain is None or gain >= NEAR_ZERO_GAIN or not source.rms_out
             or block.branch_rms < REOPEN_GROWTH * source.rms_out or block.distance < OPEN_BRANCH):
         return None
-    end = next((p for p in source.params if p.endswith("weight")), source.name)
+    end = _end_weight(source)
     scales = [p for p in block.after_end if params[p].dim() <= 1 and not is_bias_name(p.rpartition(".")[2])]
     through = f" (it meets {', '.join(scales)} after the end)" if scales else ""
     return Flag("reopened_branch", [end, *scales],
@@ -119,7 +124,7 @@ def stacked_gains_flag(block: BlockStat, source: LayerStat, params: Mapping[str,
     post = block.branch_rms / source.rms_out if source.rms_out else None
     if gain is None or gain >= NEAR_ZERO_GAIN or post is None or post >= NEAR_ZERO_GAIN:
         return None
-    end = next((p for p in source.params if p.endswith("weight")), source.name)
+    end = _end_weight(source)
     scales = [p for p in block.after_end if params[p].dim() <= 1 and not is_bias_name(p.rpartition(".")[2])
               and params[p].detach().abs().max() < NEAR_ZERO_GAIN]
     named = ", ".join(scales)

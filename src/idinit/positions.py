@@ -58,7 +58,7 @@ from typing import Mapping
 
 from idinit.dataflow import RESHAPES, DataFlow, activation_name
 from idinit.graph import DataGraph
-from idinit.roles import strongest
+from idinit.roles import BRANCH_END_ROLES, strongest
 
 __all__ = ["Analysis", "analyse"]
 
@@ -423,7 +423,7 @@ def analyse(graph: DataGraph, kinds: Mapping[str, set], owners: Mapping[str, str
         role = strongest(r for r, _ in candidates)
         picked[n] = (role, next((note for r, note in candidates if r == role and note), ""))
     return Analysis(picked, end_norms, len({r.add for r in residuals}), notes,
-                    {n: scales for n, scales in scaled.items() if picked[n][0] in ("branch_end", "attention_out")}, in_branch,
+                    {n: scales for n, scales in scaled.items() if picked[n][0] in BRANCH_END_ROLES}, in_branch,
                     routers)
 
 

@@ -55,6 +55,8 @@ ATTENTION_ROLES = (
     "attention_qkv", "attention_out",
 )
 MATRIX_ROLES = ("stem", "identity", "branch_end", "head", "recurrent") + ATTENTION_ROLES
+# The layers whose output is added back to a residual stream: the ones a scheme zeroes to close a branch
+BRANCH_END_ROLES = ("branch_end", "attention_out")
 # Roles every scheme leaves as the model made them (:mod:`idinit.schemes`)
 KEPT_ROLES = ("router", "embedding", "scale", "keep")
 ROLES = MATRIX_ROLES + ("norm", "branch_end_norm", "bias") + KEPT_ROLES

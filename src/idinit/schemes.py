@@ -64,7 +64,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Mapping
 
-from idinit.roles import KEPT_ROLES, MATRIX_ROLES, fused_blocks
+from idinit.roles import BRANCH_END_ROLES, KEPT_ROLES, MATRIX_ROLES, fused_blocks
 
 __all__ = ["Option", "Scheme", "TABLE", "SCHEMES", "SchemeName", "lookup", "check_options", "assign", "needs_positions"]
 
@@ -128,7 +128,6 @@ def _standard(role: str, kind: str) -> tuple[str, dict] | None:
 
 
 _CONV_KINDS = ("conv", "conv_transpose")
-_ZEROED = ("branch_end", "attention_out")  # the layer whose output is added back to a residual stream
 
 # IDI gain of the stem (paper appendix B: sqrt(2) for the first layer of a ReLU network, 1 for tanh).
 # [decision] GELU / SiLU / ELU / leaky ReLU halve the signal's second moment roughly as ReLU does, so
@@ -144,7 +143,7 @@ def _idinit(role: str, kind: str, options: Mapping[str, Any], residual: bool):
         return None
     # IDIZ closes what is added back; the classifier too, in a residual network only (paper Sec. 3.2,
     # "The IDInit framework")
-    if role in _ZEROED or (role == "head" and residual):
+    if role in BRANCH_END_ROLES or (role == "head" and residual):
         if options["branch_end"] == "zero_preserving":
             return "zero_preserving_", {"eps": options["eps"]}
         return "zeros_", {}
@@ -180,7 +179,7 @@ def _model_own(role: str, kind: str, options: Mapping[str, Any], residual: bool)
 def _zero(role: str, kind: str, options: Mapping[str, Any], residual: bool):
     if role not in MATRIX_ROLES:
         return None
-    return ("zeros_", {}) if role in _ZEROED else ("hadamard_", {})
+    return ("zeros_", {}) if role in BRANCH_END_ROLES else ("hadamard_", {})
 
 
 TABLE: dict[str, Scheme] = {s.name: s for s in (
